@@ -1,0 +1,168 @@
+//! The runtime seam: the only way the engine reaches files, time, tasks and randomness.
+//!
+//! Production uses [`StdRuntime`] (real files, the monotonic clock, OS threads); the simulator
+//! supplies its own implementation with a crashing in-memory disk and virtual time. Because the
+//! same engine code runs on both, every file operation is a point where the simulator may switch
+//! tasks or crash the process, which is why every method that touches storage is async.
+//!
+//! Invariant: nothing in the engine outside `runtime::std_rt` calls `std::fs`, spawns a thread,
+//! reads a clock or draws OS randomness (clippy's `disallowed-methods` enforces it).
+
+mod std_rt;
+
+pub use std_rt::StdRuntime;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed future, as returned by the object-safe methods of the seam.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of a file-system call.
+pub type IoFuture<'a, T> = BoxFuture<'a, io::Result<T>>;
+
+/// The runtime the engine runs on: a file system, a clock, a task spawner and seeded randomness.
+pub trait Runtime: Send + Sync + 'static {
+    /// The file system holding the database.
+    fn fs(&self) -> &dyn FileSystem;
+
+    /// Monotonic time since an arbitrary fixed origin. Never goes backwards.
+    fn now(&self) -> Duration;
+
+    /// Completes after at least `duration` has passed on this runtime's clock.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+
+    /// Starts `task` in the background under `name` (for traces and thread names). The returned
+    /// handle completes when the task has finished; dropping the handle detaches the task.
+    fn spawn(&self, name: &str, task: BoxFuture<'static, ()>) -> JoinHandle;
+
+    /// A random number. Under the simulator the sequence is fixed by the scenario's seed.
+    fn random_u64(&self) -> u64;
+}
+
+/// Waits for a task started with [`Runtime::spawn`].
+pub struct JoinHandle(BoxFuture<'static, ()>);
+
+impl JoinHandle {
+    /// Wraps a future that completes when the task has finished.
+    pub fn new(done: BoxFuture<'static, ()>) -> Self {
+        JoinHandle(done)
+    }
+
+    /// Completes when the task has finished.
+    pub async fn join(self) {
+        self.0.await
+    }
+}
+
+impl fmt::Debug for JoinHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinHandle")
+    }
+}
+
+/// A directory tree of files with explicit durability.
+///
+/// Durability contract, shared by every implementation: data written to a file survives a crash
+/// only after [`File::sync_data`] on that file has returned `Ok`. A new name (from `create`,
+/// `rename` or `create_dir`) and the disappearance of a name (from `remove` or the source of
+/// `rename`) survive a crash only after [`FileSystem::sync_dir`] on the parent directory has
+/// returned `Ok`. Until then a crash may leave any mix of the old and new state of each
+/// unsynced byte (in 4 KiB blocks, the last write possibly torn).
+pub trait FileSystem: Send + Sync {
+    /// Creates `path` empty for reading and writing, truncating it if it exists. The name is not
+    /// durable until the parent directory is synced.
+    fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn File>>;
+
+    /// Opens an existing file for reading and writing. `ErrorKind::NotFound` if it does not exist.
+    fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn File>>;
+
+    /// Removes a file. Durable once the parent directory is synced.
+    fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
+
+    /// Atomically replaces `to` with `from`. Durable once the parent directory is synced; before
+    /// that a crash leaves either the old or the new name, never neither file.
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()>;
+
+    /// The names (not paths) of the entries of `dir`, sorted.
+    fn list<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>>;
+
+    /// Creates `dir` and any missing parents. Each new directory's name is durable once its
+    /// parent is synced.
+    fn create_dir_all<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()>;
+
+    /// Makes the creation, renaming and removal of names in `dir` durable.
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()>;
+
+    /// Takes an exclusive lock on `path` (creating it if needed), held until the returned guard
+    /// is dropped. Fails with `ErrorKind::WouldBlock` if another holder has it. A lock is not
+    /// data: it never survives a crash.
+    fn lock<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn FileLock>>;
+}
+
+/// An open file. Positioned reads and writes take `&self`; callers order their own writes.
+pub trait File: Send + Sync + fmt::Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
+    /// Reads see every completed write, durable or not.
+    fn read_at<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> IoFuture<'a, usize>;
+
+    /// Writes all of `data` at `offset`, extending the file if needed. Not durable until
+    /// [`File::sync_data`] returns `Ok`.
+    fn write_at<'a>(&'a self, offset: u64, data: &'a [u8]) -> IoFuture<'a, ()>;
+
+    /// Makes every completed write and the current size durable. If it fails, the writes it
+    /// covered may be lost even though reads still return them, and a later successful call does
+    /// NOT make them durable (Linux fsync semantics): callers must treat the failure as final.
+    fn sync_data(&self) -> IoFuture<'_, ()>;
+
+    /// Sets the size to `len`, dropping or zero-extending. Durable after `sync_data`.
+    fn truncate(&self, len: u64) -> IoFuture<'_, ()>;
+
+    /// The current size in bytes, durable or not.
+    fn size(&self) -> IoFuture<'_, u64>;
+}
+
+/// Holds a lock from [`FileSystem::lock`] until dropped.
+pub trait FileLock: Send + Sync + fmt::Debug {}
+
+/// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` if the file ends
+/// first.
+pub async fn read_exact_at(file: &dyn File, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = file.read_at(offset, buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file ended before the requested range",
+            ));
+        }
+        offset += n as u64;
+        buf = &mut buf[n..];
+    }
+    Ok(())
+}
+
+/// Reads a whole file into memory.
+pub async fn read_all(file: &dyn File) -> io::Result<Vec<u8>> {
+    let size = file.size().await?;
+    let len = usize::try_from(size).map_err(|_| io::Error::other("file too large to read"))?;
+    let mut buf = vec![0u8; len];
+    read_exact_at(file, 0, &mut buf).await?;
+    Ok(buf)
+}
+
+/// The parent directory of `path`, or `.` for a bare name.
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A shared runtime handle, as the engine holds it.
+pub type RuntimeRef = Arc<dyn Runtime>;

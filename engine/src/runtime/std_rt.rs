@@ -1,0 +1,198 @@
+//! The production runtime: real files, the monotonic clock and OS threads.
+//!
+//! This is the one module of the engine allowed to touch `std::fs`, threads, clocks and OS
+//! randomness. File calls complete inline (the returned futures are ready at once), so the
+//! async seam costs a boxed future per call and nothing else.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use super::{BoxFuture, File, FileLock, FileSystem, IoFuture, JoinHandle, Runtime};
+use crate::signal::Signal;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Real files, the monotonic clock and OS threads.
+#[derive(Debug)]
+pub struct StdRuntime {
+    fs: StdFs,
+    origin: Instant,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+impl StdRuntime {
+    /// A runtime on the machine's file system, seeded from the OS.
+    pub fn new() -> Self {
+        // std's RandomState draws its keys from the OS; hashing the clock with it gives a seed
+        // without another dependency.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        StdRuntime {
+            fs: StdFs,
+            origin: Instant::now(),
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(h.finish())),
+        }
+    }
+}
+
+impl Default for StdRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime for StdRuntime {
+    fn fs(&self) -> &dyn FileSystem {
+        &self.fs
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(async move { std::thread::sleep(duration) })
+    }
+
+    fn spawn(&self, name: &str, task: BoxFuture<'static, ()>) -> JoinHandle {
+        let done = Signal::new();
+        let filler = done.clone();
+        // A background task that cannot start would silently stop flushes and compactions;
+        // failing loudly is the only safe answer when the OS has no thread left to give.
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                pollster::block_on(task);
+                filler.fill(());
+            })
+            .expect("the OS refused to start a background thread");
+        JoinHandle::new(Box::pin(async move { done.wait().await }))
+    }
+
+    fn random_u64(&self) -> u64 {
+        self.rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_u64()
+    }
+}
+
+/// The machine's file system.
+#[derive(Debug)]
+struct StdFs;
+
+fn ready<'a, T: Send + 'a>(r: io::Result<T>) -> IoFuture<'a, T> {
+    Box::pin(std::future::ready(r))
+}
+
+fn open_file(path: &Path, create: bool) -> io::Result<Box<dyn File>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .open(path)?;
+    Ok(Box::new(StdFile { file }))
+}
+
+impl FileSystem for StdFs {
+    fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn File>> {
+        ready(open_file(path, true))
+    }
+
+    fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn File>> {
+        ready(open_file(path, false))
+    }
+
+    fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
+        ready(std::fs::remove_file(path))
+    }
+
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
+        ready(std::fs::rename(from, to))
+    }
+
+    fn list<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>> {
+        ready((|| {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(dir)? {
+                if let Ok(name) = entry?.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(names)
+        })())
+    }
+
+    fn create_dir_all<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
+        ready(std::fs::create_dir_all(dir))
+    }
+
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
+        ready(std::fs::File::open(dir).and_then(|d| d.sync_all()))
+    }
+
+    fn lock<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn FileLock>> {
+        ready((|| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            match file.try_lock() {
+                Ok(()) => Ok(Box::new(StdLock { _file: file }) as Box<dyn FileLock>),
+                Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is locked by another process", path.display()),
+                )),
+                Err(std::fs::TryLockError::Error(e)) => Err(e),
+            }
+        })())
+    }
+}
+
+#[derive(Debug)]
+struct StdFile {
+    file: std::fs::File,
+}
+
+impl File for StdFile {
+    fn read_at<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> IoFuture<'a, usize> {
+        ready(self.file.read_at(buf, offset))
+    }
+
+    fn write_at<'a>(&'a self, offset: u64, data: &'a [u8]) -> IoFuture<'a, ()> {
+        ready(self.file.write_all_at(data, offset))
+    }
+
+    fn sync_data(&self) -> IoFuture<'_, ()> {
+        ready(self.file.sync_data())
+    }
+
+    fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
+        ready(self.file.set_len(len))
+    }
+
+    fn size(&self) -> IoFuture<'_, u64> {
+        ready(self.file.metadata().map(|m| m.len()))
+    }
+}
+
+/// The lock is released when the file is closed.
+#[derive(Debug)]
+struct StdLock {
+    _file: std::fs::File,
+}
+
+impl FileLock for StdLock {}
