@@ -2,6 +2,34 @@
 //!
 //! The engine reaches storage, time and tasks only through [`runtime::Runtime`], so the same
 //! code runs on real files ([`runtime::StdRuntime`]) and under the seeded simulator.
+//!
+//! ```
+//! use jadedb::{Db, Options, WriteOptions, runtime::StdRuntime};
+//! use std::sync::Arc;
+//!
+//! # let dir = std::env::temp_dir().join(format!("jadedb-doc-{}", std::process::id()));
+//! let db = Db::open(&dir, Options::default(), Arc::new(StdRuntime::new()))?;
+//! db.put(b"hello", b"world", WriteOptions::synced())?;
+//! assert_eq!(db.get(b"hello")?.as_deref(), Some(&b"world"[..]));
+//! db.close()?;
+//! # Ok::<(), jadedb::Error>(())
+//! ```
 
+mod batch;
+mod commit;
+mod db;
+mod error;
+mod memtable;
+mod metrics;
+mod options;
+mod recovery;
 pub mod runtime;
 mod signal;
+mod wal;
+
+pub use batch::{WriteBatch, BATCH_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+pub use bytes::Bytes;
+pub use db::Db;
+pub use error::{Error, Result};
+pub use metrics::Metrics;
+pub use options::{Options, PlantedBug, WriteOptions};

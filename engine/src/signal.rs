@@ -14,6 +14,8 @@ enum State<T> {
     Empty(Option<Waker>),
     Full(T),
     Taken,
+    /// The waiter went away before the value came (its future was dropped).
+    Abandoned,
 }
 
 /// A cell filled at most once and awaited by one receiver.
@@ -25,31 +27,34 @@ pub struct Signal<T> {
 impl<T> Signal<T> {
     /// A new empty cell, shared between the filler and the waiter.
     pub fn new() -> Arc<Self> {
-        Arc::new(Signal {
-            state: Mutex::new(State::Empty(None)),
-        })
+        Arc::new(Signal { state: Mutex::new(State::Empty(None)) })
     }
 
-    /// Fills the cell and wakes the waiter. Filling twice is a bug in the caller.
-    pub fn fill(&self, value: T) {
+    /// Fills the cell and wakes the waiter. Gives the value back if the waiter has gone, so
+    /// that nothing it carried (leadership of the commit pipeline, say) is lost. Filling twice
+    /// is a bug in the caller.
+    pub fn fill(&self, value: T) -> Result<(), T> {
         let waker = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let previous = std::mem::replace(&mut *state, State::Full(value));
-            match previous {
-                State::Empty(waker) => waker,
+            match &mut *state {
+                State::Empty(waker) => {
+                    let waker = waker.take();
+                    *state = State::Full(value);
+                    waker
+                }
+                State::Abandoned => return Err(value),
                 State::Full(_) | State::Taken => panic!("signal filled twice"),
             }
         };
         if let Some(waker) = waker {
             waker.wake();
         }
+        Ok(())
     }
 
     /// Completes with the value once the cell is filled.
     pub fn wait(self: &Arc<Self>) -> Wait<T> {
-        Wait {
-            signal: Arc::clone(self),
-        }
+        Wait { signal: Arc::clone(self), done: false }
     }
 }
 
@@ -57,25 +62,41 @@ impl<T> Signal<T> {
 #[derive(Debug)]
 pub struct Wait<T> {
     signal: Arc<Signal<T>>,
+    done: bool,
 }
 
 impl<T> Future for Wait<T> {
     type Output = T;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut state = self
-            .signal
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut state = self.signal.state.lock().unwrap_or_else(PoisonError::into_inner);
         match std::mem::replace(&mut *state, State::Taken) {
-            State::Full(value) => Poll::Ready(value),
+            State::Full(value) => {
+                drop(state);
+                self.done = true;
+                Poll::Ready(value)
+            }
             State::Empty(_) => {
                 *state = State::Empty(Some(cx.waker().clone()));
                 Poll::Pending
             }
-            State::Taken => panic!("signal awaited after it completed"),
+            State::Taken | State::Abandoned => panic!("signal awaited after it completed"),
         }
+    }
+}
+
+impl<T> Drop for Wait<T> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // An empty cell is marked so that the filler gets its value back. A value that arrived
+        // but was never taken is dropped here; values that must not be lost (a `LeadToken`)
+        // pass themselves on when dropped.
+        let mut state = self.signal.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = std::mem::replace(&mut *state, State::Abandoned);
+        drop(state);
+        drop(old);
     }
 }
 
@@ -86,7 +107,7 @@ mod tests {
     #[test]
     fn fill_before_wait_completes() {
         let s = Signal::new();
-        s.fill(7);
+        s.fill(7).unwrap();
         assert_eq!(pollster::block_on(s.wait()), 7);
     }
 
@@ -95,8 +116,16 @@ mod tests {
         let s = Signal::new();
         let filler = Arc::clone(&s);
         #[allow(clippy::disallowed_methods)] // a test of cross-thread wake-ups needs a thread
-        let t = std::thread::spawn(move || filler.fill(9));
+        let t = std::thread::spawn(move || filler.fill(9).unwrap());
         assert_eq!(pollster::block_on(s.wait()), 9);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn filling_an_abandoned_signal_gives_the_value_back() {
+        let s = Signal::new();
+        let wait = s.wait();
+        drop(wait);
+        assert_eq!(s.fill(5), Err(5));
     }
 }

@@ -27,7 +27,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type IoFuture<'a, T> = BoxFuture<'a, io::Result<T>>;
 
 /// The runtime the engine runs on: a file system, a clock, a task spawner and seeded randomness.
-pub trait Runtime: Send + Sync + 'static {
+pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// The file system holding the database.
     fn fs(&self) -> &dyn FileSystem;
 

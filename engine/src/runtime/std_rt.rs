@@ -72,17 +72,14 @@ impl Runtime for StdRuntime {
             .name(name.to_string())
             .spawn(move || {
                 pollster::block_on(task);
-                filler.fill(());
+                let _ = filler.fill(());
             })
             .expect("the OS refused to start a background thread");
         JoinHandle::new(Box::pin(async move { done.wait().await }))
     }
 
     fn random_u64(&self) -> u64 {
-        self.rng
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .next_u64()
+        self.rng.lock().unwrap_or_else(PoisonError::into_inner).next_u64()
     }
 }
 

@@ -1,0 +1,119 @@
+//! Options for opening a database and for each write.
+//!
+//! Each setter documents its default and the trade-off it controls.
+
+use std::time::Duration;
+
+/// How a database is opened and tuned. Build with `Options::default()` and the setters.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) create_if_missing: bool,
+    pub(crate) error_if_exists: bool,
+    pub(crate) memtable_bytes_max: usize,
+    pub(crate) commit_group_bytes_max: usize,
+    pub(crate) commit_window: Duration,
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) planted_bug: Option<PlantedBug>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            create_if_missing: true,
+            error_if_exists: false,
+            memtable_bytes_max: 64 << 20,
+            commit_group_bytes_max: 1 << 20,
+            commit_window: Duration::ZERO,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+}
+
+impl Options {
+    /// Create the database if the directory holds none. Default `true`.
+    pub fn create_if_missing(mut self, yes: bool) -> Self {
+        self.create_if_missing = yes;
+        self
+    }
+
+    /// Fail to open if a database already exists. Default `false`.
+    pub fn error_if_exists(mut self, yes: bool) -> Self {
+        self.error_if_exists = yes;
+        self
+    }
+
+    /// Size at which the active memtable is retired and a new one (with a new WAL) started.
+    /// Default 64 MiB. Larger means fewer, larger flushes and more memory and replay time.
+    pub fn memtable_bytes_max(mut self, bytes: usize) -> Self {
+        self.memtable_bytes_max = bytes.max(1);
+        self
+    }
+
+    /// Most bytes of batches one commit group writes to the WAL in one append. Default 1 MiB.
+    /// Larger groups amortize a write and an fsync over more writers but make each wait longer.
+    pub fn commit_group_bytes_max(mut self, bytes: usize) -> Self {
+        self.commit_group_bytes_max = bytes.max(1);
+        self
+    }
+
+    /// How long a commit leader waits for more writers to join its group before writing.
+    /// Default zero: groups form naturally while the previous group's I/O is in progress. A
+    /// small window (tens of microseconds) can raise throughput of many small synced writers at
+    /// the cost of that much latency on every write.
+    pub fn commit_window(mut self, window: Duration) -> Self {
+        self.commit_window = window;
+        self
+    }
+
+    /// The memtable size limit in force.
+    pub fn memtable_bytes(&self) -> usize {
+        self.memtable_bytes_max
+    }
+
+    /// Plants a known bug, for proving that the simulator finds it.
+    #[cfg(feature = "planted-bugs")]
+    #[doc(hidden)]
+    pub fn planted_bug(mut self, bug: Option<PlantedBug>) -> Self {
+        self.planted_bug = bug;
+        self
+    }
+
+    pub(crate) fn has_bug(&self, _bug: PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.planted_bug == Some(_bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+}
+
+/// Known bugs that can be planted (only with the `planted-bugs` feature) to prove the
+/// simulator catches them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[doc(hidden)]
+pub enum PlantedBug {
+    /// The commit leader acknowledges synced writes before its fsync returns.
+    AckBeforeSync,
+    /// The WAL reader accepts a record whose checksum does not match (a torn record).
+    AcceptTornWalRecord,
+}
+
+/// Per-write options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Wait until the write is durable (the WAL is fsynced) before returning. Default `false`:
+    /// the write survives a process crash only once a later synced write or `close` has synced
+    /// the WAL.
+    pub sync: bool,
+}
+
+impl WriteOptions {
+    /// Options for a write that is durable when it returns.
+    pub fn synced() -> Self {
+        WriteOptions { sync: true }
+    }
+}

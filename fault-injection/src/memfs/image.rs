@@ -1,0 +1,209 @@
+//! One file's contents as the disk holds them: a current image, a durable image, and the record
+//! of which 4 KiB blocks differ between the two.
+//!
+//! Invariant: every byte where the current image may differ from what a successful sync would
+//! leave in the durable image lies in a block of `dirty`, except bytes whose sync failed (those
+//! are deliberately forgotten, so a later sync does not make them durable) and zeros that either
+//! image gains by growing.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::ops::Range;
+
+/// The granularity at which a crash keeps or drops unsynced data, as a page cache writes back.
+pub const BLOCK_SIZE: usize = 4096;
+
+/// The granularity at which the device writes atomically; a torn write tears at these.
+pub const SECTOR_SIZE: usize = 512;
+
+const _: () = assert!(BLOCK_SIZE.is_multiple_of(SECTOR_SIZE));
+
+/// The largest file the in-memory disk accepts. Simulated databases are small; an offset past
+/// this is a bug in the caller, and refusing it beats trying to allocate it.
+pub const FILE_SIZE_MAX: u64 = 1 << 32;
+
+/// A file's two images and what is unsynced between them.
+#[derive(Default)]
+pub(super) struct FileData {
+    /// What reads see.
+    pub(super) current: Vec<u8>,
+    /// What survives a crash.
+    pub(super) durable: Vec<u8>,
+    /// Indices of the blocks written (or cut off by a truncate) since the last sync.
+    pub(super) dirty: BTreeSet<usize>,
+    /// The byte range of the last write, while it is unsynced: a crash may tear it.
+    pub(super) last_write: Option<Range<usize>>,
+}
+
+impl FileData {
+    /// A file as found on a fresh boot: everything on it is durable.
+    pub(super) fn booted(image: Vec<u8>) -> Self {
+        FileData {
+            current: image.clone(),
+            durable: image,
+            dirty: BTreeSet::new(),
+            last_write: None,
+        }
+    }
+
+    /// Copies bytes at `offset` into `buf`; returns how many (0 at or past the end).
+    pub(super) fn read(&self, offset: u64, buf: &mut [u8]) -> usize {
+        let len = self.current.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
+        let end = start.saturating_add(buf.len()).min(len);
+        buf[..end - start].copy_from_slice(&self.current[start..end]);
+        end - start
+    }
+
+    /// Writes `data` at `offset`, zero-filling any gap past the end.
+    pub(super) fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            // pwrite of nothing changes nothing, not even the size.
+            return Ok(());
+        }
+        let range = checked_range(offset, data.len())?;
+        if range.end > self.current.len() {
+            self.current.resize(range.end, 0);
+        }
+        self.current[range.clone()].copy_from_slice(data);
+        self.mark_dirty(range.clone());
+        self.last_write = Some(range);
+        Ok(())
+    }
+
+    /// Sets the current size, dropping bytes or appending zeros.
+    pub(super) fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let len = checked_range(len, 0)?.start;
+        let old = self.current.len();
+        // A shrink cuts off bytes that the durable image still holds; if the file later grows
+        // again, a sync must overwrite them with the zeros reads see, so they count as dirty.
+        let hi = old.max(self.durable.len());
+        let lo = len.min(old);
+        if lo < hi {
+            self.mark_dirty(lo..hi);
+        }
+        self.current.resize(len, 0);
+        Ok(())
+    }
+
+    /// A successful sync: the dirty blocks and the current size become durable.
+    pub(super) fn sync(&mut self) {
+        let len = self.current.len();
+        self.durable.resize(len, 0);
+        for &block in &self.dirty {
+            let range = block_range(block, len);
+            if range.is_empty() {
+                break;
+            }
+            self.durable[range.clone()].copy_from_slice(&self.current[range]);
+        }
+        self.dirty.clear();
+        self.last_write = None;
+    }
+
+    /// A failed sync, as on ext4 and XFS: the dirty blocks are marked clean without reaching
+    /// the durable image. Reads keep returning them, no later sync writes them, and a crash
+    /// reverts them to the durable content.
+    pub(super) fn fail_sync(&mut self) {
+        self.dirty.clear();
+        self.last_write = None;
+    }
+
+    fn mark_dirty(&mut self, range: Range<usize>) {
+        debug_assert!(!range.is_empty(), "an empty range dirties nothing");
+        let first = range.start / BLOCK_SIZE;
+        let last = (range.end - 1) / BLOCK_SIZE;
+        self.dirty.extend(first..=last);
+    }
+}
+
+impl fmt::Debug for FileData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileData")
+            .field("current_len", &self.current.len())
+            .field("durable_len", &self.durable.len())
+            .field("dirty_blocks", &self.dirty.len())
+            .field("last_write", &self.last_write)
+            .finish()
+    }
+}
+
+/// The bytes of `block` that lie below `len` (empty if the block starts at or past `len`).
+pub(super) fn block_range(block: usize, len: usize) -> Range<usize> {
+    let start = (block * BLOCK_SIZE).min(len);
+    let end = ((block + 1) * BLOCK_SIZE).min(len);
+    start..end
+}
+
+/// `offset..offset + len` as memory indices, refused past [`FILE_SIZE_MAX`].
+fn checked_range(offset: u64, len: usize) -> io::Result<Range<usize>> {
+    let end = offset.checked_add(len as u64).filter(|&end| end <= FILE_SIZE_MAX);
+    match end {
+        // Both fit in usize: FILE_SIZE_MAX does on every platform this crate builds for.
+        Some(end) => Ok(offset as usize..end as usize),
+        None => Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("offset {offset} + {len} bytes is past the in-memory limit of {FILE_SIZE_MAX}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_copies_dirty_blocks_and_size() {
+        let mut f = FileData::default();
+        f.write(5000, b"abc").unwrap();
+        assert_eq!(f.dirty.iter().copied().collect::<Vec<_>>(), [1]);
+        f.sync();
+        assert_eq!(f.durable, f.current);
+        assert!(f.dirty.is_empty());
+        assert_eq!(f.last_write, None);
+    }
+
+    #[test]
+    fn shrink_then_grow_syncs_the_zeros_reads_see() {
+        let mut f = FileData::default();
+        f.write(0, &[7u8; 10_000]).unwrap();
+        f.sync();
+        f.truncate(100).unwrap();
+        f.write(8000, b"x").unwrap();
+        f.sync();
+        assert_eq!(f.durable, f.current);
+        assert!(f.durable[100..8000].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn failed_sync_is_never_made_durable_later() {
+        let mut f = FileData::default();
+        f.write(0, b"old").unwrap();
+        f.sync();
+        f.write(0, b"new").unwrap();
+        f.fail_sync();
+        f.sync();
+        assert_eq!(f.current, b"new");
+        assert_eq!(f.durable, b"old");
+    }
+
+    #[test]
+    fn reads_stop_at_the_end() {
+        let mut f = FileData::default();
+        f.write(0, b"hello").unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(f.read(3, &mut buf), 2);
+        assert_eq!(&buf[..2], b"lo");
+        assert_eq!(f.read(5, &mut buf), 0);
+        assert_eq!(f.read(u64::MAX, &mut buf), 0);
+    }
+
+    #[test]
+    fn offsets_past_the_limit_are_refused() {
+        let mut f = FileData::default();
+        let err = f.write(FILE_SIZE_MAX, b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert!(f.write(u64::MAX, b"x").is_err());
+    }
+}

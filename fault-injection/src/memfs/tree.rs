@@ -1,0 +1,268 @@
+//! The namespace of the in-memory disk: directories mapping names to files and directories,
+//! each with a current and a durable set of entries.
+//!
+//! Invariants: directories are never removed or renamed (the engine needs neither, and leaving
+//! them out keeps the durable namespace a tree), so every directory id named by an entry, current
+//! or durable, is in `dirs`. Files are shared through `Arc`, so a handle keeps a file's data alive
+//! after its last name is gone, and a crash can find a file under its durable name even when its
+//! current name is different.
+
+use super::crash::{self, CrashReport, Mode};
+use super::image::FileData;
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind};
+use std::path::{Component, Path};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The id of the root directory, which exists on every boot.
+const ROOT: u64 = 0;
+
+/// A file's identity and contents, shared by its names and its open handles.
+#[derive(Debug)]
+pub(super) struct FileCell {
+    pub(super) ino: u64,
+    pub(super) data: Mutex<FileData>,
+}
+
+impl FileCell {
+    pub(super) fn data(&self) -> std::sync::MutexGuard<'_, FileData> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    File(Arc<FileCell>),
+    Dir(u64),
+}
+
+#[derive(Debug, Default)]
+struct Dir {
+    /// What `list` and lookups see.
+    current: BTreeMap<String, Node>,
+    /// What survives a crash: the entries as of the last `sync_dir`.
+    durable: BTreeMap<String, Node>,
+}
+
+/// Every directory of one disk, by id.
+#[derive(Debug)]
+pub(super) struct Tree {
+    dirs: BTreeMap<u64, Dir>,
+    next_ino: u64,
+}
+
+impl Tree {
+    /// A disk holding only the root directory.
+    pub(super) fn new() -> Self {
+        let mut dirs = BTreeMap::new();
+        dirs.insert(ROOT, Dir::default());
+        Tree { dirs, next_ino: ROOT + 1 }
+    }
+
+    pub(super) fn create(&mut self, path: &Path) -> io::Result<Arc<FileCell>> {
+        let (dir, name) = self.parent_of(path)?;
+        match self.dir(dir).current.get(name) {
+            Some(Node::File(cell)) => {
+                cell.data().truncate(0)?;
+                Ok(cell.clone())
+            }
+            Some(Node::Dir(_)) => Err(error(ErrorKind::IsADirectory, path)),
+            None => Ok(self.add_file(dir, name)),
+        }
+    }
+
+    pub(super) fn open(&self, path: &Path) -> io::Result<Arc<FileCell>> {
+        let (dir, name) = self.parent_of(path)?;
+        match self.dir(dir).current.get(name) {
+            Some(Node::File(cell)) => Ok(cell.clone()),
+            Some(Node::Dir(_)) => Err(error(ErrorKind::IsADirectory, path)),
+            None => Err(error(ErrorKind::NotFound, path)),
+        }
+    }
+
+    /// Opens `path`, creating it empty if it does not exist (but never truncating it).
+    pub(super) fn open_or_create(&mut self, path: &Path) -> io::Result<Arc<FileCell>> {
+        match self.open(path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let (dir, name) = self.parent_of(path)?;
+                Ok(self.add_file(dir, name))
+            }
+            other => other,
+        }
+    }
+
+    pub(super) fn remove(&mut self, path: &Path) -> io::Result<()> {
+        self.open(path)?;
+        let (dir, name) = self.parent_of(path)?;
+        self.dir_mut(dir).current.remove(name);
+        Ok(())
+    }
+
+    /// Moves the file at `from` to `to`, replacing any file there in one step.
+    pub(super) fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        let cell = self.open(from)?;
+        let (from_dir, from_name) = self.parent_of(from)?;
+        let (to_dir, to_name) = self.parent_of(to)?;
+        if let Some(Node::Dir(_)) = self.dir(to_dir).current.get(to_name) {
+            return Err(error(ErrorKind::IsADirectory, to));
+        }
+        if (from_dir, from_name) == (to_dir, to_name) {
+            return Ok(());
+        }
+        self.dir_mut(from_dir).current.remove(from_name);
+        let to_entries = &mut self.dir_mut(to_dir).current;
+        to_entries.insert(to_name.to_string(), Node::File(cell));
+        Ok(())
+    }
+
+    pub(super) fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let id = self.resolve_dir(&components(dir)?, dir)?;
+        Ok(self.dir(id).current.keys().cloned().collect())
+    }
+
+    pub(super) fn create_dir_all(&mut self, dir: &Path) -> io::Result<()> {
+        let mut id = ROOT;
+        for name in components(dir)? {
+            id = match self.dir(id).current.get(name) {
+                Some(Node::Dir(child)) => *child,
+                Some(Node::File(_)) => return Err(error(ErrorKind::NotADirectory, dir)),
+                None => self.add_dir(id, name),
+            };
+        }
+        Ok(())
+    }
+
+    /// Makes the current entries of `dir` its durable ones.
+    pub(super) fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        let id = self.resolve_dir(&components(dir)?, dir)?;
+        let entries = self.dir_mut(id);
+        entries.durable = entries.current.clone();
+        Ok(())
+    }
+
+    /// The next boot's namespace: the durable entries of every directory reachable through
+    /// durable entries from the root, each file replaced by its crash image.
+    pub(super) fn reboot(&self, mode: &mut Mode<'_>, report: &mut CrashReport) -> Tree {
+        let mut boot =
+            Boot { old: self, new: BTreeMap::new(), files: BTreeMap::new(), mode, report };
+        boot.copy_dir(ROOT);
+        Tree { dirs: boot.new, next_ino: self.next_ino }
+    }
+
+    /// The parent directory's id and the last component of a file path.
+    fn parent_of<'p>(&self, path: &'p Path) -> io::Result<(u64, &'p str)> {
+        let comps = components(path)?;
+        let Some((name, parents)) = comps.split_last() else {
+            return Err(error(ErrorKind::IsADirectory, path));
+        };
+        Ok((self.resolve_dir(parents, path)?, name))
+    }
+
+    fn resolve_dir(&self, comps: &[&str], path: &Path) -> io::Result<u64> {
+        let mut id = ROOT;
+        for name in comps {
+            id = match self.dir(id).current.get(*name) {
+                Some(Node::Dir(child)) => *child,
+                Some(Node::File(_)) => return Err(error(ErrorKind::NotADirectory, path)),
+                None => return Err(error(ErrorKind::NotFound, path)),
+            };
+        }
+        Ok(id)
+    }
+
+    fn add_file(&mut self, dir: u64, name: &str) -> Arc<FileCell> {
+        let ino = self.alloc_ino();
+        let cell = Arc::new(FileCell { ino, data: Mutex::default() });
+        let node = Node::File(cell.clone());
+        self.dir_mut(dir).current.insert(name.to_string(), node);
+        cell
+    }
+
+    fn add_dir(&mut self, parent: u64, name: &str) -> u64 {
+        let id = self.alloc_ino();
+        self.dirs.insert(id, Dir::default());
+        self.dir_mut(parent).current.insert(name.to_string(), Node::Dir(id));
+        id
+    }
+
+    fn alloc_ino(&mut self) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        ino
+    }
+
+    fn dir(&self, id: u64) -> &Dir {
+        self.dirs.get(&id).expect("every directory named by an entry exists")
+    }
+
+    fn dir_mut(&mut self, id: u64) -> &mut Dir {
+        self.dirs.get_mut(&id).expect("every directory named by an entry exists")
+    }
+}
+
+/// One crash in progress: copies the durable namespace of `old` into `new`.
+struct Boot<'t, 'm, 'r> {
+    old: &'t Tree,
+    new: BTreeMap<u64, Dir>,
+    /// Files already imaged, by inode: a file durable under two names (renamed, with both
+    /// directories synced) must come back as one file, imaged once.
+    files: BTreeMap<u64, Arc<FileCell>>,
+    mode: &'m mut Mode<'r>,
+    report: &'m mut CrashReport,
+}
+
+impl Boot<'_, '_, '_> {
+    fn copy_dir(&mut self, id: u64) {
+        let old = self.old;
+        let mut entries = BTreeMap::new();
+        // BTreeMap order makes the sequence of random draws, and so the crash, a function of
+        // the seed alone.
+        for (name, node) in &old.dir(id).durable {
+            let node = match node {
+                Node::File(cell) => Node::File(self.copy_file(cell)),
+                Node::Dir(child) => {
+                    self.copy_dir(*child);
+                    Node::Dir(*child)
+                }
+            };
+            entries.insert(name.clone(), node);
+        }
+        let dir = Dir { current: entries.clone(), durable: entries };
+        self.new.insert(id, dir);
+    }
+
+    fn copy_file(&mut self, cell: &FileCell) -> Arc<FileCell> {
+        if let Some(done) = self.files.get(&cell.ino) {
+            return done.clone();
+        }
+        let image = crash::image(&cell.data(), self.mode, self.report);
+        let data = Mutex::new(FileData::booted(image));
+        let copy = Arc::new(FileCell { ino: cell.ino, data });
+        self.files.insert(cell.ino, copy.clone());
+        copy
+    }
+}
+
+/// The names along `path`, read lexically: `.` is skipped and `..` drops the previous name.
+/// Relative paths are taken from the root, so `db/CURRENT` and `/db/CURRENT` are one file.
+fn components(path: &Path) -> io::Result<Vec<&str>> {
+    let mut names = Vec::new();
+    for comp in path.components() {
+        match comp {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                names.pop();
+            }
+            Component::Normal(name) => match name.to_str() {
+                Some(name) => names.push(name),
+                None => return Err(error(ErrorKind::InvalidInput, path)),
+            },
+            Component::Prefix(_) => return Err(error(ErrorKind::InvalidInput, path)),
+        }
+    }
+    Ok(names)
+}
+
+fn error(kind: ErrorKind, path: &Path) -> io::Error {
+    io::Error::new(kind, format!("{}: {kind}", path.display()))
+}

@@ -1,0 +1,243 @@
+//! The crash model of `MemFs`, checked over many seeds: what must survive a crash, what may
+//! vanish, and that every permitted outcome actually happens on some seed (a model that never
+//! loses anything would pass the first half and prove nothing).
+
+mod common;
+
+use common::*;
+use jadedb::runtime::FileSystem;
+use jadedb_fault::memfs::{BLOCK_SIZE, SECTOR_SIZE};
+use jadedb_fault::{MemFs, Predicate};
+use std::io;
+use std::path::Path;
+
+/// A disk with `/db` durable in the root, as an engine leaves it after creating its directory.
+fn disk() -> MemFs {
+    let fs = MemFs::new();
+    mkdir(&fs, "/db");
+    sync_dir(&fs, "/");
+    fs
+}
+
+/// A file `/db/f` whose name and `old` contents are durable.
+fn durable_file(fs: &MemFs, old: &[u8]) -> Box<dyn jadedb::runtime::File> {
+    let file = create(fs, "/db/f");
+    sync_dir(fs, "/db");
+    write(&*file, 0, old);
+    sync(&*file).unwrap();
+    file
+}
+
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt)).collect()
+}
+
+#[test]
+fn synced_data_always_survives() {
+    for seed in 0..SEEDS {
+        let fs = disk();
+        let data = pattern(10_000, 1);
+        let file = durable_file(&fs, &data);
+        // Unsynced appends afterwards must not disturb the synced prefix.
+        write(&*file, 10_000, &pattern(5_000, 2));
+        let after = fs.crash(&mut rng(seed));
+        let got = contents(&after, "/db/f").unwrap_or_else(|| panic!("seed={seed}: file lost"));
+        assert!(got.len() >= data.len(), "seed={seed}: synced size lost");
+        assert_eq!(got[..data.len()], data[..], "seed={seed}: synced bytes changed");
+    }
+}
+
+#[test]
+fn an_unsynced_create_vanishes_and_a_synced_one_stays() {
+    for seed in 0..SEEDS {
+        for dir_synced in [false, true] {
+            let fs = disk();
+            let file = create(&fs, "/db/new");
+            write(&*file, 0, b"payload");
+            sync(&*file).unwrap();
+            if dir_synced {
+                sync_dir(&fs, "/db");
+            }
+            let after = fs.crash(&mut rng(seed));
+            let expected = dir_synced.then(|| b"payload".to_vec());
+            assert_eq!(
+                contents(&after, "/db/new"),
+                expected,
+                "seed={seed} dir_synced={dir_synced}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_directory_survives_only_if_its_parent_was_synced() {
+    let fs = MemFs::new();
+    mkdir(&fs, "/a/b");
+    sync_dir(&fs, "/a");
+    let after = fs.crash_keep_nothing();
+    assert!(list(&after, "/").is_empty(), "/a was never made durable in /");
+}
+
+#[test]
+fn unsynced_blocks_may_survive_or_vanish() {
+    let (mut kept, mut lost, mut sizes) = (0, 0, std::collections::BTreeSet::new());
+    for seed in 0..SEEDS {
+        let fs = disk();
+        let old = vec![0xAA; BLOCK_SIZE];
+        let file = durable_file(&fs, &old);
+        let new = vec![0xBB; 3 * BLOCK_SIZE];
+        write(&*file, 0, &new);
+        let after = fs.crash(&mut rng(seed));
+        let got = contents(&after, "/db/f").unwrap();
+        assert!(
+            (BLOCK_SIZE..=3 * BLOCK_SIZE).contains(&got.len()),
+            "seed={seed}: size {}",
+            got.len()
+        );
+        sizes.insert(got.len());
+        if got[..BLOCK_SIZE].iter().all(|&b| b == 0xBB) {
+            kept += 1;
+        }
+        if got[..BLOCK_SIZE].iter().all(|&b| b == 0xAA) {
+            lost += 1;
+        }
+    }
+    assert!(kept > 0 && lost > 0, "kept {kept}, lost {lost}: both outcomes must occur");
+    assert!(sizes.len() > 2, "the size after a crash should vary, saw {sizes:?}");
+}
+
+#[test]
+fn the_last_write_tears_at_sector_boundaries() {
+    let mut torn = 0;
+    for seed in 0..SEEDS {
+        let fs = disk();
+        let file = durable_file(&fs, &vec![0xAA; BLOCK_SIZE]);
+        write(&*file, 0, &vec![0xBB; BLOCK_SIZE]);
+        let (after, report) = fs.crash_with_report(&mut rng(seed));
+        let got = contents(&after, "/db/f").unwrap();
+        let sectors: Vec<u8> = got.chunks(SECTOR_SIZE).map(|s| sector_value(s, seed)).collect();
+        if sectors.contains(&0xAA) && sectors.contains(&0xBB) {
+            torn += 1;
+            assert!(report.torn_writes > 0, "seed={seed}: a mixed block must come from a tear");
+        }
+    }
+    assert!(torn > 0, "no seed tore the last write");
+}
+
+/// The single value a sector holds; a torn write never splits a sector.
+fn sector_value(sector: &[u8], seed: u64) -> u8 {
+    assert!(sector.iter().all(|&b| b == sector[0]), "seed={seed}: a sector was split");
+    sector[0]
+}
+
+#[test]
+fn a_failed_sync_loses_data_that_reads_still_see() {
+    for seed in 0..SEEDS {
+        let fs = disk();
+        let file = durable_file(&fs, b"old!");
+        fs.set_sync_fault(Some(Predicate::nth(1)));
+        write(&*file, 0, b"new!");
+        let err = sync(&*file).expect_err("the injected fsync failure");
+        assert_eq!(err.raw_os_error(), Some(5));
+        assert_eq!(read(&*file), b"new!", "reads still see the lost data");
+        sync(&*file).expect("the failure is reported once");
+        assert_eq!(fs.stats().failed_syncs, 1);
+        let after = fs.crash(&mut rng(seed));
+        assert_eq!(contents(&after, "/db/f").unwrap(), b"old!", "seed={seed}");
+    }
+}
+
+#[test]
+fn a_rename_over_a_name_is_atomic_across_a_crash() {
+    for seed in 0..SEEDS {
+        for dir_synced in [false, true] {
+            let fs = disk();
+            let old = durable_file(&fs, b"old CURRENT");
+            drop(old);
+            let tmp = create(&fs, "/db/tmp");
+            write(&*tmp, 0, b"new CURRENT");
+            sync(&*tmp).unwrap();
+            rename(&fs, "/db/tmp", "/db/f");
+            if dir_synced {
+                sync_dir(&fs, "/db");
+            }
+            let after = fs.crash(&mut rng(seed));
+            let got =
+                contents(&after, "/db/f").unwrap_or_else(|| panic!("seed={seed}: name missing"));
+            let expected: &[u8] = if dir_synced { b"new CURRENT" } else { b"old CURRENT" };
+            assert_eq!(got, expected, "seed={seed} dir_synced={dir_synced}");
+        }
+    }
+}
+
+fn rename(fs: &MemFs, from: &str, to: &str) {
+    pollster::block_on(fs.rename(Path::new(from), Path::new(to))).expect("rename");
+}
+
+#[test]
+fn a_removed_file_stays_readable_and_returns_unless_the_dir_is_synced() {
+    let fs = disk();
+    let file = durable_file(&fs, b"data");
+    pollster::block_on(fs.remove(Path::new("/db/f"))).unwrap();
+    assert_eq!(read(&*file), b"data", "an open handle keeps the file");
+    assert_eq!(contents(&fs, "/db/f"), None);
+    let after = fs.crash_keep_nothing();
+    assert_eq!(contents(&after, "/db/f").as_deref(), Some(&b"data"[..]));
+}
+
+#[test]
+fn the_old_disk_is_dead_after_a_crash() {
+    let fs = disk();
+    let file = durable_file(&fs, b"data");
+    let after = fs.crash(&mut rng(1));
+    assert!(fs.is_crashed());
+    assert!(pollster::block_on(file.write_at(0, b"late")).is_err());
+    assert!(pollster::block_on(file.sync_data()).is_err());
+    assert!(pollster::block_on(fs.create(Path::new("/db/g"))).is_err());
+    assert!(pollster::block_on(fs.list(Path::new("/db"))).is_err());
+    assert_eq!(contents(&after, "/db/f").unwrap(), b"data", "the new disk is unaffected");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_disk() {
+    let run = |seed| {
+        let fs = disk();
+        let file = durable_file(&fs, &pattern(9_000, 3));
+        write(&*file, 4_000, &pattern(20_000, 4));
+        let other = create(&fs, "/db/g");
+        write(&*other, 0, &pattern(6_000, 5));
+        sync_dir(&fs, "/db");
+        let after = fs.crash(&mut rng(seed));
+        (contents(&after, "/db/f"), contents(&after, "/db/g"))
+    };
+    for seed in 0..20 {
+        assert_eq!(run(seed), run(seed), "seed={seed}");
+    }
+}
+
+#[test]
+fn locks_exclude_until_dropped_and_never_survive_a_crash() {
+    let fs = disk();
+    let lock = |fs: &MemFs| pollster::block_on(fs.lock(Path::new("/db/LOCK")));
+    let held = lock(&fs).expect("first lock");
+    assert_eq!(lock(&fs).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    drop(held);
+    let held = lock(&fs).expect("relock after release");
+    sync_dir(&fs, "/db");
+    let after = fs.crash_keep_nothing();
+    lock(&after).expect("a lock is not data");
+    drop(held);
+}
+
+#[test]
+fn namespace_errors_have_proper_kinds() {
+    let fs = disk();
+    assert_eq!(open(&fs, "/db/none").unwrap_err().kind(), io::ErrorKind::NotFound);
+    let missing_dir = pollster::block_on(fs.create(Path::new("/nodir/f"))).unwrap_err();
+    assert_eq!(missing_dir.kind(), io::ErrorKind::NotFound);
+    create(&fs, "/db/b");
+    create(&fs, "/db/a");
+    mkdir(&fs, "/db/sub");
+    assert_eq!(list(&fs, "/db"), ["a", "b", "sub"]);
+    assert_eq!(list(&fs, "db"), ["a", "b", "sub"], "relative paths start at the root");
+}
