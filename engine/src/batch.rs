@@ -104,12 +104,15 @@ impl WriteBatch {
         self.count
     }
 
+    /// Checks the size limit and makes room for `extra` bytes at once: a one-operation batch
+    /// then costs one allocation rather than one per growth step.
     fn reserve(&mut self, extra: usize) -> Result<()> {
         if self.rep.len() + extra > BATCH_BYTES_MAX {
             return Err(Error::InvalidArgument(format!(
                 "batch would exceed the maximum of {BATCH_BYTES_MAX} bytes"
             )));
         }
+        self.rep.reserve(extra);
         Ok(())
     }
 }
@@ -134,18 +137,28 @@ fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 /// are malformed: callers turn that into a `Corruption` error naming the file and offset.
 pub(crate) fn decode_ops(rep: &Bytes, count: u32) -> Option<Vec<BatchOp>> {
     let mut ops = Vec::with_capacity(count.min(1 << 16) as usize);
+    for_each_op(rep, count, |op| ops.push(op)).then_some(ops)
+}
+
+/// Passes each of the `count` operations encoded in `rep` to `f`, without collecting them.
+/// Returns whether `rep` was well-formed; if not, `f` has seen the operations before the
+/// damage, so callers that cannot trust `rep` use [`decode_ops`] instead.
+pub(crate) fn for_each_op(rep: &Bytes, count: u32, mut f: impl FnMut(BatchOp)) -> bool {
     let mut pos = 0usize;
     for _ in 0..count {
-        let tag = *rep.get(pos)?;
+        let Some(&tag) = rep.get(pos) else { return false };
         pos += 1;
-        let key = take_bytes(rep, &mut pos)?;
+        let Some(key) = take_bytes(rep, &mut pos) else { return false };
         match tag {
-            TAG_PUT => ops.push(BatchOp::Put(key, take_bytes(rep, &mut pos)?)),
-            TAG_DELETE => ops.push(BatchOp::Delete(key)),
-            _ => return None,
+            TAG_PUT => match take_bytes(rep, &mut pos) {
+                Some(value) => f(BatchOp::Put(key, value)),
+                None => return false,
+            },
+            TAG_DELETE => f(BatchOp::Delete(key)),
+            _ => return false,
         }
     }
-    (pos == rep.len()).then_some(ops)
+    pos == rep.len()
 }
 
 fn take_bytes(rep: &Bytes, pos: &mut usize) -> Option<Bytes> {

@@ -1,21 +1,23 @@
 //! `Db`: open, write, read and close a database.
 //!
 //! Opening replays every WAL into memtables (one per log, oldest first), truncates a torn tail
-//! off the newest log, then starts a fresh WAL and memtable for new writes. Writes go through
-//! the commit pipeline (`commit`); reads consult the memtables newest first at the visible
-//! sequence number. Both a blocking API and an async one are offered: the blocking methods drive
-//! the async ones to completion on the caller's thread.
+//! off the newest log, then starts a fresh WAL and memtable for new writes, and the commit
+//! pipeline's background sync task (stopped by `close`, or when the last handle is dropped).
+//! Writes go through the commit pipeline (`commit`); reads consult the memtables newest first
+//! at the visible sequence number. Both a blocking API and an async one are offered: the
+//! blocking methods drive the async ones to completion on the caller's thread.
 //!
 //! Invariant: `visible_seq` only grows, and every operation with a sequence number at or below
 //! it is in a memtable.
 
 use crate::batch::{BatchOp, WriteBatch};
-use crate::commit::{self, LeaderState, Pipeline, Publisher};
+use crate::commit::{self, LeaderState, Pipeline, PublishQueue};
 use crate::error::{Error, Result};
 use crate::memtable::{Memtable, Slot};
 use crate::metrics::{Counters, Metrics};
 use crate::options::{Options, WriteOptions};
-use crate::runtime::{FileLock, RuntimeRef};
+use crate::runtime::{FileLock, JoinHandle, RuntimeRef};
+use crate::signal::Doorbell;
 use crate::wal::{self, WalWriter};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -41,7 +43,10 @@ pub(crate) struct DbInner {
     pub(crate) options: Options,
     pub(crate) counters: Counters,
     pub(crate) pipeline: Pipeline,
-    pub(crate) publisher: Publisher,
+    pub(crate) publish_queue: PublishQueue,
+    /// Wakes the commit pipeline's sync task; stopping it ends the task.
+    pub(crate) sync_bell: Arc<Doorbell>,
+    sync_task: Mutex<Option<JoinHandle>>,
     dir: PathBuf,
     memtables: RwLock<Memtables>,
     visible_seq: AtomicU64,
@@ -53,7 +58,7 @@ pub(crate) struct DbInner {
 impl Db {
     /// Opens (or creates) the database in `dir`, blocking the calling thread.
     pub fn open(dir: impl AsRef<Path>, options: Options, rt: RuntimeRef) -> Result<Db> {
-        pollster::block_on(Self::open_async(dir, options, rt))
+        crate::blocking::block_on(Self::open_async(dir, options, rt))
     }
 
     /// Opens (or creates) the database in `dir`.
@@ -70,7 +75,9 @@ impl Db {
             options: r.options,
             counters: Counters::default(),
             pipeline: Pipeline::new(state),
-            publisher: Publisher::default(),
+            publish_queue: PublishQueue::default(),
+            sync_bell: Arc::default(),
+            sync_task: Mutex::new(None),
             dir: r.dir,
             memtables: RwLock::new(Memtables { active, immutable: r.memtables }),
             visible_seq: AtomicU64::new(r.last_seq),
@@ -78,12 +85,15 @@ impl Db {
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(r.lock)),
         };
-        Db { inner: Arc::new(inner) }
+        let inner = Arc::new(inner);
+        let task = commit::sync_task::start(&inner);
+        *inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        Db { inner }
     }
 
     /// Sets `key` to `value`.
     pub fn put(&self, key: &[u8], value: &[u8], opts: WriteOptions) -> Result<()> {
-        pollster::block_on(self.put_async(key, value, opts))
+        crate::blocking::block_on(self.put_async(key, value, opts))
     }
 
     /// Sets `key` to `value`.
@@ -95,7 +105,7 @@ impl Db {
 
     /// Removes `key`.
     pub fn delete(&self, key: &[u8], opts: WriteOptions) -> Result<()> {
-        pollster::block_on(self.delete_async(key, opts))
+        crate::blocking::block_on(self.delete_async(key, opts))
     }
 
     /// Removes `key`.
@@ -108,7 +118,7 @@ impl Db {
     /// Applies `batch` atomically. Returns the sequence number of its first operation (the
     /// others follow consecutively); an empty batch returns the last assigned number.
     pub fn write(&self, batch: WriteBatch, opts: WriteOptions) -> Result<u64> {
-        pollster::block_on(self.write_async(batch, opts))
+        crate::blocking::block_on(self.write_async(batch, opts))
     }
 
     /// Applies `batch` atomically; see [`Db::write`].
@@ -122,7 +132,7 @@ impl Db {
 
     /// Makes every write acknowledged so far durable, as a synced write would.
     pub fn sync_wal(&self) -> Result<()> {
-        pollster::block_on(self.sync_wal_async())
+        crate::blocking::block_on(self.sync_wal_async())
     }
 
     /// Makes every write acknowledged so far durable.
@@ -132,7 +142,7 @@ impl Db {
 
     /// The value of `key`, or `None` if it is absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        pollster::block_on(self.get_async(key))
+        crate::blocking::block_on(self.get_async(key))
     }
 
     /// The value of `key`, or `None` if it is absent.
@@ -174,11 +184,11 @@ impl Db {
         self.inner.counters.snapshot()
     }
 
-    /// Waits for writes in flight, makes every acknowledged write durable, and releases the
-    /// database. Later calls on any handle fail with [`Error::Closed`]. Dropping every handle
-    /// without closing keeps only what was already synced.
+    /// Waits for writes in flight, makes every acknowledged write durable, stops the background
+    /// task, and releases the database. Later calls on any handle fail with [`Error::Closed`].
+    /// Dropping every handle without closing keeps only what was already synced.
     pub fn close(&self) -> Result<()> {
-        pollster::block_on(self.close_async())
+        crate::blocking::block_on(self.close_async())
     }
 
     /// See [`Db::close`].
@@ -187,6 +197,12 @@ impl Db {
             return Ok(());
         }
         let sealed = commit::commit(&self.inner, WriteBatch::new(), true, true).await;
+        // Every group was synced by the seal or failed, so the sync task has nothing left to do.
+        self.inner.sync_bell.stop();
+        let task = self.inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(task) = task {
+            task.join().await;
+        }
         self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
         sealed.map(drop)
     }
@@ -258,7 +274,14 @@ impl DbInner {
     }
 
     pub(crate) async fn create_wal(&self, number: u64) -> Result<WalWriter> {
-        create_wal(self.rt.as_ref(), &self.dir, number).await
+        create_wal(self.rt.as_ref(), &self.dir, number, self.options.wal_preallocate_bytes).await
+    }
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        // The sync task holds only a weak reference; this tells it to look and end.
+        self.sync_bell.stop();
     }
 }
 
@@ -267,20 +290,26 @@ pub(crate) async fn create_wal(
     rt: &dyn crate::runtime::Runtime,
     dir: &Path,
     number: u64,
+    preallocate_bytes: u64,
 ) -> Result<WalWriter> {
     let path = dir.join(wal::file_name(number));
     let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
     rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
-    Ok(WalWriter::new(file, path, number, 0))
+    Ok(WalWriter::new(file, path, number, 0, preallocate_bytes))
 }
 
 /// Applies replayed operations to a memtable.
 pub(crate) fn apply_ops(memtable: &Memtable, first_seq: u64, ops: Vec<BatchOp>) {
     for (op, seq) in ops.into_iter().zip(first_seq..) {
-        match op {
-            BatchOp::Put(key, value) => memtable.insert(key, seq, Some(value)),
-            BatchOp::Delete(key) => memtable.insert(key, seq, None),
-        }
+        apply_op(memtable, seq, op);
+    }
+}
+
+/// Applies one operation with sequence number `seq` to a memtable.
+pub(crate) fn apply_op(memtable: &Memtable, seq: u64, op: BatchOp) {
+    match op {
+        BatchOp::Put(key, value) => memtable.insert(key, seq, Some(value)),
+        BatchOp::Delete(key) => memtable.insert(key, seq, None),
     }
 }
 
@@ -289,3 +318,133 @@ const _: fn() = || {
     fn check<T: Send + Sync>() {}
     check::<Db>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MemRuntime;
+    use std::future::Future;
+    use std::sync::atomic::AtomicUsize;
+
+    fn open(rt: &Arc<MemRuntime>, options: Options) -> Db {
+        Db::open("/db", options, Arc::clone(rt) as RuntimeRef).expect("open")
+    }
+
+    fn key(writer: usize, i: usize) -> Vec<u8> {
+        format!("w{writer:02}-{i:05}").into_bytes()
+    }
+
+    /// Waits (a bounded time) until `n` spawned tasks have ended.
+    fn await_tasks_finished(finished: &AtomicUsize, n: usize) {
+        for _ in 0..5000 {
+            if finished.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the sync task did not end");
+    }
+
+    #[test]
+    fn concurrent_synced_writers_survive_rotation_close_and_reopen() {
+        let rt = Arc::new(MemRuntime::default());
+        // Small memtables and preallocation: many rotations, each cutting a log back.
+        let options = Options::default().memtable_bytes_max(4096).wal_preallocate_bytes(1000);
+        let db = open(&rt, options.clone());
+        let (writers, per_writer) = (8, 150);
+        std::thread::scope(|s| {
+            for w in 0..writers {
+                let db = db.clone();
+                s.spawn(move || {
+                    for i in 0..per_writer {
+                        db.put(&key(w, i), &key(i, w), WriteOptions::synced()).expect("put");
+                    }
+                });
+            }
+        });
+        assert_eq!(db.latest_sequence(), (writers * per_writer) as u64);
+        assert!(db.metrics().memtable_rotations > 0);
+        db.close().expect("close");
+        await_tasks_finished(&rt.tasks_finished, 1);
+
+        let db = open(&rt, options);
+        assert_eq!(db.latest_sequence(), (writers * per_writer) as u64);
+        for w in 0..writers {
+            for i in 0..per_writer {
+                assert_eq!(db.get(&key(w, i)).unwrap().as_deref(), Some(&key(i, w)[..]));
+            }
+        }
+        db.close().expect("close");
+    }
+
+    #[test]
+    fn dropping_every_handle_ends_the_sync_task_and_reopen_cuts_preallocated_zeros() {
+        let rt = Arc::new(MemRuntime::default());
+        let db = open(&rt, Options::default().wal_preallocate_bytes(1 << 16));
+        db.put(b"k", b"v", WriteOptions::synced()).unwrap();
+        let handle = db.clone();
+        drop(db);
+        drop(handle);
+        await_tasks_finished(&rt.tasks_finished, 1);
+        let log = rt.file(Path::new("/db/000001.log"));
+        assert!(log.len() > 1 << 16, "the log ends in preallocated zeros");
+
+        let db = open(&rt, Options::default());
+        assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert!(log.len() < 100, "the zeros were cut off before a newer log was created");
+        db.close().unwrap();
+    }
+
+    #[test]
+    fn a_failed_fsync_poisons_and_is_never_retried() {
+        let rt = Arc::new(MemRuntime::default());
+        let db = open(&rt, Options::default());
+        db.put(b"a", b"1", WriteOptions::synced()).unwrap();
+        rt.file(Path::new("/db/000001.log")).fail_next_sync();
+        let syncs = db.metrics().wal_syncs;
+
+        assert!(db.put(b"b", b"2", WriteOptions::synced()).is_err());
+        assert!(matches!(db.put(b"c", b"3", WriteOptions::default()), Err(Error::Poisoned(_))));
+        assert!(matches!(db.sync_wal(), Err(Error::Poisoned(_))));
+        assert_eq!(db.metrics().wal_syncs, syncs + 1);
+        assert_eq!(db.get(b"b").unwrap(), None, "a write that was never acknowledged is invisible");
+        assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert!(db.close().is_err());
+        await_tasks_finished(&rt.tasks_finished, 1);
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    #[test]
+    fn planted_ack_before_sync_acknowledges_a_write_whose_fsync_then_fails() {
+        let rt = Arc::new(MemRuntime::default());
+        let options = Options::default().planted_bug(Some(crate::PlantedBug::AckBeforeSync));
+        let db = open(&rt, options);
+        rt.file(Path::new("/db/000001.log")).fail_next_sync();
+        db.put(b"a", b"1", WriteOptions::synced()).expect("the bug acknowledges at once");
+        // The fsync still runs, fails, and poisons the database.
+        for _ in 0..5000 {
+            if db.put(b"b", b"2", WriteOptions::default()).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the failed fsync never poisoned the database");
+    }
+
+    #[test]
+    fn a_writer_that_stops_waiting_loses_nothing() {
+        let rt = Arc::new(MemRuntime::default());
+        let db = open(&rt, Options::default());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for i in 0..200usize {
+            let k = key(0, i);
+            let mut put = Box::pin(db.put_async(&k, b"v", WriteOptions::synced()));
+            // Usually pending on the sync task's fsync; dropped there, the write still stands.
+            let _ = put.as_mut().poll(&mut cx);
+        }
+        db.put(b"after", b"x", WriteOptions::synced()).expect("the pipeline still works");
+        assert_eq!(db.latest_sequence(), 201);
+        assert!(db.get(&key(0, 199)).unwrap().is_some());
+        db.close().expect("close");
+    }
+}

@@ -16,6 +16,7 @@
 //! ```
 
 mod batch;
+mod blocking;
 mod commit;
 mod db;
 mod error;
@@ -25,6 +26,8 @@ mod options;
 mod recovery;
 pub mod runtime;
 mod signal;
+#[cfg(test)]
+mod testing;
 mod wal;
 
 pub use batch::{WriteBatch, BATCH_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};

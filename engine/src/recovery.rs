@@ -49,7 +49,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
         memtables.push(Arc::new(memtable));
     }
     let number = logs.last().map_or(1, |n| n + 1);
-    let wal = create_wal(rt.as_ref(), dir, number).await?;
+    let wal = create_wal(rt.as_ref(), dir, number, options.wal_preallocate_bytes).await?;
     tracing::debug!(logs = logs.len(), last_seq, wal = number, "opened");
     Ok(Db::from_recovered(Recovered {
         rt,
@@ -78,7 +78,8 @@ fn check_existence(dir: &Path, options: &Options, exists: bool) -> Result<()> {
     Ok(())
 }
 
-/// Replays log `number` into a new memtable, truncating a torn tail off the newest log.
+/// Replays log `number` into a new memtable, cutting a torn tail (or preallocated zeros) off
+/// the newest log.
 async fn replay_one(
     rt: &RuntimeRef,
     dir: &Path,
@@ -98,7 +99,7 @@ async fn replay_one(
         *last_seq = batch.first_seq + count - 1;
     }
     if log.torn {
-        tracing::info!(log = %path.display(), valid_len = log.valid_len, "truncating torn WAL tail");
+        tracing::info!(log = %path.display(), valid_len = log.valid_len, "cutting WAL tail");
         let file = rt.fs().open(&path).await.map_err(|e| Error::io("opening", &path, e))?;
         file.truncate(log.valid_len).await.map_err(|e| Error::io("truncating", &path, e))?;
         file.sync_data().await.map_err(|e| Error::io("syncing", &path, e))?;

@@ -3,6 +3,7 @@
 //! The engine never blocks a thread to wait (a blocked thread deadlocks the single-threaded
 //! simulator), so every wait is on a [`Signal`]: one side fills it once, the other awaits it.
 //! The mutex inside is held only for the few instructions that move the value or the waker.
+//! A [`Doorbell`] builds a re-armable wake-up for a background task out of signals.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +31,7 @@ impl<T> Signal<T> {
         Arc::new(Signal { state: Mutex::new(State::Empty(None)) })
     }
 
-    /// Fills the cell and wakes the waiter. Gives the value back if the waiter has gone, so
+    /// Fills the cell and wakes the waiter. Gives the value back if the waiter is not listening, so
     /// that nothing it carried (leadership of the commit pipeline, say) is lost. Filling twice
     /// is a bug in the caller.
     pub fn fill(&self, value: T) -> Result<(), T> {
@@ -42,8 +43,10 @@ impl<T> Signal<T> {
                     *state = State::Full(value);
                     waker
                 }
-                State::Abandoned => return Err(value),
-                State::Full(_) | State::Taken => panic!("signal filled twice"),
+                // Either way the waiter is no longer listening: it went away, or it already
+                // took a value and moved on (a leader cancelled before it took its group).
+                State::Abandoned | State::Taken => return Err(value),
+                State::Full(_) => panic!("signal filled twice"),
             }
         };
         if let Some(waker) = waker {
@@ -100,6 +103,71 @@ impl<T> Drop for Wait<T> {
     }
 }
 
+/// Wakes one background task that waits for work: rings are remembered until the task next
+/// waits, so a ring that comes while the task is busy is never lost, and many rings coalesce.
+#[derive(Debug, Default)]
+pub(crate) struct Doorbell {
+    state: Mutex<Bell>,
+}
+
+#[derive(Debug, Default)]
+struct Bell {
+    rung: bool,
+    stopped: bool,
+    waiter: Option<Arc<Signal<()>>>,
+}
+
+impl Doorbell {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bell> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the task there may be work. Cheap when the task is busy: it only sets a flag.
+    pub(crate) fn ring(&self) {
+        let waiter = {
+            let mut bell = self.lock();
+            bell.rung = true;
+            bell.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            // A waiter that went away (its task was dropped) needs no wake-up.
+            let _ = waiter.fill(());
+        }
+    }
+
+    /// Tells the task to stop; every later `wait` returns `false`.
+    pub(crate) fn stop(&self) {
+        let waiter = {
+            let mut bell = self.lock();
+            bell.stopped = true;
+            bell.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            let _ = waiter.fill(());
+        }
+    }
+
+    /// Waits until the bell has rung since the last `wait` returned (`true`) or it is stopped
+    /// (`false`). Meant for one waiting task at a time.
+    pub(crate) async fn wait(&self) -> bool {
+        loop {
+            let signal = {
+                let mut bell = self.lock();
+                if bell.stopped {
+                    return false;
+                }
+                if std::mem::take(&mut bell.rung) {
+                    return true;
+                }
+                let signal = Signal::new();
+                bell.waiter = Some(Arc::clone(&signal));
+                signal
+            };
+            signal.wait().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +195,22 @@ mod tests {
         let wait = s.wait();
         drop(wait);
         assert_eq!(s.fill(5), Err(5));
+    }
+
+    #[test]
+    fn doorbell_remembers_a_ring_until_the_next_wait() {
+        let bell = Doorbell::default();
+        bell.ring();
+        bell.ring();
+        assert!(pollster::block_on(bell.wait()));
+        let bell = Arc::new(bell);
+        let ringer = Arc::clone(&bell);
+        #[allow(clippy::disallowed_methods)] // the ring must come while the waiter is parked
+        let t = std::thread::spawn(move || ringer.ring());
+        assert!(pollster::block_on(bell.wait()));
+        t.join().unwrap();
+        bell.stop();
+        bell.ring();
+        assert!(!pollster::block_on(bell.wait()));
     }
 }

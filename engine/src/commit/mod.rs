@@ -1,33 +1,50 @@
-//! The commit pipeline: concurrent writers are coalesced into groups; one WAL append and at
-//! most one fsync serve a whole group, and the next group is written while this one syncs.
+//! The commit pipeline: concurrent writers are coalesced into groups; one WAL append serves a
+//! whole group, one fsync serves every group written before it started, and the next group is
+//! written while earlier ones wait for their fsync.
 //!
 //! Writers queue up; the writer at the head of the queue is the *leader*. The leader takes a
 //! group from the head of the queue (up to `commit_group_bytes_max` bytes, optionally after
-//! waiting `commit_window` for more writers) and runs the stages:
+//! waiting `commit_window` for more writers), and the group goes through these stages:
 //! 1. write (exclusive, holding the [`LeadToken`]): assign each batch a contiguous range of
-//!    sequence numbers, encode every batch into one buffer, append it with one write, take a
-//!    publication ticket; then pass leadership on, so the next group can be written at once;
-//! 2. sync: if any member asked for durability, wait until an fsync covers the group's bytes
-//!    (one fsync runs at a time per log and covers every group written before it started);
-//! 3. memtable apply: insert every operation into the memtable of the group's log (invisible
-//!    until published, because readers filter by the visible sequence number);
-//! 4. publish, in ticket order: advance the visible sequence number, then complete members.
+//!    sequence numbers, encode every batch into one buffer, append it with one write, and put
+//!    the group in the publication queue ([`publish`]), which keeps write order; then pass
+//!    leadership on, so the next group is written at once, and, if any member asked for
+//!    durability, ring the sync task's doorbell;
+//! 2. memtable apply, by the leader: insert every operation into the memtable of the group's
+//!    log (invisible until published, because readers filter by the visible sequence number),
+//!    then mark the group applied in the queue;
+//! 3. sync, by the background sync task ([`sync_task`]): fsyncs run back to back while a
+//!    queued group wants bytes that are not yet durable (one fsync at a time per log, each
+//!    covering every group written before it started);
+//! 4. publish, by whoever made a group ready (the leader after applying, the sync task after an
+//!    fsync): every ready group at the head of the queue, in write order, advances the visible
+//!    sequence number and then completes its members, the leader included, who waits for its
+//!    own outcome like any member. The sync task tells one member and hands it the others to
+//!    tell, so that its next fsync does not wait behind a thread wake-up per member.
 //!
 //! Invariants: sequence numbers are gap-free and published in order; a member that asked for
 //! sync is completed only after an fsync covering it returned `Ok`; after any WAL failure the
 //! database is poisoned, so no later write is acknowledged (a retried fsync could report
-//! success for data the kernel already dropped).
+//! success for data the kernel already dropped) and every group still queued fails. A future
+//! dropped at any `.await` loses nothing: leadership passes on ([`LeadToken`]) and a group
+//! dropped in flight poisons the database and fails its members (`GroupGuard`).
 
-use crate::batch::{decode_ops, WriteBatch};
+mod publish;
+pub(crate) mod sync_task;
+
+pub(crate) use publish::PublishQueue;
+
+use crate::batch::{for_each_op, WriteBatch};
 use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::PlantedBug;
-use crate::signal::Signal;
-use crate::wal::{WalFile, WalWriter};
+use crate::signal::{Signal, Wait};
+use crate::wal::WalWriter;
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use publish::{Completions, Group, Member};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The state only the leader touches.
@@ -42,40 +59,35 @@ pub(crate) struct LeaderState {
     buf: Vec<u8>,
     /// Set once `close` has sealed the WAL; every later write fails with `Closed`.
     sealed: bool,
-    /// The publication ticket the next group gets.
-    next_ticket: u64,
 }
 
 impl LeaderState {
     pub(crate) fn new(wal: WalWriter, last_seq: u64, next_file_number: u64) -> Self {
-        LeaderState {
-            wal,
-            last_seq,
-            next_file_number,
-            buf: Vec::new(),
-            sealed: false,
-            next_ticket: 0,
-        }
+        LeaderState { wal, last_seq, next_file_number, buf: Vec::new(), sealed: false }
     }
 }
 
-/// A writer waiting in the queue.
+/// A writer in the pipeline.
 #[derive(Debug)]
-struct Pending {
+pub(crate) struct Pending {
     batch: WriteBatch,
     sync: bool,
     /// Close's barrier: seal the WAL after this member; it always ends its group.
     seal: bool,
+    /// Where the writer hears its outcome.
     signal: Arc<Signal<Outcome>>,
+    /// The batch's first sequence number, once the write stage has assigned it.
+    first: u64,
 }
 
 /// What a waiting writer is told.
 #[derive(Debug)]
-enum Outcome {
-    /// Your write is done: its first sequence number, or why it failed.
-    Done(Result<u64>),
-    /// You are now the leader.
-    Lead(LeadToken),
+pub(crate) enum Outcome {
+    /// Your write is done: its first sequence number, or why it failed; and maybe other
+    /// writers for you to tell in turn.
+    Done(Result<u64>, Option<Completions>),
+    /// You are now the leader; here is your own write back, taken off the queue.
+    Lead(LeadToken, Pending),
 }
 
 /// The writers' queue and, while no leader runs, the idle leader state.
@@ -89,36 +101,54 @@ struct Queue {
     waiting: VecDeque<Pending>,
     /// `Some` exactly when no leader is running; then `waiting` is empty.
     idle: Option<Box<LeaderState>>,
+    /// Told when the running leader next lets go of leadership.
+    release_watcher: Option<Arc<Signal<()>>>,
+}
+
+/// What `Pipeline::enqueue` decided.
+enum Enqueued {
+    /// No leader was running: the writer leads, with its own write.
+    Lead(Box<LeaderState>, Pending),
+    /// The writer waits on its signal.
+    Queued,
 }
 
 impl Pipeline {
     pub(crate) fn new(state: LeaderState) -> Self {
-        Pipeline {
-            queue: Mutex::new(Queue { waiting: VecDeque::new(), idle: Some(Box::new(state)) }),
-        }
+        let queue = Queue { idle: Some(Box::new(state)), ..Queue::default() };
+        Pipeline { queue: Mutex::new(queue) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a writer; returns the leader state if the writer is now the leader.
-    fn enqueue(&self, pending: Pending) -> Option<Box<LeaderState>> {
+    /// Queues a writer, unless it becomes the leader at once.
+    fn enqueue(&self, pending: Pending) -> Enqueued {
         let mut q = self.lock();
-        q.waiting.push_back(pending);
-        let idle = q.idle.take();
-        debug_assert!(idle.is_none() || q.waiting.len() == 1);
-        idle
+        match q.idle.take() {
+            Some(state) => {
+                debug_assert!(q.waiting.is_empty());
+                Enqueued::Lead(state, pending)
+            }
+            None => {
+                q.waiting.push_back(pending);
+                Enqueued::Queued
+            }
+        }
     }
 
-    /// Takes the leader's group from the head of the queue. The leader itself is the head.
-    fn take_group(&self, bytes_max: usize) -> Vec<Pending> {
+    /// Adds writers from the head of the queue to the leader's group, which holds the leader's
+    /// own write.
+    fn take_group(&self, group: &mut Vec<Pending>, bytes_max: usize) {
+        let mut bytes: usize = group.iter().map(|m| m.batch.encoded_len()).sum();
+        if group.last().is_some_and(|m| m.seal) {
+            return;
+        }
         let mut q = self.lock();
-        let mut group: Vec<Pending> = Vec::new();
-        let mut bytes = 0usize;
         while let Some(next) = q.waiting.front() {
             let size = next.batch.encoded_len();
-            if !group.is_empty() && bytes + size > bytes_max {
+            if bytes + size > bytes_max {
                 break;
             }
             bytes += size;
@@ -128,28 +158,49 @@ impl Pipeline {
                 break;
             }
         }
-        group
     }
 
     /// Passes leadership to the first waiting writer that is still there, or parks it.
-    fn release(&self, db: &Arc<DbInner>, mut state: Box<LeaderState>) {
-        let mut q = self.lock();
+    fn release(&self, db: &Arc<DbInner>, state: Box<LeaderState>) {
+        let watcher = {
+            let mut q = self.lock();
+            Self::hand_over(&mut q, db, state);
+            q.release_watcher.take()
+        };
+        if let Some(watcher) = watcher {
+            let _ = watcher.fill(());
+        }
+    }
+
+    fn hand_over(q: &mut Queue, db: &Arc<DbInner>, mut state: Box<LeaderState>) {
         loop {
-            let Some(front) = q.waiting.front() else {
+            let Some(next) = q.waiting.pop_front() else {
                 q.idle = Some(state);
                 return;
             };
+            let signal = Arc::clone(&next.signal);
             let token = LeadToken { state: Some(state), db: Arc::clone(db) };
-            match front.signal.fill(Outcome::Lead(token)) {
+            match signal.fill(Outcome::Lead(token, next)) {
                 Ok(()) => return,
                 Err(outcome) => {
                     // That writer's future was dropped: its write is abandoned, never started.
-                    q.waiting.pop_front();
-                    let Outcome::Lead(mut token) = outcome else { unreachable!() };
+                    let Outcome::Lead(mut token, _abandoned) = outcome else { unreachable!() };
                     state = token.state.take().expect("a fresh token holds the state");
                 }
             }
         }
+    }
+
+    /// If a leader is writing a group, a signal told when it lets go of leadership (its group
+    /// then written and queued). One watcher at a time: the sync task.
+    fn watch_release(&self) -> Option<Arc<Signal<()>>> {
+        let mut q = self.lock();
+        if q.idle.is_some() {
+            return None;
+        }
+        let signal = Signal::new();
+        q.release_watcher = Some(Arc::clone(&signal));
+        Some(signal)
     }
 }
 
@@ -174,89 +225,29 @@ impl Drop for LeadToken {
     }
 }
 
-/// Orders publication: groups publish in the order they were written.
-#[derive(Debug, Default)]
-pub(crate) struct Publisher {
-    state: Mutex<PublishState>,
-}
-
-#[derive(Debug, Default)]
-struct PublishState {
-    /// The ticket whose turn it is.
-    next: u64,
-    waiting: BTreeMap<u64, Arc<Signal<()>>>,
-    /// Tickets whose groups were cancelled; their turn is skipped.
-    abandoned: BTreeSet<u64>,
-}
-
-impl Publisher {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PublishState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    async fn wait_turn(&self, ticket: u64) {
-        let signal = {
-            let mut st = self.lock();
-            if st.next == ticket {
-                return;
-            }
-            let signal = Signal::new();
-            st.waiting.insert(ticket, Arc::clone(&signal));
-            signal
-        };
-        signal.wait().await;
-    }
-
-    fn pass_turn(&self, ticket: u64) {
-        let mut st = self.lock();
-        if st.next != ticket {
-            st.abandoned.insert(ticket);
-            return;
-        }
-        st.next += 1;
-        loop {
-            let next = st.next;
-            if !st.abandoned.remove(&next) {
-                break;
-            }
-            st.next += 1;
-        }
-        let next = st.next;
-        if let Some(signal) = st.waiting.remove(&next) {
-            let _ = signal.fill(());
-        }
-    }
-}
-
-/// The members of a group in flight. If the leader's future is dropped midway, nobody knows
-/// what reached the WAL, so the database is poisoned, the members told so, and the group's
-/// publication turn given up.
+/// The members of a group in flight. If the leader's future is dropped (or panics) before the
+/// group is queued and applied, nobody knows what reached the WAL or the memtable: the database
+/// is poisoned and the members failed.
 struct GroupGuard<'a> {
     db: &'a DbInner,
     members: Vec<Pending>,
+    /// The group's ticket once it is in the publication queue, which then tells the members.
     ticket: Option<u64>,
 }
 
 impl Drop for GroupGuard<'_> {
     fn drop(&mut self) {
-        if !self.members.is_empty() {
-            let err = self.db.poison("a commit was cancelled while in flight");
-            fail_members(&mut self.members[1..], &err);
+        if self.members.is_empty() {
+            return;
         }
-        if let Some(ticket) = self.ticket.take() {
-            self.db.publisher.pass_turn(ticket);
+        let err = self.db.poison("a commit was cancelled while in flight");
+        match self.ticket {
+            // Poisoned, the queue fails the group once it may pass it.
+            Some(ticket) => self.db.publish_queue.mark_applied(ticket),
+            None => fail_members(&self.members, &err),
         }
+        self.db.publish_queue.publish_ready(self.db);
     }
-}
-
-/// What the write stage produced for one group.
-struct Written {
-    firsts: Vec<u64>,
-    last_seq: u64,
-    ticket: u64,
-    wal: Arc<WalFile>,
-    end: u64,
-    memtable: Arc<Memtable>,
 }
 
 /// Commits `batch`, returning its first sequence number (or the last assigned one for an empty
@@ -269,69 +260,85 @@ pub(crate) async fn commit(
 ) -> Result<u64> {
     let signal = Signal::new();
     let waiting = signal.wait();
-    let pending = Pending { batch, sync, seal, signal };
-    let token = match db.pipeline.enqueue(pending) {
-        Some(state) => {
-            drop(waiting);
-            LeadToken { state: Some(state), db: Arc::clone(db) }
+    let pending = Pending { batch, sync, seal, signal, first: 0 };
+    let (token, own, outcome) = match db.pipeline.enqueue(pending) {
+        Enqueued::Lead(state, own) => {
+            (LeadToken { state: Some(state), db: Arc::clone(db) }, own, waiting)
         }
-        None => match waiting.await {
-            Outcome::Done(result) => return result,
-            Outcome::Lead(token) => token,
+        Enqueued::Queued => match waiting.await {
+            Outcome::Done(result, relayed) => return told(result, relayed),
+            Outcome::Lead(token, mut own) => {
+                // The signal that brought leadership is spent; the outcome needs a fresh one.
+                own.signal = Signal::new();
+                let outcome = own.signal.wait();
+                (token, own, outcome)
+            }
         },
     };
-    lead(db, token).await
+    lead(db, token, own).await;
+    own_outcome(outcome).await
 }
 
-/// Runs one group as its leader and returns the leader's own result.
-async fn lead(db: &Arc<DbInner>, mut token: LeadToken) -> Result<u64> {
+/// The leader's own outcome, told like any member's once its group is published or failed.
+async fn own_outcome(outcome: Wait<Outcome>) -> Result<u64> {
+    match outcome.await {
+        Outcome::Done(result, relayed) => told(result, relayed),
+        Outcome::Lead(..) => unreachable!("a leader's own write is off the queue"),
+    }
+}
+
+/// Tells the writers relayed to this one, then returns this one's result.
+fn told(result: Result<u64>, relayed: Option<Completions>) -> Result<u64> {
+    if let Some(others) = relayed {
+        others.tell_all();
+    }
+    result
+}
+
+/// Runs one group as its leader, up to handing it to the publication queue.
+async fn lead(db: &Arc<DbInner>, mut token: LeadToken, own: Pending) {
     if !db.options.commit_window.is_zero() {
         db.rt.sleep(db.options.commit_window).await;
     }
-    let members = db.pipeline.take_group(db.options.commit_group_bytes_max);
+    let mut members = vec![own];
+    db.pipeline.take_group(&mut members, db.options.commit_group_bytes_max);
     let mut group = GroupGuard { db, members, ticket: None };
-    let written = write_stage(db, token.state(), &group.members).await;
+    let written = write_stage(db, token.state(), &mut group.members).await;
     drop(token);
-    let written = match written {
-        Ok(written) => written,
-        Err(err) => {
-            let err = refuse_or_poison(db, err);
-            let mut members = std::mem::take(&mut group.members);
-            fail_members(&mut members[1..], &err);
-            return Err(err);
+    match written {
+        Ok(Written { ticket, memtable, want_sync }) => {
+            // Nothing below awaits, so the group cannot be cancelled halfway through.
+            group.ticket = Some(ticket);
+            if want_sync {
+                // After letting go of leadership: the sync task does not wait for this leader.
+                db.sync_bell.ring();
+            }
+            apply(db, &memtable, &mut group.members);
+            db.publish_queue.mark_applied(ticket);
+            group.members.clear();
+            db.publish_queue.publish_ready(db);
         }
-    };
-    group.ticket = Some(written.ticket);
-    let need_sync = group.members.iter().any(|m| m.sync);
-    let ack_early = need_sync && db.options.has_bug(PlantedBug::AckBeforeSync);
-    let mut synced = Ok(());
-    if need_sync && !ack_early {
-        synced = written.wal.sync_to(written.end, &db.counters.wal_syncs).await;
+        Err(err) => {
+            let members = std::mem::take(&mut group.members);
+            fail_members(&members, &fail_stop(db, err));
+        }
     }
-    if synced.is_ok() {
-        apply(db, &written.memtable, &mut group.members, &written.firsts);
-    }
-    db.publisher.wait_turn(written.ticket).await;
-    let outcome = synced.and_then(|()| db.check_not_poisoned());
-    if outcome.is_ok() {
-        db.publish(written.last_seq);
-    }
-    group.ticket = None;
-    db.publisher.pass_turn(written.ticket);
-    let mut members = std::mem::take(&mut group.members);
-    drop(group);
-    finish(db, &mut members, &written.firsts, outcome)?;
-    if ack_early {
-        written.wal.sync_to(written.end, &db.counters.wal_syncs).await?;
-    }
-    Ok(written.firsts[0])
 }
 
-/// Stage 1, exclusive: sequence, encode, append, take a ticket.
+/// What the write stage did with a group.
+struct Written {
+    ticket: u64,
+    /// The memtable the group's writes go to.
+    memtable: Arc<Memtable>,
+    /// Whether the group asked the sync task to make it durable.
+    want_sync: bool,
+}
+
+/// Stage 1, exclusive: sequence, encode, append, queue for publication.
 async fn write_stage(
     db: &Arc<DbInner>,
     state: &mut LeaderState,
-    members: &[Pending],
+    members: &mut [Pending],
 ) -> Result<Written> {
     db.check_not_poisoned()?;
     if state.sealed {
@@ -340,7 +347,7 @@ async fn write_stage(
     if db.active_memtable_full() {
         rotate(db, state).await?;
     }
-    let firsts = encode_group(state, members);
+    encode_group(state, members);
     if !state.buf.is_empty() {
         state.wal.append(&state.buf).await?;
         Counters::add(&db.counters.wal_bytes, state.buf.len() as u64);
@@ -350,85 +357,66 @@ async fn write_stage(
         state.wal.seal(&mut state.buf, &db.counters.wal_syncs).await?;
         state.sealed = true;
     }
-    let ticket = state.next_ticket;
-    state.next_ticket += 1;
-    Ok(Written {
-        firsts,
+    let want_sync = members.iter().any(|m| m.sync);
+    let ack_early = want_sync && db.options.has_bug(PlantedBug::AckBeforeSync);
+    let group = Group {
         last_seq: state.last_seq,
-        ticket,
         wal: Arc::clone(state.wal.file()),
         end: state.wal.offset(),
-        memtable: db.active_memtable(),
-    })
+        need_sync: want_sync && !ack_early,
+        members: members.iter().map(Member::of).collect(),
+    };
+    let ticket = db.publish_queue.push(group, want_sync);
+    Ok(Written { ticket, memtable: db.active_memtable(), want_sync })
 }
 
 /// Assigns sequence numbers and encodes the group's WAL records into the reused buffer.
-fn encode_group(state: &mut LeaderState, members: &[Pending]) -> Vec<u64> {
+fn encode_group(state: &mut LeaderState, members: &mut [Pending]) {
     state.buf.clear();
     let attested = state.wal.file().synced_upto();
-    let mut firsts = Vec::with_capacity(members.len());
     for m in members {
         if m.batch.is_empty() {
-            firsts.push(state.last_seq);
+            m.first = state.last_seq;
             continue;
         }
-        let first = state.last_seq + 1;
+        m.first = state.last_seq + 1;
         crate::wal::encode_batch_record(
             &mut state.buf,
             state.wal.number(),
             attested,
-            first,
+            m.first,
             m.batch.count(),
             m.batch.rep(),
         );
         state.last_seq += u64::from(m.batch.count());
-        firsts.push(first);
     }
-    firsts
 }
 
-/// Stage 3: insert every operation into the group's memtable.
-fn apply(db: &DbInner, memtable: &Memtable, members: &mut [Pending], firsts: &[u64]) {
-    for (member, &first) in members.iter_mut().zip(firsts) {
+/// Stage 2: insert every operation into the group's memtable.
+fn apply(db: &DbInner, memtable: &Memtable, members: &mut [Pending]) {
+    for member in members {
         if member.batch.is_empty() {
             continue;
         }
         let count = member.batch.count();
         let rep = Bytes::from(std::mem::take(&mut member.batch).into_rep());
-        let ops = decode_ops(&rep, count).expect("a WriteBatch always holds well-formed ops");
-        crate::db::apply_ops(memtable, first, ops);
+        let mut seq = member.first;
+        let well_formed = for_each_op(&rep, count, |op| {
+            crate::db::apply_op(memtable, seq, op);
+            seq += 1;
+        });
+        assert!(well_formed, "a WriteBatch always holds well-formed ops");
         Counters::add(&db.counters.batches, 1);
-    }
-}
-
-/// Completes the members other than the leader and returns the leader's outcome.
-fn finish(
-    db: &DbInner,
-    members: &mut [Pending],
-    firsts: &[u64],
-    outcome: Result<()>,
-) -> Result<()> {
-    match outcome {
-        Ok(()) => {
-            for (member, &first) in members.iter().zip(firsts).skip(1) {
-                // A member whose future was dropped is no longer listening; its write stands.
-                let _ = member.signal.fill(Outcome::Done(Ok(first)));
-            }
-            Ok(())
-        }
-        Err(err) => {
-            let err = refuse_or_poison(db, err);
-            fail_members(&mut members[1..], &err);
-            Err(err)
-        }
     }
 }
 
 /// Retires the full memtable and its WAL and starts new ones.
 async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
     // Recovery treats any damage in a log that is not the newest as corruption, which is only
-    // true if that log was wholly synced before a newer one could exist.
-    state.wal.sync(&db.counters.wal_syncs).await?;
+    // true if that log was wholly synced (and cut to its length) before a newer one could exist.
+    state.wal.finish(&db.counters.wal_syncs).await?;
+    // Groups of the old log that waited for that fsync.
+    db.publish_queue.publish_ready(db);
     let number = state.next_file_number;
     state.next_file_number += 1;
     state.wal = db.create_wal(number).await?;
@@ -437,10 +425,23 @@ async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
     Ok(())
 }
 
+/// Poisons the database for any failure but a refusal, fails every group still queued, and
+/// returns the error to report.
+fn fail_stop(db: &DbInner, err: Error) -> Error {
+    let err = refuse_or_poison(db, err);
+    db.publish_queue.publish_ready(db);
+    err
+}
+
 /// A refusal (closed, already poisoned) is passed on as is; any other failure poisons.
 fn refuse_or_poison(db: &DbInner, err: Error) -> Error {
     match err {
-        Error::Poisoned(_) | Error::Closed => err,
+        Error::Closed => err,
+        // A failed log refuses before anyone has poisoned the database, possibly: latch it.
+        Error::Poisoned(cause) => match db.check_not_poisoned() {
+            Err(latched) => latched,
+            Ok(()) => db.poison(&cause),
+        },
         other => {
             tracing::warn!(error = %other, "commit failed");
             db.poison(&other.to_string())
@@ -455,8 +456,8 @@ fn clone_refusal(err: &Error) -> Error {
     }
 }
 
-fn fail_members(members: &mut [Pending], err: &Error) {
+fn fail_members(members: &[Pending], err: &Error) {
     for member in members {
-        let _ = member.signal.fill(Outcome::Done(Err(clone_refusal(err))));
+        let _ = member.signal.fill(Outcome::Done(Err(clone_refusal(err)), None));
     }
 }

@@ -71,7 +71,7 @@ impl Runtime for StdRuntime {
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                pollster::block_on(task);
+                crate::blocking::block_on(task);
                 let _ = filler.fill(());
             })
             .expect("the OS refused to start a background thread");

@@ -8,6 +8,9 @@
 //! - In the newest log, a bad record below an offset that a later valid record attests as
 //!   synced is corruption; past every attestation it is a torn tail: recovery keeps the records
 //!   before it and the caller truncates the rest.
+//! - Zeros from a record boundary to the end of the newest log are space the writer
+//!   preallocated and never used: the end of the log, cut off like a torn tail. Older logs were
+//!   cut back to their written length before a newer log was created, so there it is corruption.
 
 use super::{BATCH_HEADER_BYTES, HEADER_BYTES};
 use crate::batch::{decode_ops, BatchOp};
@@ -28,7 +31,8 @@ pub(crate) struct ReplayedLog {
     pub batches: Vec<ReplayedBatch>,
     /// Length of the prefix made of whole, valid records.
     pub valid_len: u64,
-    /// Whether bytes past `valid_len` were dropped as a torn tail.
+    /// Whether bytes past `valid_len` (a torn tail, or preallocated zeros) were dropped; the
+    /// caller must cut the file back before a newer log exists.
     pub torn: bool,
 }
 
@@ -84,6 +88,11 @@ pub(crate) fn parse_log(
     let mut attested = 0u64;
     while pos < data.len() {
         let Some(frame) = frame_at(data, pos, number, !accept_bad_crc) else {
+            if newest && pos as u64 >= attested && data[pos..].iter().all(|&b| b == 0) {
+                // Preallocated space: no valid record can start in it (log numbers start at 1),
+                // so nothing past it can attest the space synced.
+                return Ok(ReplayedLog { batches, valid_len: pos as u64, torn: true });
+            }
             let attested = attested.max(attested_after(data, pos, number));
             if !newest || (pos as u64) < attested {
                 return Err(Error::corruption(path, pos as u64, bad_record_reason(newest)));
@@ -234,6 +243,18 @@ mod tests {
         encode_seal_record(&mut data, 3, len);
         data[starts[2] + HEADER_BYTES + 1] ^= 0x10;
         assert!(parse(&data, true).unwrap_err().is_corruption());
+    }
+
+    #[test]
+    fn zero_tail_ends_the_newest_log_and_corrupts_an_older_one() {
+        let (mut data, _) = log_of(3, true);
+        let len = data.len() as u64;
+        data.resize(data.len() + 4096, 0);
+        let log = parse(&data, true).unwrap();
+        assert_eq!(log.batches.len(), 3);
+        assert_eq!(log.valid_len, len);
+        assert!(log.torn);
+        assert!(parse(&data, false).unwrap_err().is_corruption());
     }
 
     #[test]

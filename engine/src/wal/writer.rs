@@ -1,9 +1,15 @@
 //! Appends records to one WAL file and makes them durable, with writes and syncs overlapping.
 //!
 //! The commit pipeline's write stage appends through [`WalWriter`] (one owner at a time), while
-//! any number of groups wait in [`WalFile::sync_to`] for their bytes to become durable. One
-//! fsync at a time runs per log; it covers everything written when it started, so a group that
-//! arrives during a sync usually finds its bytes covered by the next one, shared with others.
+//! the commit pipeline's sync task, and rotation and close, make bytes durable through
+//! [`WalFile::sync_to`]. One fsync at a time runs per log; it covers everything written when it
+//! started, so groups written while it runs share the next one.
+//!
+//! The writer may *preallocate*: write zeros ahead of the append offset, so that the fsyncs
+//! that follow find the file's size and blocks already durable and need not journal a size
+//! change (on ext4 this makes each fsync markedly cheaper). A log is cut back to its written
+//! length, durably, before it is retired or sealed, because recovery reads any damage in a log
+//! that is not the newest as corruption; only the newest log may end in zeros.
 //!
 //! Invariants: `synced_upto <= written`, and every byte below `synced_upto` was covered by a
 //! successful `sync_data`. After one failed sync the log is failed for good: the kernel may
@@ -29,16 +35,24 @@ pub(crate) struct WalFile {
 #[derive(Debug, Default)]
 struct SyncState {
     synced_upto: u64,
+    /// How many fsyncs were started; each fsync's ordinal is the value after its start.
+    started: u64,
+    /// The ordinal of the newest fsync that returned `Ok` (fsyncs run one at a time, in order).
+    completed: u64,
     in_progress: bool,
     failed: bool,
-    /// Each waiter's target offset and its wake-up.
-    waiters: Vec<(u64, Arc<Signal<()>>)>,
+    /// Callers waiting for the running fsync to end; each re-checks what it needs.
+    waiters: Vec<Arc<Signal<()>>>,
 }
 
 impl WalFile {
     /// Bytes known durable; written into each record as its attestation.
     pub(crate) fn synced_upto(&self) -> u64 {
         self.lock().synced_upto
+    }
+
+    pub(crate) fn number(&self) -> u64 {
+        self.number
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
@@ -48,62 +62,66 @@ impl WalFile {
     /// Returns once the first `target` bytes are durable, running an fsync if none in progress
     /// covers them. `syncs` counts the fsyncs actually issued.
     pub(crate) async fn sync_to(&self, target: u64, syncs: &AtomicU64) -> Result<()> {
+        self.sync_until(syncs, |st| st.synced_upto >= target).await
+    }
+
+    /// Returns once an fsync that started after this call has returned `Ok`: what `sync_to`
+    /// cannot promise for a change that is not an append, such as a truncation.
+    async fn sync_fresh(&self, syncs: &AtomicU64) -> Result<()> {
+        let needed = self.lock().started + 1;
+        self.sync_until(syncs, |st| st.completed >= needed).await
+    }
+
+    /// Runs fsyncs, one at a time across all callers, until `done` holds.
+    async fn sync_until(&self, syncs: &AtomicU64, done: impl Fn(&SyncState) -> bool) -> Result<()> {
         loop {
-            let waiter = {
+            let step = {
                 let mut st = self.lock();
                 if st.failed {
                     return Err(self.failed_error());
                 }
-                if st.synced_upto >= target {
+                if done(&st) {
                     return Ok(());
                 }
                 if st.in_progress {
                     let signal = Signal::new();
-                    st.waiters.push((target, Arc::clone(&signal)));
-                    Some(signal)
+                    st.waiters.push(Arc::clone(&signal));
+                    Step::Wait(signal)
                 } else {
                     st.in_progress = true;
-                    None
+                    st.started += 1;
+                    Step::Run(st.started)
                 }
             };
-            match waiter {
-                Some(signal) => signal.wait().await,
-                None => return self.run_syncs(syncs).await,
+            match step {
+                Step::Wait(signal) => signal.wait().await,
+                Step::Run(ordinal) => self.run_one(ordinal, syncs).await?,
             }
         }
     }
 
-    /// Runs fsyncs back to back while waiters remain uncovered (at most `SYNC_ROUNDS_MAX` of
-    /// them, so the runner's own caller is not held for long): handing the next fsync to a
-    /// waiter would put a thread wake-up between every two fsyncs.
-    async fn run_syncs(&self, syncs: &AtomicU64) -> Result<()> {
+    /// Runs fsync number `ordinal`, which the caller has marked in progress.
+    async fn run_one(&self, ordinal: u64, syncs: &AtomicU64) -> Result<()> {
         let mut guard = SyncGuard { wal: self, done: false };
-        for round in 1.. {
-            let upto = self.written.load(Ordering::Acquire);
-            syncs.fetch_add(1, Ordering::Relaxed);
-            let result = self.file.sync_data().await;
-            let mut st = self.lock();
-            match result {
-                Ok(()) => st.synced_upto = st.synced_upto.max(upto),
-                Err(e) => {
-                    st.failed = true;
-                    st.in_progress = false;
-                    wake_covered(&mut st, u64::MAX);
-                    guard.done = true;
-                    return Err(Error::io("syncing", &self.path, e));
-                }
-            }
-            let synced = st.synced_upto;
-            wake_covered(&mut st, synced);
-            if st.waiters.is_empty() || round >= SYNC_ROUNDS_MAX {
-                // Whoever is left takes over: each waiter re-checks and one becomes the runner.
-                st.in_progress = false;
-                wake_covered(&mut st, u64::MAX);
-                break;
-            }
-        }
+        let upto = self.written.load(Ordering::Acquire);
+        syncs.fetch_add(1, Ordering::Relaxed);
+        let result = self.file.sync_data().await;
         guard.done = true;
-        Ok(())
+        let mut st = self.lock();
+        st.in_progress = false;
+        let outcome = match result {
+            Ok(()) => {
+                st.synced_upto = st.synced_upto.max(upto);
+                st.completed = ordinal;
+                Ok(())
+            }
+            Err(e) => {
+                st.failed = true;
+                Err(Error::io("syncing", &self.path, e))
+            }
+        };
+        wake_all(&mut st);
+        outcome
     }
 
     fn failed_error(&self) -> Error {
@@ -111,19 +129,17 @@ impl WalFile {
     }
 }
 
-/// How many fsyncs one runner issues back to back before handing over.
-const SYNC_ROUNDS_MAX: u32 = 8;
+/// What a caller of `sync_until` does next.
+enum Step {
+    Wait(Arc<Signal<()>>),
+    Run(u64),
+}
 
-/// Wakes the waiters whose target is at or below `upto`.
-fn wake_covered(st: &mut SyncState, upto: u64) {
-    st.waiters.retain(|(target, signal)| {
-        if *target <= upto {
-            let _ = signal.fill(());
-            false
-        } else {
-            true
-        }
-    });
+/// Wakes every waiter: each re-checks, and one of those still uncovered runs the next fsync.
+fn wake_all(st: &mut SyncState) {
+    for signal in st.waiters.drain(..) {
+        let _ = signal.fill(());
+    }
 }
 
 /// If the task running an fsync is dropped mid-call, nobody knows whether it completed: the
@@ -139,25 +155,40 @@ impl Drop for SyncGuard<'_> {
             let mut st = self.wal.lock();
             st.in_progress = false;
             st.failed = true;
-            wake_covered(&mut st, u64::MAX);
+            wake_all(&mut st);
         }
     }
 }
+
+/// Zeros written per call when preallocating.
+const ZEROS_BYTES: usize = 64 << 10;
+static ZEROS: [u8; ZEROS_BYTES] = [0; ZEROS_BYTES];
 
 /// The append side of the open WAL, owned by the commit leader.
 #[derive(Debug)]
 pub(crate) struct WalWriter {
     shared: Arc<WalFile>,
     offset: u64,
+    /// The file's size: `offset` plus the zeros preallocated past it.
+    allocated: u64,
+    /// How far past the append offset to preallocate when the zeros run out; 0 for never.
+    preallocate_bytes: u64,
 }
 
 impl WalWriter {
-    /// Wraps `file`, whose first `offset` bytes are already durable.
-    pub(crate) fn new(file: Box<dyn File>, path: PathBuf, number: u64, offset: u64) -> Self {
+    /// Wraps `file`, whose first `offset` bytes are already durable and which is `offset` bytes
+    /// long. Preallocates `preallocate_bytes` at a time (0 for never).
+    pub(crate) fn new(
+        file: Box<dyn File>,
+        path: PathBuf,
+        number: u64,
+        offset: u64,
+        preallocate_bytes: u64,
+    ) -> Self {
         let sync = SyncState { synced_upto: offset, ..SyncState::default() };
         let shared =
             WalFile { file, path, number, written: AtomicU64::new(offset), sync: sync.into() };
-        WalWriter { shared: Arc::new(shared), offset }
+        WalWriter { shared: Arc::new(shared), offset, allocated: offset, preallocate_bytes }
     }
 
     pub(crate) fn number(&self) -> u64 {
@@ -174,31 +205,122 @@ impl WalWriter {
         self.offset
     }
 
-    /// Appends encoded records with one write.
+    /// Appends encoded records with one write, preallocating first if they would not fit.
     pub(crate) async fn append(&mut self, records: &[u8]) -> Result<()> {
+        let end = self.offset + records.len() as u64;
+        if end > self.allocated && self.preallocate_bytes > 0 {
+            self.preallocate(end + self.preallocate_bytes).await?;
+        }
+        self.write_at_end(records).await
+    }
+
+    async fn write_at_end(&mut self, records: &[u8]) -> Result<()> {
         let wal = &self.shared;
         wal.file
             .write_at(self.offset, records)
             .await
             .map_err(|e| Error::io("appending to", &wal.path, e))?;
         self.offset += records.len() as u64;
+        self.allocated = self.allocated.max(self.offset);
         wal.written.store(self.offset, Ordering::Release);
         Ok(())
     }
 
-    /// Makes everything appended so far durable.
-    pub(crate) async fn sync(&self, syncs: &AtomicU64) -> Result<()> {
-        self.shared.sync_to(self.offset, syncs).await
+    /// Extends the file with zeros to `size` bytes. The zeros become durable with the next
+    /// fsync of this log, which then makes the new size durable once for many appends.
+    async fn preallocate(&mut self, size: u64) -> Result<()> {
+        while self.allocated < size {
+            let n = (size - self.allocated).min(ZEROS_BYTES as u64);
+            // `n` is at most ZEROS_BYTES, so the cast cannot truncate.
+            let zeros = &ZEROS[..n as usize];
+            let wal = &self.shared;
+            wal.file
+                .write_at(self.allocated, zeros)
+                .await
+                .map_err(|e| Error::io("preallocating", &wal.path, e))?;
+            self.allocated += n;
+        }
+        Ok(())
     }
 
-    /// Syncs, then appends and syncs a seal that attests the whole log durable, so that damage
-    /// anywhere in it is later reported as corruption rather than taken for a torn tail. Done
-    /// when the database is closed.
+    /// Makes everything appended so far durable, and the file exactly that long: done before
+    /// the log is retired for a newer one, which makes any damage in it read as corruption.
+    pub(crate) async fn finish(&mut self, syncs: &AtomicU64) -> Result<()> {
+        let wal = &self.shared;
+        if self.allocated == self.offset {
+            return wal.sync_to(self.offset, syncs).await;
+        }
+        wal.file.truncate(self.offset).await.map_err(|e| Error::io("truncating", &wal.path, e))?;
+        self.allocated = self.offset;
+        wal.sync_fresh(syncs).await
+    }
+
+    /// Syncs, then appends a seal that attests the whole log durable, so that damage anywhere
+    /// in it is later reported as corruption rather than taken for a torn tail, and finishes
+    /// the log. Done when the database is closed.
     pub(crate) async fn seal(&mut self, scratch: &mut Vec<u8>, syncs: &AtomicU64) -> Result<()> {
-        self.sync(syncs).await?;
+        self.shared.sync_to(self.offset, syncs).await?;
         scratch.clear();
         super::encode_seal_record(scratch, self.number(), self.shared.synced_upto());
-        self.append(scratch).await?;
-        self.sync(syncs).await
+        // No preallocation: the log is cut back to its length right after.
+        self.write_at_end(scratch).await?;
+        self.finish(syncs).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MemFile;
+
+    fn writer(preallocate: u64) -> (Arc<MemFile>, WalWriter) {
+        let file = MemFile::new();
+        let w = WalWriter::new(Box::new(Arc::clone(&file)), "000001.log".into(), 1, 0, preallocate);
+        (file, w)
+    }
+
+    #[test]
+    fn preallocated_log_is_cut_back_durably_when_finished() {
+        let (file, mut w) = writer(1000);
+        let syncs = AtomicU64::new(0);
+        pollster::block_on(async {
+            w.append(&[7; 100]).await.unwrap();
+            assert_eq!(file.len(), 1100);
+            w.file().sync_to(100, &syncs).await.unwrap();
+            assert_eq!(file.durable_len(), 1100);
+            // Covered already; finishing must still make the shorter size durable.
+            w.finish(&syncs).await.unwrap();
+        });
+        assert_eq!(file.len(), 100);
+        assert_eq!(file.durable_len(), 100);
+        assert_eq!(syncs.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn without_preallocation_finish_syncs_only_what_is_uncovered() {
+        let (file, mut w) = writer(0);
+        let syncs = AtomicU64::new(0);
+        pollster::block_on(async {
+            w.append(&[7; 100]).await.unwrap();
+            w.finish(&syncs).await.unwrap();
+            w.finish(&syncs).await.unwrap();
+        });
+        assert_eq!(file.durable_len(), 100);
+        assert_eq!(syncs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_failed_sync_is_never_retried() {
+        let (file, mut w) = writer(0);
+        let syncs = AtomicU64::new(0);
+        file.fail_next_sync();
+        pollster::block_on(async {
+            w.append(&[7; 10]).await.unwrap();
+            assert!(w.file().sync_to(10, &syncs).await.is_err());
+            assert!(matches!(w.file().sync_to(10, &syncs).await, Err(Error::Poisoned(_))));
+            assert!(w.finish(&syncs).await.is_err());
+        });
+        assert_eq!(syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(file.durable_len(), 0);
     }
 }

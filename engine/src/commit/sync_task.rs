@@ -1,0 +1,69 @@
+//! The sync task: a background task that makes queued groups durable, one fsync after another.
+//!
+//! A leader that queues a group waiting for durability rings the task's doorbell. The task then
+//! runs fsyncs back to back for as long as some group wants bytes that are not yet durable, and
+//! after each one publishes what became ready. One task running every commit fsync means no
+//! thread wake-up sits between two consecutive fsyncs, and the writers are woken straight from
+//! the thread that saw the fsync return.
+//!
+//! The task holds only a `Weak` reference to the database, so dropping every handle ends it;
+//! `close` stops and joins it. If it is dropped while the database is still open (a cancelled
+//! task), nothing would sync queued groups any more, so the database is poisoned and they fail.
+
+use crate::db::DbInner;
+use crate::runtime::JoinHandle;
+use crate::signal::Doorbell;
+use std::sync::{Arc, Weak};
+
+/// Starts the sync task of `db`.
+pub(crate) fn start(db: &Arc<DbInner>) -> JoinHandle {
+    let task = run(Arc::downgrade(db), Arc::clone(&db.sync_bell));
+    db.rt.spawn("jadedb-wal-sync", Box::pin(task))
+}
+
+async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>) {
+    let mut guard = TaskGuard { db: db.clone(), stopped: false };
+    while bell.wait().await {
+        // Upgraded only while there is work, so that dropping every handle ends the task.
+        let Some(db) = db.upgrade() else { break };
+        sync_wanted(&db).await;
+    }
+    guard.stopped = true;
+}
+
+/// Syncs until no queued group wants more bytes durable, publishing after every fsync.
+async fn sync_wanted(db: &DbInner) {
+    while db.check_not_poisoned().is_ok() {
+        if let Some(release) = db.pipeline.watch_release() {
+            // A group being appended now would miss this fsync and wait for all of the next
+            // one; waiting for its append costs far less.
+            release.wait().await;
+        }
+        let Some((wal, end)) = db.publish_queue.sync_wanted() else { break };
+        if let Err(err) = wal.sync_to(end, &db.counters.wal_syncs).await {
+            super::fail_stop(db, err);
+            return;
+        }
+        db.publish_queue.publish_ready_relayed(db);
+    }
+    // Groups that a rotation or a seal made durable meanwhile.
+    db.publish_queue.publish_ready(db);
+}
+
+/// Poisons the database if the task ends while the database still needs it.
+struct TaskGuard {
+    db: Weak<DbInner>,
+    stopped: bool,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        if let Some(db) = self.db.upgrade() {
+            db.poison("the WAL sync task ended while the database was open");
+            db.publish_queue.publish_ready(&db);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! What a scenario does, drawn from its seed ("swarm testing"): each seed picks its own mix of
+//! clients, key space, sync ratio, engine options and faults, so rare combinations get explored.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::fmt;
+
+/// Bugs the simulator can plant, to prove it finds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The file system's file sync silently does nothing.
+    SyncNoop,
+    /// The WAL reader accepts a record whose checksum fails (a torn record).
+    AcceptTornWal,
+    /// The engine acknowledges a synced write before its fsync returns.
+    AckBeforeSync,
+}
+
+impl Bug {
+    /// Every plantable bug.
+    pub const ALL: [Bug; 3] = [Bug::SyncNoop, Bug::AcceptTornWal, Bug::AckBeforeSync];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::SyncNoop => "sync-noop",
+            Bug::AcceptTornWal => "accept-torn-wal",
+            Bug::AckBeforeSync => "ack-before-sync",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Result<Bug, String> {
+        Bug::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| {
+            let names: Vec<_> = Bug::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown bug {name:?}; known: {}", names.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for Bug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The faults of one crash cycle.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Probability that a WAL fsync fails (ext4 semantics: the data it covered is lost).
+    pub fsync_fail: f64,
+    /// Probability that a WAL write fails with ENOSPC.
+    pub write_fail: f64,
+}
+
+impl Faults {
+    pub fn any(&self) -> bool {
+        self.fsync_fail > 0.0 || self.write_fail > 0.0
+    }
+}
+
+/// Everything a scenario does, fixed by its seed.
+#[derive(Clone, Debug)]
+pub struct ScenarioConfig {
+    pub seed: u64,
+    pub clients: usize,
+    pub ops_per_client: usize,
+    pub cycles: usize,
+    pub keys: usize,
+    pub value_bytes_max: usize,
+    pub sync_percent: u32,
+    pub read_percent: u32,
+    pub delete_percent: u32,
+    pub batch_percent: u32,
+    pub batch_ops_max: usize,
+    pub memtable_bytes_max: Vec<usize>,
+    pub group_bytes_max: usize,
+    pub commit_window_us: u64,
+    pub wal_preallocate_bytes: u64,
+    pub faults: Vec<Faults>,
+    /// Per cycle: close the database cleanly once the clients finish, before the crash.
+    pub close_before_crash: Vec<bool>,
+    /// Per cycle: virtual milliseconds from the start of the process to the crash.
+    pub crash_after_ms: Vec<u64>,
+    pub bug: Option<Bug>,
+}
+
+impl ScenarioConfig {
+    /// Draws the scenario of `seed`.
+    pub fn draw(seed: u64, bug: Option<Bug>) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let cycles = rng.gen_range(2..=4);
+        let clients = rng.gen_range(2..=4);
+        let ops_per_client = rng.gen_range(8..=30);
+        let faulty = rng.gen_bool(0.25);
+        let faults = (0..cycles)
+            .map(|_| {
+                if faulty && rng.gen_bool(0.6) {
+                    Faults {
+                        fsync_fail: rng.gen_range(0.02..0.3),
+                        write_fail: if rng.gen_bool(0.3) { rng.gen_range(0.01..0.1) } else { 0.0 },
+                    }
+                } else {
+                    Faults::default()
+                }
+            })
+            .collect();
+        ScenarioConfig {
+            seed,
+            clients,
+            ops_per_client,
+            cycles,
+            keys: *pick(&mut rng, &[2, 8, 32, 128]),
+            value_bytes_max: *pick(&mut rng, &[8, 100, 1000, 6000]),
+            // Every scenario mixes synced and unsynced writes; the mix varies.
+            sync_percent: *pick(&mut rng, &[5, 20, 50, 80, 95]),
+            read_percent: rng.gen_range(10..=50),
+            delete_percent: rng.gen_range(0..=30),
+            batch_percent: rng.gen_range(0..=50),
+            batch_ops_max: rng.gen_range(2..=8),
+            memtable_bytes_max: (0..cycles)
+                .map(|_| *pick(&mut rng, &[256, 2048, 16 << 10, 64 << 20]))
+                .collect(),
+            group_bytes_max: *pick(&mut rng, &[1, 256, 4096, 1 << 20]),
+            commit_window_us: if rng.gen_bool(0.2) { rng.gen_range(1..3000) } else { 0 },
+            wal_preallocate_bytes: *pick(&mut rng, &[0, 0, 512, 8192]),
+            faults,
+            close_before_crash: (0..cycles).map(|_| rng.gen_bool(0.2)).collect(),
+            // Every file call costs at least a virtual millisecond: a client op is a few of them,
+            // so this lands crashes from inside recovery to after the clients are done.
+            // Some crashes land inside recovery itself, the rest while clients run or after.
+            crash_after_ms: (0..cycles)
+                .map(|_| {
+                    if rng.gen_bool(0.15) {
+                        rng.gen_range(1..=12)
+                    } else {
+                        rng.gen_range(12..=12 + (ops_per_client as u64) * 8)
+                    }
+                })
+                .collect(),
+            bug,
+        }
+    }
+}
+
+fn pick<'a, T>(rng: &mut ChaCha8Rng, choices: &'a [T]) -> &'a T {
+    &choices[rng.gen_range(0..choices.len())]
+}

@@ -1,0 +1,80 @@
+//! The scenario trace: every engine-visible event, hashed, and printed when replaying.
+//!
+//! The hash covers file-system calls (kind, path, sizes, results), client operations and their
+//! results, crashes and recoveries, each stamped with virtual time. The same seed must give the
+//! same hash, bit for bit: that is invariant 6, and the determinism check compares these hashes.
+//! A ring of the most recent events is kept so a failure can show what led to it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// How many recent events a failure report shows.
+const RECENT_EVENTS_MAX: usize = 40;
+
+/// A shared, cloneable trace.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    inner: Arc<Mutex<TraceInner>>,
+}
+
+#[derive(Debug)]
+struct TraceInner {
+    hash: u64,
+    events: u64,
+    print: bool,
+    recent: VecDeque<String>,
+}
+
+impl Default for TraceInner {
+    fn default() -> Self {
+        TraceInner { hash: FNV_OFFSET, events: 0, print: false, recent: VecDeque::new() }
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+impl Trace {
+    /// A trace that also prints each event as it happens.
+    pub fn printing() -> Self {
+        let trace = Trace::default();
+        trace.lock().print = true;
+        trace
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TraceInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records one event at virtual time `now_ns`.
+    pub fn event(&self, now_ns: u128, text: impl FnOnce() -> String) {
+        let text = text();
+        let mut t = self.lock();
+        for byte in now_ns.to_le_bytes().iter().chain(text.as_bytes()) {
+            t.hash = (t.hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME);
+        }
+        t.events += 1;
+        if t.print {
+            println!("{:>12.6}ms  {text}", now_ns as f64 / 1e6);
+        }
+        if t.recent.len() == RECENT_EVENTS_MAX {
+            t.recent.pop_front();
+        }
+        t.recent.push_back(format!("{:.6}ms {text}", now_ns as f64 / 1e6));
+    }
+
+    /// The hash of every event so far.
+    pub fn hash(&self) -> u64 {
+        self.lock().hash
+    }
+
+    /// How many events were recorded.
+    pub fn events(&self) -> u64 {
+        self.lock().events
+    }
+
+    /// The most recent events, oldest first.
+    pub fn recent(&self) -> Vec<String> {
+        self.lock().recent.iter().cloned().collect()
+    }
+}
