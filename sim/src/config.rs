@@ -130,11 +130,13 @@ impl ScenarioConfig {
             // so this lands crashes from inside recovery to after the clients are done.
             // Some crashes land inside recovery itself, the rest while clients run or after.
             crash_after_ms: (0..cycles)
-                .map(|_| {
-                    if rng.gen_bool(0.15) {
+                .map(|cycle| {
+                    // The first cycle always gets its clients going, so every scenario crashes
+                    // with writes in flight at least once.
+                    if cycle > 0 && rng.gen_bool(0.15) {
                         rng.gen_range(1..=12)
                     } else {
-                        rng.gen_range(12..=12 + (ops_per_client as u64) * 8)
+                        rng.gen_range(16..=16 + (ops_per_client as u64) * 8)
                     }
                 })
                 .collect(),

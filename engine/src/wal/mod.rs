@@ -81,3 +81,30 @@ mod tests {
         assert_eq!(parse_file_name("000001.sst"), None);
     }
 }
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    /// Pins the example in `docs/format.md`: a change to the record layout shows up here.
+    #[test]
+    fn documented_example_record() {
+        let mut batch = crate::batch::WriteBatch::new();
+        batch.put(b"k", b"v").unwrap();
+        let mut out = Vec::new();
+        encode_batch_record(&mut out, 1, 0, 1, batch.count(), batch.rep());
+        let expected_after_crc: [u8; 43] = [
+            0x17, 0, 0, 0, // len
+            1, 0, 0, 0, 0, 0, 0, 0, // log_number
+            0, 0, 0, 0, 0, 0, 0, 0, // synced_upto
+            1, 0, 0, 0, 0, 0, 0, 0, // first_seq
+            1, 0, 0, 0, // count
+            1, // tag: put
+            1, 0, 0, 0, b'k', // key
+            1, 0, 0, 0, b'v', // value
+        ];
+        assert_eq!(out.len(), 47);
+        assert_eq!(&out[4..], &expected_after_crc[..]);
+        assert_eq!(out[..4], crc32fast::hash(&out[4..]).to_le_bytes());
+    }
+}
