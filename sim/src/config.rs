@@ -93,9 +93,11 @@ impl ScenarioConfig {
         let clients = rng.gen_range(2..=4);
         let ops_per_client = rng.gen_range(8..=30);
         let faulty = rng.gen_bool(0.25);
+        // The first cycle runs fault-free, so every scenario acknowledges synced and unsynced
+        // writes before its first crash; faults come in the cycles after.
         let faults = (0..cycles)
-            .map(|_| {
-                if faulty && rng.gen_bool(0.6) {
+            .map(|cycle| {
+                if cycle > 0 && faulty && rng.gen_bool(0.7) {
                     Faults {
                         fsync_fail: rng.gen_range(0.02..0.3),
                         write_fail: if rng.gen_bool(0.3) { rng.gen_range(0.01..0.1) } else { 0.0 },
@@ -136,7 +138,7 @@ impl ScenarioConfig {
                     if cycle > 0 && rng.gen_bool(0.15) {
                         rng.gen_range(1..=12)
                     } else {
-                        rng.gen_range(16..=16 + (ops_per_client as u64) * 8)
+                        rng.gen_range(30..=30 + (ops_per_client as u64) * 8)
                     }
                 })
                 .collect(),

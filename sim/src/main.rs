@@ -109,6 +109,12 @@ mod cli {
     }
 
     fn replay(seed: u64, bug: Option<Bug>) -> i32 {
+        // The engine's own `tracing` events interleave with the simulator's trace lines.
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .without_time()
+            .with_target(false)
+            .init();
         let outcome = run_one(seed, bug, Trace::printing());
         println!("options: {:?}", outcome.config);
         println!("trace hash: {:016x}", outcome.trace_hash);

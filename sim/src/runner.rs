@@ -68,6 +68,11 @@ pub fn run_seeds(seeds: Range<u64>, jobs: usize, bug: Option<Bug>, quiet: bool) 
                 if outcome.failure.is_some() && !quiet {
                     print_failure(&outcome);
                 }
+                if std::env::var_os("JADEDB_SIM_SHOW_UNCOVERED").is_some()
+                    && !covered(&outcome.stats)
+                {
+                    println!("uncovered seed {}: {:?}", outcome.seed, outcome.stats);
+                }
                 tally(&mut summary.lock().unwrap_or_else(PoisonError::into_inner), &outcome);
             })
         })
@@ -108,6 +113,12 @@ fn tally(s: &mut Summary, o: &Outcome) {
     s.with_torn_write += u64::from(st.torn_writes > 0);
     s.with_fsync_failure += u64::from(st.writes_failed > 0);
     s.with_clean_close += u64::from(st.clean_closes > 0);
+}
+
+/// Whether a scenario crashed with synced and unsynced writes acknowledged and recovered.
+fn covered(st: &Stats) -> bool {
+    let unsynced = st.writes_acked > st.synced_acked;
+    st.crashes > 0 && st.recoveries > 1 && st.synced_acked > 0 && unsynced
 }
 
 /// The command that replays `seed`.

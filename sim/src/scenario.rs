@@ -277,11 +277,11 @@ impl Process {
 
     async fn write(&self, db: &Db, rng: &mut ChaCha8Rng, client: usize, op: usize) {
         let ops = self.draw_ops(rng, client, op);
-        // Client 0 opens each cycle with one synced and one unsynced write, so every scenario
+        // Client 0 opens each cycle with one unsynced and one synced write, so every scenario
         // that gets past recovery mixes both, whatever its drawn ratio.
         let sync = match (client, op) {
-            (0, 0) => true,
-            (0, 1) => false,
+            (0, 0) => false,
+            (0, 1) => true,
             _ => rng.gen_range(0..100) < self.config.sync_percent,
         };
         let mut batch = WriteBatch::new();
@@ -401,9 +401,11 @@ async fn final_check(
         for round in 0..2 {
             let Some(db) = process.open_and_check().await else { return };
             if round == 0 {
-                process
-                    .write(&db, &mut ChaCha8Rng::seed_from_u64(process.config.seed), 99, 0)
-                    .await;
+                let mut rng = ChaCha8Rng::seed_from_u64(process.config.seed);
+                // As client 0 at the start of a cycle: one unsynced write, then a synced one.
+                for op in 0..2 {
+                    process.write(&db, &mut rng, 0, op).await;
+                }
                 process.close_cleanly(&db).await;
             }
         }
