@@ -5,6 +5,7 @@ use jadedb::runtime::{BoxFuture, FileSystem, JoinHandle, Runtime, StdRuntime};
 use jadedb::{Db, Error, Options, WriteBatch, WriteOptions, KEY_BYTES_MAX};
 use jadedb_fault::{MemFs, Predicate};
 use rand_chacha::rand_core::SeedableRng;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,4 +129,55 @@ fn memtable_rotation_keeps_every_write_readable_and_recoverable() {
     let db = Db::open("/db", opts, MemRuntime::new(&fs.crash_keep_nothing())).unwrap();
     assert_eq!(db.scan(b"", None).unwrap().len(), 200);
     assert_eq!(db.latest_sequence(), 200);
+}
+
+/// A runtime whose first sleep never ends, so a test can cancel a commit leader while it waits
+/// in its commit window.
+#[derive(Debug)]
+struct StuckSleepRuntime {
+    inner: Arc<MemRuntime>,
+    slept: std::sync::atomic::AtomicBool,
+}
+
+impl Runtime for StuckSleepRuntime {
+    fn fs(&self) -> &dyn FileSystem {
+        self.inner.fs()
+    }
+    fn now(&self) -> Duration {
+        self.inner.now()
+    }
+    fn sleep(&self, _: Duration) -> BoxFuture<'static, ()> {
+        if self.slept.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Box::pin(async {})
+        } else {
+            Box::pin(std::future::pending())
+        }
+    }
+    fn spawn(&self, name: &str, task: BoxFuture<'static, ()>) -> JoinHandle {
+        self.inner.spawn(name, task)
+    }
+    fn random_u64(&self) -> u64 {
+        self.inner.random_u64()
+    }
+}
+
+/// Regression: a leader cancelled while waiting in its commit window once handed leadership to
+/// itself and panicked ("signal filled twice"), found by the simulator.
+#[test]
+fn leader_cancelled_in_its_commit_window_loses_nothing() {
+    let fs = MemFs::new();
+    let rt = Arc::new(StuckSleepRuntime { inner: MemRuntime::new(&fs), slept: false.into() });
+    let opts = Options::default().commit_window(Duration::from_micros(50));
+    let db = Db::open("/db", opts, rt).unwrap();
+    {
+        let mut batch = WriteBatch::new();
+        batch.put(b"cancelled", b"1").unwrap();
+        let mut write = Box::pin(db.write_async(batch, WriteOptions::synced()));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(write.as_mut().poll(&mut cx).is_pending(), "the leader waits in its window");
+    } // dropped here: the leader is cancelled mid-window
+    db.put(b"after", b"2", WriteOptions::synced()).unwrap();
+    assert_eq!(db.get(b"after").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(db.get(b"cancelled").unwrap(), None, "a write cancelled before it started");
+    db.close().unwrap();
 }
