@@ -193,10 +193,15 @@ impl Db {
 
     /// See [`Db::close`].
     pub async fn close_async(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let sealed = commit::commit(&self.inner, WriteBatch::new(), true, true).await;
+        self.inner.closed.store(true, Ordering::Release);
+        // Every close, not just the first, goes through the pipeline: a second or concurrent
+        // close then returns only once the log is sealed, and a close whose future was dropped
+        // midway is finished by the next one. `Closed` from the pipeline means an earlier seal
+        // succeeded, so everything acknowledged is durable.
+        let sealed = match commit::commit(&self.inner, WriteBatch::new(), true, true).await {
+            Err(Error::Closed) => Ok(0),
+            other => other,
+        };
         // Every group was synced by the seal or failed, so the sync task has nothing left to do.
         self.inner.sync_bell.stop();
         let task = self.inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner).take();

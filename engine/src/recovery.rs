@@ -98,10 +98,15 @@ async fn replay_one(
         apply_ops(&memtable, batch.first_seq, batch.ops);
         *last_seq = batch.first_seq + count - 1;
     }
-    if log.torn {
-        tracing::info!(log = %path.display(), valid_len = log.valid_len, "cutting WAL tail");
+    if newest {
+        // What was just replayed may sit only in the page cache (the process died, the machine
+        // did not), yet once a newer log exists this one is read as wholly synced. So the
+        // newest log is always made durable here, its torn tail cut off first.
         let file = rt.fs().open(&path).await.map_err(|e| Error::io("opening", &path, e))?;
-        file.truncate(log.valid_len).await.map_err(|e| Error::io("truncating", &path, e))?;
+        if log.torn {
+            tracing::info!(log = %path.display(), valid_len = log.valid_len, "cutting WAL tail");
+            file.truncate(log.valid_len).await.map_err(|e| Error::io("truncating", &path, e))?;
+        }
         file.sync_data().await.map_err(|e| Error::io("syncing", &path, e))?;
     }
     Ok(memtable)
