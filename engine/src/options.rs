@@ -78,11 +78,6 @@ impl Options {
         self
     }
 
-    /// The memtable size limit in force.
-    pub fn memtable_bytes(&self) -> usize {
-        self.memtable_bytes_max
-    }
-
     /// Plants a known bug, for proving that the simulator finds it.
     #[cfg(feature = "planted-bugs")]
     #[doc(hidden)]

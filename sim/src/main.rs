@@ -88,7 +88,7 @@ mod cli {
         println!(
             "coverage: {} of {count} scenarios crashed and recovered with synced and unsynced writes; \
              memtable rotation in {}, torn write in {}, failed writes (faults) in {}, clean close in {}",
-            s.full_coverage, s.with_rotation, s.with_torn_write, s.with_fsync_failure, s.with_clean_close
+            s.full_coverage, s.with_rotation, s.with_torn_write, s.with_failed_writes, s.with_clean_close
         );
         println!(
             "totals: {} crashes, {} recoveries checked, {} writes acked ({} synced), {} failed, {} reads checked",

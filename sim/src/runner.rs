@@ -20,7 +20,7 @@ pub struct Summary {
     pub full_coverage: u64,
     pub with_rotation: u64,
     pub with_torn_write: u64,
-    pub with_fsync_failure: u64,
+    pub with_failed_writes: u64,
     pub with_clean_close: u64,
 }
 
@@ -111,7 +111,7 @@ fn tally(s: &mut Summary, o: &Outcome) {
         u64::from(st.crashes > 0 && st.recoveries > 1 && st.synced_acked > 0 && unsynced);
     s.with_rotation += u64::from(st.rotations > 0);
     s.with_torn_write += u64::from(st.torn_writes > 0);
-    s.with_fsync_failure += u64::from(st.writes_failed > 0);
+    s.with_failed_writes += u64::from(st.writes_failed > 0);
     s.with_clean_close += u64::from(st.clean_closes > 0);
 }
 

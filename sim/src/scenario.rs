@@ -35,7 +35,6 @@ pub struct Stats {
     pub clean_closes: u64,
     pub rotations: u64,
     pub torn_writes: u64,
-    pub fsync_failures: u64,
 }
 
 /// How a scenario ended.
