@@ -418,24 +418,6 @@ mod tests {
         await_tasks_finished(&rt.tasks_finished, 1);
     }
 
-    #[cfg(feature = "planted-bugs")]
-    #[test]
-    fn planted_ack_before_sync_acknowledges_a_write_whose_fsync_then_fails() {
-        let rt = Arc::new(MemRuntime::default());
-        let options = Options::default().planted_bug(Some(crate::PlantedBug::AckBeforeSync));
-        let db = open(&rt, options);
-        rt.file(Path::new("/db/000001.log")).fail_next_sync();
-        db.put(b"a", b"1", WriteOptions::synced()).expect("the bug acknowledges at once");
-        // The fsync still runs, fails, and poisons the database.
-        for _ in 0..5000 {
-            if db.put(b"b", b"2", WriteOptions::default()).is_err() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        panic!("the failed fsync never poisoned the database");
-    }
-
     #[test]
     fn a_writer_that_stops_waiting_loses_nothing() {
         let rt = Arc::new(MemRuntime::default());
