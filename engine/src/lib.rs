@@ -15,24 +15,31 @@
 //! # Ok::<(), jadedb::Error>(())
 //! ```
 
+mod background;
 mod batch;
 mod blocking;
+mod cache;
 mod commit;
 mod db;
 mod error;
+mod flush;
+mod manifest;
 mod memtable;
 mod metrics;
 mod options;
 mod recovery;
 pub mod runtime;
 mod signal;
+mod sstable;
+mod table_cache;
 #[cfg(test)]
 mod testing;
+mod version;
 mod wal;
 
 pub use batch::{WriteBatch, BATCH_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 pub use bytes::Bytes;
-pub use db::Db;
+pub use db::{Db, Snapshot};
 pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use options::{Options, PlantedBug, WriteOptions};

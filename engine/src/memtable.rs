@@ -9,8 +9,12 @@
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+/// The largest sequence number: tables keep sequence numbers in 56 bits.
+pub(crate) const SEQ_MAX: u64 = (1 << 56) - 1;
 
 /// Bytes charged per entry on top of key and value, for the skiplist node and its links.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
@@ -51,7 +55,6 @@ impl Memtable {
     }
 
     /// The WAL whose writes this memtable holds; it may be deleted once the memtable is flushed.
-    #[allow(dead_code)] // read by flush, which arrives with the SSTable layer
     pub(crate) fn wal_number(&self) -> u64 {
         self.wal_number
     }
@@ -76,19 +79,51 @@ impl Memtable {
         (entry.key().user_key == key).then(|| entry.value().clone())
     }
 
-    /// Every user key in `[start, end)` that has any version in this memtable, in order.
-    pub(crate) fn keys_in(&self, start: &[u8], end: Option<&[u8]>, out: &mut Vec<Bytes>) {
+    /// Whether the memtable holds no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every entry in internal order (user key ascending, sequence number descending): what a
+    /// flush writes.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (Bytes, u64, Slot)> + '_ {
+        self.map.iter().map(|e| (e.key().user_key.clone(), e.key().seq, e.value().clone()))
+    }
+
+    /// For each user key in `[start, end)` with a version at most `read_seq`, records the newest
+    /// such version in `out` unless `out` already holds a newer one.
+    pub(crate) fn newest_in(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        read_seq: u64,
+        out: &mut BTreeMap<Bytes, (u64, Slot)>,
+    ) {
         let probe = InternalKey { user_key: Bytes::copy_from_slice(start), seq: u64::MAX };
-        let mut last: Option<Bytes> = None;
         for entry in self.map.range(probe..) {
-            let key = &entry.key().user_key;
-            if end.is_some_and(|end| key.as_ref() >= end) {
+            let InternalKey { user_key, seq } = entry.key();
+            if end.is_some_and(|end| user_key.as_ref() >= end) {
                 break;
             }
-            if last.as_ref() != Some(key) {
-                out.push(key.clone());
-                last = Some(key.clone());
+            if *seq <= read_seq {
+                keep_newest(out, user_key, *seq, entry.value());
             }
+        }
+    }
+}
+
+/// Records `(seq, slot)` for `key` in `out` unless `out` already holds a newer version.
+pub(crate) fn keep_newest(
+    out: &mut BTreeMap<Bytes, (u64, Slot)>,
+    key: &Bytes,
+    seq: u64,
+    slot: &Slot,
+) {
+    match out.get_mut(key) {
+        Some(held) if held.0 >= seq => {}
+        Some(held) => *held = (seq, slot.clone()),
+        None => {
+            out.insert(key.clone(), (seq, slot.clone()));
         }
     }
 }
@@ -117,14 +152,17 @@ mod tests {
     }
 
     #[test]
-    fn keys_in_range_are_distinct_and_ordered() {
+    fn newest_in_range_respects_the_read_sequence() {
         let m = Memtable::new(1);
-        for (k, s) in [("b", 1), ("a", 2), ("b", 3), ("c", 4), ("d", 5)] {
-            m.insert(b(k), s, Some(b("x")));
+        for (k, s) in [("b", 1), ("a", 2), ("b", 3), ("c", 4), ("d", 5), ("c", 6)] {
+            m.insert(b(k), s, Some(b(&format!("{k}{s}"))));
         }
-        let mut out = Vec::new();
-        m.keys_in(b"b", Some(b"d"), &mut out);
-        assert_eq!(out, vec![b("b"), b("c")]);
+        let mut out = BTreeMap::new();
+        m.newest_in(b"b", Some(b"d"), 5, &mut out);
+        let got: Vec<_> =
+            out.iter().map(|(k, (s, v))| (k.clone(), *s, v.clone().unwrap())).collect();
+        assert_eq!(got, vec![(b("b"), 3, b("b3")), (b("c"), 4, b("c4"))]);
         assert!(m.approximate_bytes() > 0);
+        assert_eq!(m.entries().map(|e| e.1).collect::<Vec<_>>(), [2, 3, 1, 6, 4, 5]);
     }
 }

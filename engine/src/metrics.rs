@@ -12,6 +12,12 @@ pub(crate) struct Counters {
     pub wal_bytes: AtomicU64,
     pub wal_syncs: AtomicU64,
     pub memtable_rotations: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_bytes: AtomicU64,
+    pub manifest_syncs: AtomicU64,
+    pub write_stalls: AtomicU64,
+    pub write_stall_us: AtomicU64,
+    pub background_jobs_running: AtomicU64,
 }
 
 impl Counters {
@@ -27,6 +33,18 @@ impl Counters {
             wal_bytes: get(&self.wal_bytes),
             wal_syncs: get(&self.wal_syncs),
             memtable_rotations: get(&self.memtable_rotations),
+            flushes: get(&self.flushes),
+            flush_bytes: get(&self.flush_bytes),
+            manifest_syncs: get(&self.manifest_syncs),
+            write_stalls: get(&self.write_stalls),
+            write_stall_us: get(&self.write_stall_us),
+            background_jobs_running: get(&self.background_jobs_running),
+            block_cache_hits: 0,
+            block_cache_misses: 0,
+            data_block_reads: 0,
+            bloom_checks: 0,
+            bloom_negatives: 0,
+            table_bytes_read: 0,
         }
     }
 }
@@ -45,4 +63,24 @@ pub struct Metrics {
     pub wal_syncs: u64,
     /// Memtables retired because they were full.
     pub memtable_rotations: u64,
+    /// Memtables written to level-0 tables, and the bytes of those tables.
+    pub flushes: u64,
+    pub flush_bytes: u64,
+    /// MANIFEST fsyncs.
+    pub manifest_syncs: u64,
+    /// Times writes stopped to wait for a flush, and the time they waited in all, in µs.
+    pub write_stalls: u64,
+    pub write_stall_us: u64,
+    /// Background jobs (flushes) running now.
+    pub background_jobs_running: u64,
+    /// Block cache lookups that found the block, and that did not.
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
+    /// Data blocks read from table files.
+    pub data_block_reads: u64,
+    /// Point lookups that consulted a table's bloom filter, and those it answered "absent".
+    pub bloom_checks: u64,
+    pub bloom_negatives: u64,
+    /// Bytes read from table files.
+    pub table_bytes_read: u64,
 }

@@ -13,6 +13,12 @@ pub struct Options {
     pub(crate) commit_group_bytes_max: usize,
     pub(crate) commit_window: Duration,
     pub(crate) wal_preallocate_bytes: u64,
+    pub(crate) memtables_max: usize,
+    pub(crate) table_block_bytes: usize,
+    pub(crate) bloom_bits_per_key: usize,
+    pub(crate) block_cache_bytes: usize,
+    pub(crate) open_tables_max: usize,
+    pub(crate) manifest_bytes_max: u64,
     #[cfg(feature = "planted-bugs")]
     pub(crate) planted_bug: Option<PlantedBug>,
 }
@@ -26,6 +32,12 @@ impl Default for Options {
             commit_group_bytes_max: 1 << 20,
             commit_window: Duration::ZERO,
             wal_preallocate_bytes: 1 << 20,
+            memtables_max: 2,
+            table_block_bytes: 4096,
+            bloom_bits_per_key: 10,
+            block_cache_bytes: 8 << 20,
+            open_tables_max: 1000,
+            manifest_bytes_max: 64 << 20,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -78,6 +90,56 @@ impl Options {
         self
     }
 
+    /// Most memtables held at once, the active one included. Default 2. When the active one fills
+    /// and this many are already held, writes stall until a flush frees one (counted in
+    /// `Metrics::write_stalls`). More absorbs longer bursts at the cost of memory. At least 2.
+    pub fn memtables_max(mut self, n: usize) -> Self {
+        self.memtables_max = n.max(2);
+        self
+    }
+
+    /// Target size of a table's data block before it is cut. Default 4096. Smaller blocks read
+    /// fewer bytes per point lookup; larger ones compress key prefixes better and need a
+    /// smaller index. At least 1.
+    pub fn table_block_bytes(mut self, bytes: usize) -> Self {
+        self.table_block_bytes = bytes.max(1);
+        self
+    }
+
+    /// Bloom filter bits per key in each table. Default 10 (about 1% false positives). Zero
+    /// builds no filters, so every lookup of an absent key reads a data block per table.
+    pub fn bloom_bits_per_key(mut self, bits: usize) -> Self {
+        self.bloom_bits_per_key = bits;
+        self
+    }
+
+    /// Capacity of the block cache shared by all tables. Default 8 MiB. Zero caches nothing.
+    pub fn block_cache_bytes(mut self, bytes: usize) -> Self {
+        self.block_cache_bytes = bytes;
+        self
+    }
+
+    /// Most table files held open at once. Default 1000. At least 1.
+    pub fn open_tables_max(mut self, n: usize) -> Self {
+        self.open_tables_max = n.max(1);
+        self
+    }
+
+    /// Size past which the MANIFEST is rewritten as a fresh snapshot. Default 64 MiB. A larger
+    /// MANIFEST takes longer to replay at open.
+    pub fn manifest_bytes_max(mut self, bytes: u64) -> Self {
+        self.manifest_bytes_max = bytes;
+        self
+    }
+
+    pub(crate) fn table_options(&self) -> crate::sstable::TableOptions {
+        crate::sstable::TableOptions {
+            block_bytes: self.table_block_bytes,
+            bloom_bits_per_key: self.bloom_bits_per_key,
+            ..crate::sstable::TableOptions::default()
+        }
+    }
+
     /// Plants a known bug, for proving that the simulator finds it.
     #[cfg(feature = "planted-bugs")]
     #[doc(hidden)]
@@ -107,6 +169,8 @@ pub enum PlantedBug {
     AckBeforeSync,
     /// The WAL reader accepts a record whose checksum does not match (a torn record).
     AcceptTornWalRecord,
+    /// A flush deletes the memtable's WAL before the MANIFEST edit naming its table is durable.
+    DeleteWalBeforeManifest,
 }
 
 /// Per-write options.

@@ -1,17 +1,25 @@
-//! Opening a database: lock it, replay its WALs, and start a fresh WAL.
+//! Opening a database: lock it, recover the tables from the MANIFEST, replay the newer WALs
+//! and flush them to tables, and start a fresh WAL and MANIFEST.
 //!
-//! Order matters for crash safety: a torn tail is truncated and the truncation synced *before*
-//! a newer WAL is created, because once a newer log exists recovery reads every older log as
-//! wholly synced and reports any damage in it as corruption.
+//! Replayed writes are flushed to level-0 tables at open instead of being kept in memtables
+//! over their old WALs: after a process crash, the old WALs may hold pages the kernel never
+//! wrote (a failed fsync marks them clean), so only a freshly written, synced table makes the
+//! replayed state durable. Order matters for crash safety: the tables are synced and named
+//! durably, then a new MANIFEST naming them (and the new WAL number) is made current, and only
+//! then are the old WALs, the old MANIFEST and unreferenced files deleted. A crash anywhere in
+//! between leaves a `CURRENT` naming a whole MANIFEST whose WALs still exist.
 
 use crate::db::{apply_ops, create_wal, Db};
 use crate::error::{Error, Result};
+use crate::manifest::{self, Manifest, VersionEdit};
 use crate::memtable::Memtable;
+use crate::metrics::Counters;
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{parent_dir, FileLock, RuntimeRef};
+use crate::sstable;
+use crate::version::Version;
 use crate::wal::{self, WalWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The name of the lock file that keeps two processes from opening one database.
 const LOCK_FILE: &str = "LOCK";
@@ -23,10 +31,20 @@ pub(crate) struct Recovered {
     pub options: Options,
     pub dir: PathBuf,
     pub lock: Box<dyn FileLock>,
-    /// One memtable per replayed log, oldest first.
-    pub memtables: Vec<Arc<Memtable>>,
+    pub version: Version,
     pub last_seq: u64,
+    pub next_file_number: u64,
     pub wal: WalWriter,
+    pub manifest: Manifest,
+    pub counters: Counters,
+}
+
+/// The state a MANIFEST (or its absence, for a new database) gives.
+struct Base {
+    version: Version,
+    log_number: u64,
+    next_file_number: u64,
+    last_seq: u64,
 }
 
 pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result<Db> {
@@ -37,29 +55,139 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
     let lock_path = dir.join(LOCK_FILE);
     let lock = fs.lock(&lock_path).await.map_err(|e| Error::io("locking", &lock_path, e))?;
     let names = fs.list(dir).await.map_err(|e| Error::io("listing", dir, e))?;
-    let mut logs: Vec<u64> = names.iter().filter_map(|n| wal::parse_file_name(n)).collect();
-    logs.sort_unstable();
-    check_existence(dir, &options, !logs.is_empty())?;
+    let current = manifest::read_current(fs, dir).await?;
+    check_existence(dir, &options, current.is_some())?;
+    let mut base = match current {
+        Some(number) => {
+            let r = manifest::replay(fs, dir, number).await?;
+            check_tables_exist(dir, number, &r.version, &names)?;
+            Base {
+                version: r.version,
+                log_number: r.log_number,
+                next_file_number: r.next_file_number,
+                last_seq: r.last_seq,
+            }
+        }
+        None => {
+            if let Some(name) = names.iter().find(|n| is_data_file(n)) {
+                let why = format!(
+                    "{name} exists but CURRENT does not: not a database this version can open"
+                );
+                return Err(Error::corruption(dir.join(manifest::CURRENT), 0, why));
+            }
+            Base { version: Version::default(), log_number: 0, next_file_number: 1, last_seq: 0 }
+        }
+    };
+    // Never reuse a number a file on disk already has, referenced or not.
+    let highest = names.iter().filter_map(|n| file_number(n)).max().unwrap_or(0);
+    base.next_file_number = base.next_file_number.max(highest + 1);
 
-    let mut memtables = Vec::with_capacity(logs.len());
-    let mut last_seq = 0u64;
+    let counters = Counters::default();
+    let mut edit = VersionEdit::default();
+    let logs = live_logs(&names, base.log_number);
     for (i, &number) in logs.iter().enumerate() {
         let newest = i + 1 == logs.len();
-        let memtable = replay_one(&rt, dir, number, newest, &options, &mut last_seq).await?;
-        memtables.push(Arc::new(memtable));
+        let mem = replay_one(&rt, dir, number, newest, &options, &mut base.last_seq).await?;
+        let table = base.next_file_number;
+        base.next_file_number += 1;
+        if let Some(meta) =
+            crate::flush::write_table(rt.as_ref(), dir, &options, table, &mem).await?
+        {
+            Counters::add(&counters.flush_bytes, meta.file_bytes);
+            Counters::add(&counters.flushes, 1);
+            edit.added.push((0, meta));
+        }
     }
-    let number = logs.last().map_or(1, |n| n + 1);
-    let wal = create_wal(rt.as_ref(), dir, number, options.wal_preallocate_bytes).await?;
-    tracing::debug!(logs = logs.len(), last_seq, wal = number, "opened");
+    let wal_number = base.next_file_number;
+    let manifest_number = wal_number + 1;
+    base.next_file_number += 2;
+    let version = base.version.apply(&edit).map_err(|why| Error::corruption(dir, 0, why))?;
+    let snapshot = VersionEdit {
+        log_number: Some(wal_number),
+        next_file_number: Some(base.next_file_number),
+        last_seq: Some(base.last_seq),
+        added: version.files().map(|(level, f)| (level as u8, (**f).clone())).collect(),
+        deleted: Vec::new(),
+    };
+    let manifest =
+        Manifest::create(rt.as_ref(), dir, manifest_number, &snapshot, &counters.manifest_syncs)
+            .await?;
+    let wal = create_wal(rt.as_ref(), dir, wal_number, options.wal_preallocate_bytes).await?;
+    remove_obsolete(&rt, dir, &names, &version, manifest_number).await;
+    tracing::debug!(logs = logs.len(), last_seq = base.last_seq, wal = wal_number, "opened");
     Ok(Db::from_recovered(Recovered {
         rt,
         options,
         dir: dir.to_path_buf(),
         lock,
-        memtables,
-        last_seq,
+        version,
+        last_seq: base.last_seq,
+        next_file_number: base.next_file_number,
         wal,
+        manifest,
+        counters,
     }))
+}
+
+/// Whether `name` is a file that holds data: a WAL or a table.
+fn is_data_file(name: &str) -> bool {
+    wal::parse_file_name(name).is_some() || sstable::parse_file_name(name).is_some()
+}
+
+fn file_number(name: &str) -> Option<u64> {
+    wal::parse_file_name(name)
+        .or_else(|| sstable::parse_file_name(name))
+        .or_else(|| manifest::parse_file_name(name))
+}
+
+/// The WALs at or above `log_number`, oldest first.
+fn live_logs(names: &[String], log_number: u64) -> Vec<u64> {
+    let mut logs: Vec<u64> =
+        names.iter().filter_map(|n| wal::parse_file_name(n)).filter(|&n| n >= log_number).collect();
+    logs.sort_unstable();
+    logs
+}
+
+/// Every table the version names must be on disk: a missing one is lost data, reported by name.
+fn check_tables_exist(
+    dir: &Path,
+    manifest: u64,
+    version: &Version,
+    names: &[String],
+) -> Result<()> {
+    for (level, file) in version.files() {
+        let name = sstable::file_name(file.number);
+        if !names.contains(&name) {
+            let why = format!("table {name} (level {level}) named by the MANIFEST is missing");
+            return Err(Error::corruption(dir.join(manifest::file_name(manifest)), 0, why));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what no longer belongs to the database: WALs already in tables, tables no version
+/// names (a flush or compaction that crashed before its MANIFEST edit), old MANIFESTs and a
+/// leftover temporary `CURRENT`. Failing to delete costs only space, so failures are logged.
+async fn remove_obsolete(
+    rt: &RuntimeRef,
+    dir: &Path,
+    names: &[String],
+    version: &Version,
+    manifest: u64,
+) {
+    let live_table = |n: u64| version.files().any(|(_, f)| f.number == n);
+    for name in names {
+        let obsolete = wal::parse_file_name(name).is_some()
+            || sstable::parse_file_name(name).is_some_and(|n| !live_table(n))
+            || manifest::parse_file_name(name).is_some_and(|n| n != manifest)
+            || name == manifest::CURRENT_TEMP;
+        if obsolete {
+            let path = dir.join(name);
+            if let Err(e) = rt.fs().remove(&path).await {
+                tracing::warn!(file = %path.display(), error = %e, "could not delete an obsolete file");
+            }
+        }
+    }
 }
 
 fn check_existence(dir: &Path, options: &Options, exists: bool) -> Result<()> {
@@ -78,8 +206,8 @@ fn check_existence(dir: &Path, options: &Options, exists: bool) -> Result<()> {
     Ok(())
 }
 
-/// Replays log `number` into a new memtable, cutting a torn tail (or preallocated zeros) off
-/// the newest log.
+/// Replays log `number` into a new memtable. A torn tail (or preallocated zeros) is accepted
+/// only in the newest log; the log itself is deleted once its writes are in a table.
 async fn replay_one(
     rt: &RuntimeRef,
     dir: &Path,
@@ -92,22 +220,14 @@ async fn replay_one(
     let accept_bad_crc = options.has_bug(PlantedBug::AcceptTornWalRecord);
     let log =
         wal::replay(rt.fs(), &path, number, newest, Some(*last_seq + 1), accept_bad_crc).await?;
+    if log.torn {
+        tracing::info!(log = %path.display(), valid_len = log.valid_len, "ignoring WAL tail");
+    }
     let memtable = Memtable::new(number);
     for batch in log.batches {
         let count = batch.ops.len() as u64;
         apply_ops(&memtable, batch.first_seq, batch.ops);
         *last_seq = batch.first_seq + count - 1;
-    }
-    if newest {
-        // What was just replayed may sit only in the page cache (the process died, the machine
-        // did not), yet once a newer log exists this one is read as wholly synced. So the
-        // newest log is always made durable here, its torn tail cut off first.
-        let file = rt.fs().open(&path).await.map_err(|e| Error::io("opening", &path, e))?;
-        if log.torn {
-            tracing::info!(log = %path.display(), valid_len = log.valid_len, "cutting WAL tail");
-            file.truncate(log.valid_len).await.map_err(|e| Error::io("truncating", &path, e))?;
-        }
-        file.sync_data().await.map_err(|e| Error::io("syncing", &path, e))?;
     }
     Ok(memtable)
 }

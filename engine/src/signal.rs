@@ -168,6 +168,32 @@ impl Doorbell {
     }
 }
 
+/// Wakes every task waiting for some state to change (a flush that made room for writes, a
+/// poisoning). A waiter listens *before* checking the state, so a change between the check and
+/// the wait is never missed.
+#[derive(Debug, Default)]
+pub(crate) struct Notify {
+    waiters: Mutex<Vec<Arc<Signal<()>>>>,
+}
+
+impl Notify {
+    /// A future that completes at the next `notify_all`.
+    pub(crate) fn listen(&self) -> Wait<()> {
+        let signal = Signal::new();
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&signal));
+        signal.wait()
+    }
+
+    pub(crate) fn notify_all(&self) {
+        let waiters =
+            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        for waiter in waiters {
+            // A waiter that went away needs no wake-up.
+            let _ = waiter.fill(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

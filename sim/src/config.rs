@@ -14,11 +14,14 @@ pub enum Bug {
     AcceptTornWal,
     /// The engine acknowledges a synced write before its fsync returns.
     AckBeforeSync,
+    /// A flush deletes its WAL before the MANIFEST durably names the table replacing it.
+    DeleteWalEarly,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 3] = [Bug::SyncNoop, Bug::AcceptTornWal, Bug::AckBeforeSync];
+    pub const ALL: [Bug; 4] =
+        [Bug::SyncNoop, Bug::AcceptTornWal, Bug::AckBeforeSync, Bug::DeleteWalEarly];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -26,6 +29,7 @@ impl Bug {
             Bug::SyncNoop => "sync-noop",
             Bug::AcceptTornWal => "accept-torn-wal",
             Bug::AckBeforeSync => "ack-before-sync",
+            Bug::DeleteWalEarly => "delete-wal-early",
         }
     }
 
@@ -59,6 +63,31 @@ impl Faults {
     }
 }
 
+/// The table-layer options of one cycle: extreme values so flushes happen in almost every
+/// scenario and every cache and limit is exercised at its edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    pub memtables_max: usize,
+    pub block_bytes: usize,
+    pub bloom_bits_per_key: usize,
+    pub block_cache_bytes: usize,
+    pub open_tables_max: usize,
+    pub manifest_bytes_max: u64,
+}
+
+impl TableConfig {
+    fn draw(rng: &mut ChaCha8Rng) -> Self {
+        TableConfig {
+            memtables_max: *pick(rng, &[2, 2, 3, 5]),
+            block_bytes: *pick(rng, &[1, 64, 512, 4096]),
+            bloom_bits_per_key: *pick(rng, &[0, 4, 10]),
+            block_cache_bytes: *pick(rng, &[0, 1024, 1 << 20]),
+            open_tables_max: *pick(rng, &[1, 3, 1000]),
+            manifest_bytes_max: *pick(rng, &[1, 512, 64 << 20]),
+        }
+    }
+}
+
 /// Everything a scenario does, fixed by its seed.
 #[derive(Clone, Debug)]
 pub struct ScenarioConfig {
@@ -74,6 +103,8 @@ pub struct ScenarioConfig {
     pub batch_percent: u32,
     pub batch_ops_max: usize,
     pub memtable_bytes_max: Vec<usize>,
+    /// Per cycle: reopening may change every table option.
+    pub tables: Vec<TableConfig>,
     pub group_bytes_max: usize,
     pub commit_window_us: u64,
     pub wal_preallocate_bytes: u64,
@@ -121,8 +152,9 @@ impl ScenarioConfig {
             batch_percent: rng.gen_range(0..=50),
             batch_ops_max: rng.gen_range(2..=8),
             memtable_bytes_max: (0..cycles)
-                .map(|_| *pick(&mut rng, &[256, 2048, 16 << 10, 64 << 20]))
+                .map(|_| *pick(&mut rng, &[256, 512, 1024, 2048, 16 << 10]))
                 .collect(),
+            tables: (0..cycles).map(|_| TableConfig::draw(&mut rng)).collect(),
             group_bytes_max: *pick(&mut rng, &[1, 256, 4096, 1 << 20]),
             commit_window_us: if rng.gen_bool(0.2) { rng.gen_range(1..3000) } else { 0 },
             wal_preallocate_bytes: *pick(&mut rng, &[0, 0, 512, 8192]),

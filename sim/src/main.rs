@@ -91,8 +91,21 @@ mod cli {
             s.full_coverage, s.with_rotation, s.with_torn_write, s.with_failed_writes, s.with_clean_close
         );
         println!(
-            "totals: {} crashes, {} recoveries checked, {} writes acked ({} synced), {} failed, {} reads checked",
-            t.crashes, t.recoveries, t.writes_acked, t.synced_acked, t.writes_failed, t.reads
+            "tables: flush in {} scenarios, a crash during a flush in {}",
+            s.with_flush, s.with_crash_in_flush
+        );
+        println!(
+            "totals: {} crashes, {} recoveries checked, {} writes acked ({} synced), {} failed, \
+             {} reads, {} scans and {} snapshot reads checked, {} flushes",
+            t.crashes,
+            t.recoveries,
+            t.writes_acked,
+            t.synced_acked,
+            t.writes_failed,
+            t.reads,
+            t.scans,
+            t.snapshot_reads,
+            t.flushes
         );
         println!(
             "speed: {:.0} scenarios per second ({count} in {secs:.1}s on {jobs} jobs)",

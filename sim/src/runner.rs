@@ -19,6 +19,8 @@ pub struct Summary {
     /// Scenarios with at least one crash, one recovery, a synced and an unsynced write.
     pub full_coverage: u64,
     pub with_rotation: u64,
+    pub with_flush: u64,
+    pub with_crash_in_flush: u64,
     pub with_torn_write: u64,
     pub with_failed_writes: u64,
     pub with_clean_close: u64,
@@ -106,10 +108,16 @@ fn tally(s: &mut Summary, o: &Outcome) {
     t.clean_closes += st.clean_closes;
     t.rotations += st.rotations;
     t.torn_writes += st.torn_writes;
+    t.flushes += st.flushes;
+    t.crashes_in_flush += st.crashes_in_flush;
+    t.snapshot_reads += st.snapshot_reads;
+    t.scans += st.scans;
     let unsynced = st.writes_acked > st.synced_acked;
     s.full_coverage +=
         u64::from(st.crashes > 0 && st.recoveries > 1 && st.synced_acked > 0 && unsynced);
     s.with_rotation += u64::from(st.rotations > 0);
+    s.with_flush += u64::from(st.flushes > 0);
+    s.with_crash_in_flush += u64::from(st.crashes_in_flush > 0);
     s.with_torn_write += u64::from(st.torn_writes > 0);
     s.with_failed_writes += u64::from(st.writes_failed > 0);
     s.with_clean_close += u64::from(st.clean_closes > 0);

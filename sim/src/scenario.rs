@@ -11,7 +11,7 @@
 use crate::config::{Bug, Faults, ScenarioConfig};
 use crate::runtime::{now_ns, SimFs, SimRuntime};
 use crate::trace::Trace;
-use jadedb::{Db, Options, PlantedBug, WriteBatch, WriteOptions};
+use jadedb::{Db, Options, PlantedBug, Snapshot, WriteBatch, WriteOptions};
 use jadedb_fault::{Effect, FaultFs, MemFs, OpKind, Predicate};
 use jadedb_model::{Model, Op};
 use rand::{Rng, SeedableRng};
@@ -35,6 +35,11 @@ pub struct Stats {
     pub clean_closes: u64,
     pub rotations: u64,
     pub torn_writes: u64,
+    pub flushes: u64,
+    /// Crashes that landed while a flush was writing.
+    pub crashes_in_flush: u64,
+    pub snapshot_reads: u64,
+    pub scans: u64,
 }
 
 /// How a scenario ended.
@@ -107,7 +112,11 @@ async fn simulate(config: ScenarioConfig, shared: Arc<Shared>, trace: Trace) {
         node.spawn(process.run());
         madsim::time::sleep(Duration::from_millis(config.crash_after_ms[cycle])).await;
         if let Some(db) = lock(&shared.live_db).take() {
-            lock(&shared.stats).rotations += db.metrics().memtable_rotations;
+            let m = db.metrics();
+            let mut stats = lock(&shared.stats);
+            stats.rotations += m.memtable_rotations;
+            stats.flushes += m.flushes;
+            stats.crashes_in_flush += u64::from(m.background_jobs_running > 0);
         }
         handle.kill(node.id());
         trace.event(now_ns(), || format!("crash of cycle {cycle}"));
@@ -134,14 +143,12 @@ fn make_runtime(
     trace: &Trace,
 ) -> Arc<SimRuntime> {
     let mut fault_fs = FaultFs::new(disk.clone()).with_seed(rng.gen());
+    // Faults hit every file the engine writes: WALs, tables, MANIFESTs and CURRENT.
     if faults.fsync_fail > 0.0 {
-        let when = Predicate::path_ends_with(".log")
-            .and(Predicate::probability(faults.fsync_fail, rng.gen()));
-        disk.set_sync_fault(Some(when));
+        disk.set_sync_fault(Some(Predicate::probability(faults.fsync_fail, rng.gen())));
     }
     if faults.write_fail > 0.0 {
-        let when = Predicate::path_ends_with(".log")
-            .and(Predicate::probability(faults.write_fail, rng.gen()));
+        let when = Predicate::probability(faults.write_fail, rng.gen());
         fault_fs = fault_fs.with_rule(OpKind::Write, when, Effect::ENOSPC);
     }
     if config.bug == Some(Bug::SyncNoop) {
@@ -155,10 +162,19 @@ fn options(config: &ScenarioConfig, cycle: usize) -> Options {
     let planted = match config.bug {
         Some(Bug::AckBeforeSync) => Some(PlantedBug::AckBeforeSync),
         Some(Bug::AcceptTornWal) => Some(PlantedBug::AcceptTornWalRecord),
+        Some(Bug::DeleteWalEarly) => Some(PlantedBug::DeleteWalBeforeManifest),
         Some(Bug::SyncNoop) | None => None,
     };
+    let cycle = cycle.min(config.cycles - 1);
+    let tables = &config.tables[cycle];
     Options::default()
-        .memtable_bytes_max(config.memtable_bytes_max[cycle.min(config.cycles - 1)])
+        .memtable_bytes_max(config.memtable_bytes_max[cycle])
+        .memtables_max(tables.memtables_max)
+        .table_block_bytes(tables.block_bytes)
+        .bloom_bits_per_key(tables.bloom_bits_per_key)
+        .block_cache_bytes(tables.block_cache_bytes)
+        .open_tables_max(tables.open_tables_max)
+        .manifest_bytes_max(tables.manifest_bytes_max)
         .commit_group_bytes_max(config.group_bytes_max)
         .commit_window(Duration::from_micros(config.commit_window_us))
         .wal_preallocate_bytes(config.wal_preallocate_bytes)
@@ -207,7 +223,7 @@ impl Process {
                 return None;
             }
         };
-        if !check_recovered(&db, &self.shared, &self.trace) {
+        if !check_recovered(&db, &self.shared, &self.trace).await {
             return None;
         }
         *lock(&self.shared.live_db) = Some(db.clone());
@@ -232,6 +248,7 @@ impl Process {
         let seed = self.config.seed ^ ((self.cycle as u64) << 32) ^ ((client as u64) << 48);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut seen_seq = db.latest_sequence();
+        let mut snapshot = None;
         for op in 0..self.config.ops_per_client {
             if self.shared.failed() {
                 return;
@@ -240,7 +257,15 @@ impl Process {
                 && (client, op) != (0, 1)
                 && rng.gen_range(0..100) < self.config.read_percent
             {
-                self.read(&db, &mut rng, &mut seen_seq).await;
+                match rng.gen_range(0..10) {
+                    0 => snapshot = Some(db.snapshot()),
+                    1 | 2 => self.scan(&db, &mut rng).await,
+                    3..=5 if snapshot.is_some() => {
+                        let snap = snapshot.as_ref().expect("checked");
+                        self.snapshot_read(snap, &mut rng).await;
+                    }
+                    _ => self.read(&db, &mut rng, &mut seen_seq).await,
+                }
             } else {
                 self.write(&db, &mut rng, client, op).await;
             }
@@ -272,6 +297,81 @@ impl Process {
             return self.shared.fail(&self.trace, why);
         }
         *seen_seq = now;
+    }
+
+    /// A read at a snapshot: one key, or a range scan checked key by key.
+    async fn snapshot_read(&self, snap: &Snapshot, rng: &mut ChaCha8Rng) {
+        let seq = snap.sequence();
+        let keys: Vec<Vec<u8>> = if rng.gen_bool(0.5) {
+            vec![key_name(rng.gen_range(0..self.config.keys))]
+        } else {
+            let a = rng.gen_range(0..self.config.keys);
+            let b = rng.gen_range(a..=self.config.keys);
+            (a..b).map(key_name).collect()
+        };
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else { return };
+        let end = successor(last);
+        let got = match snap.scan_async(first, Some(&end)).await {
+            Ok(pairs) => {
+                pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<BTreeMap<_, _>>()
+            }
+            Err(e) => return self.shared.fail(&self.trace, format!("snapshot scan failed: {e}")),
+        };
+        if keys.len() == 1 {
+            match snap.get_async(first).await {
+                Ok(v) if v.as_deref() == got.get(first).map(Vec::as_slice) => {}
+                Ok(v) => {
+                    let why = format!(
+                        "snapshot get {first:?} gave {v:?} but its scan {:?}",
+                        got.get(first)
+                    );
+                    return self.shared.fail(&self.trace, why);
+                }
+                Err(e) => {
+                    return self.shared.fail(&self.trace, format!("snapshot get failed: {e}"))
+                }
+            }
+        }
+        self.trace.event(now_ns(), || format!("snapshot read at {seq}: {} keys", got.len()));
+        lock(&self.shared.stats).snapshot_reads += 1;
+        let model = lock(&self.shared.model);
+        for key in &keys {
+            if let Err(v) = model.check_snapshot_read(key, seq, got.get(key).map(Vec::as_slice)) {
+                drop(model);
+                return self.shared.fail(&self.trace, format!("snapshot read check: {v}"));
+            }
+        }
+        if let Some(stray) = got.keys().find(|k| !keys.contains(k)) {
+            drop(model);
+            self.shared.fail(&self.trace, format!("scan returned {stray:?}, outside its range"));
+        }
+    }
+
+    /// A range scan at the latest sequence number, checked key by key like a latest read.
+    async fn scan(&self, db: &Db, rng: &mut ChaCha8Rng) {
+        let a = rng.gen_range(0..self.config.keys);
+        let b = rng.gen_range(a..=self.config.keys);
+        let (start, end) = (key_name(a), key_name(b));
+        let token = lock(&self.shared.model).begin_read();
+        let got = match db.scan_async(&start, Some(&end)).await {
+            Ok(pairs) => {
+                pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<BTreeMap<_, _>>()
+            }
+            Err(e) => return self.shared.fail(&self.trace, format!("scan failed: {e}")),
+        };
+        self.trace.event(now_ns(), || format!("scan [{a}, {b}) -> {} keys", got.len()));
+        lock(&self.shared.stats).scans += 1;
+        let model = lock(&self.shared.model);
+        for key in (a..b).map(key_name) {
+            if let Err(v) = model.check_read(&key, &token, got.get(&key).map(Vec::as_slice)) {
+                drop(model);
+                return self.shared.fail(&self.trace, format!("scan check: {v}"));
+            }
+        }
+        if got.len() > b - a || got.keys().any(|k| *k < start || *k >= end) {
+            drop(model);
+            self.shared.fail(&self.trace, format!("scan [{a}, {b}) returned keys outside it"));
+        }
     }
 
     async fn write(&self, db: &Db, rng: &mut ChaCha8Rng, client: usize, op: usize) {
@@ -339,6 +439,13 @@ fn key_name(k: usize) -> Vec<u8> {
     format!("key{k:04}").into_bytes()
 }
 
+/// The smallest key greater than `key`.
+fn successor(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
 /// A value that names its writer, padded to `len` bytes.
 fn value(cycle: usize, client: usize, op: usize, i: usize, len: usize) -> Vec<u8> {
     let mut v = format!("v{cycle}.{client}.{op}.{i}:").into_bytes();
@@ -347,8 +454,8 @@ fn value(cycle: usize, client: usize, op: usize, i: usize, len: usize) -> Vec<u8
 }
 
 /// Checks a freshly opened database against the model and starts the model's next epoch.
-fn check_recovered(db: &Db, shared: &Shared, trace: &Trace) -> bool {
-    let recovered: BTreeMap<Vec<u8>, Vec<u8>> = match db.scan(b"", None) {
+async fn check_recovered(db: &Db, shared: &Shared, trace: &Trace) -> bool {
+    let recovered: BTreeMap<Vec<u8>, Vec<u8>> = match db.scan_async(b"", None).await {
         Ok(pairs) => pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
         Err(e) => {
             shared.fail(trace, format!("scan after recovery failed: {e}"));

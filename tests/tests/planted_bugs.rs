@@ -35,3 +35,8 @@ fn wal_reader_accepting_a_torn_record_is_found() {
 fn ack_before_fsync_is_found() {
     assert_found(Bug::AckBeforeSync);
 }
+
+#[test]
+fn wal_deleted_before_the_manifest_names_its_table_is_found() {
+    assert_found(Bug::DeleteWalEarly);
+}

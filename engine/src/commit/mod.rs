@@ -53,8 +53,6 @@ pub(crate) struct LeaderState {
     pub wal: WalWriter,
     /// The last sequence number assigned.
     pub last_seq: u64,
-    /// The number the next new file gets.
-    pub next_file_number: u64,
     /// Reused for encoding each group's WAL records: the hot path allocates nothing once warm.
     buf: Vec<u8>,
     /// Set once `close` has sealed the WAL; every later write fails with `Closed`.
@@ -62,8 +60,8 @@ pub(crate) struct LeaderState {
 }
 
 impl LeaderState {
-    pub(crate) fn new(wal: WalWriter, last_seq: u64, next_file_number: u64) -> Self {
-        LeaderState { wal, last_seq, next_file_number, buf: Vec::new(), sealed: false }
+    pub(crate) fn new(wal: WalWriter, last_seq: u64) -> Self {
+        LeaderState { wal, last_seq, buf: Vec::new(), sealed: false }
     }
 }
 
@@ -410,18 +408,47 @@ fn apply(db: &DbInner, memtable: &Memtable, members: &mut [Pending]) {
     }
 }
 
-/// Retires the full memtable and its WAL and starts new ones.
+/// Retires the full memtable and its WAL and starts new ones, first waiting (stalling every
+/// writer, since the leader holds the pipeline) while `memtables_max` memtables are held.
 async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
+    wait_for_room(db).await?;
     // Recovery treats any damage in a log that is not the newest as corruption, which is only
     // true if that log was wholly synced (and cut to its length) before a newer one could exist.
     state.wal.finish(&db.counters.wal_syncs).await?;
     // Groups of the old log that waited for that fsync.
     db.publish_queue.publish_ready(db);
-    let number = state.next_file_number;
-    state.next_file_number += 1;
+    let number = db.new_file_number();
     state.wal = db.create_wal(number).await?;
-    db.install_memtable(number);
+    db.install_memtable(number, state.last_seq);
     Counters::add(&db.counters.memtable_rotations, 1);
+    Ok(())
+}
+
+/// Waits until a flush frees a memtable, counting the stall and its duration.
+async fn wait_for_room(db: &Arc<DbInner>) -> Result<()> {
+    let mut stalled_since = None;
+    loop {
+        // Listening before checking: a flush that ends in between still wakes this writer.
+        let changed = db.changed.listen();
+        db.check_not_poisoned()?;
+        if db.memtable_count() < db.options.memtables_max {
+            break;
+        }
+        if stalled_since.is_none() {
+            stalled_since = Some(db.rt.now());
+            Counters::add(&db.counters.write_stalls, 1);
+            tracing::debug!("writes stalled: waiting for a flush");
+            db.work_bell.ring();
+        }
+        changed.await;
+    }
+    if let Some(since) = stalled_since {
+        let waited = db.rt.now().saturating_sub(since);
+        Counters::add(
+            &db.counters.write_stall_us,
+            u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+        );
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 mod reader;
 mod writer;
 
-pub(crate) use reader::replay;
+pub(crate) use reader::{parse_frames, replay};
 pub(crate) use writer::{WalFile, WalWriter};
 
 /// Size of a record header.
@@ -51,6 +51,21 @@ pub(crate) fn encode_batch_record(
     out.extend_from_slice(&first_seq.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(rep);
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends one record with an opaque `payload` (a MANIFEST's version edit) to `out`. The
+/// payload must be non-empty: an empty one is a seal.
+pub(crate) fn encode_record(out: &mut Vec<u8>, log_number: u64, synced_upto: u64, payload: &[u8]) {
+    debug_assert!(!payload.is_empty(), "an empty payload is a seal");
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    let len = u32::try_from(payload.len()).expect("a record payload fits in u32");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&log_number.to_le_bytes());
+    out.extend_from_slice(&synced_upto.to_le_bytes());
+    out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }

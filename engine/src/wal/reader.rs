@@ -73,7 +73,52 @@ fn attested_after(data: &[u8], from: usize, number: u64) -> u64 {
     best
 }
 
-/// Parses one log. `newest` says whether it is the newest log (the only one that may be torn);
+/// The records of one log file, as framed.
+#[derive(Debug)]
+pub(crate) struct Framed<'a> {
+    /// Each whole, valid record: its offset in the file and its payload (empty for a seal).
+    pub records: Vec<(u64, &'a [u8])>,
+    /// Length of the prefix made of whole, valid records.
+    pub valid_len: u64,
+    /// Whether bytes past `valid_len` were dropped as a torn tail or preallocated zeros.
+    pub torn: bool,
+}
+
+/// Splits a log file (a WAL or a MANIFEST, which share the framing) into its records, telling a
+/// torn tail from corruption. `newest` says whether it is the newest log of its kind (the only
+/// one that may be torn); `kind` names it in errors.
+pub(crate) fn parse_frames<'a>(
+    data: &'a [u8],
+    path: &Path,
+    number: u64,
+    newest: bool,
+    accept_bad_crc: bool,
+    kind: &str,
+) -> Result<Framed<'a>> {
+    let mut records = Vec::new();
+    let mut pos = 0usize;
+    let mut attested = 0u64;
+    while pos < data.len() {
+        let Some(frame) = frame_at(data, pos, number, !accept_bad_crc) else {
+            if newest && pos as u64 >= attested && data[pos..].iter().all(|&b| b == 0) {
+                // Preallocated space: no valid record can start in it (log numbers start at 1),
+                // so nothing past it can attest the space synced.
+                return Ok(Framed { records, valid_len: pos as u64, torn: true });
+            }
+            let attested = attested.max(attested_after(data, pos, number));
+            if !newest || (pos as u64) < attested {
+                return Err(Error::corruption(path, pos as u64, bad_record_reason(kind, newest)));
+            }
+            return Ok(Framed { records, valid_len: pos as u64, torn: true });
+        };
+        attested = attested.max(frame.synced_upto);
+        records.push((pos as u64, frame.payload));
+        pos = frame.end;
+    }
+    Ok(Framed { records, valid_len: pos as u64, torn: false })
+}
+
+/// Parses one WAL. `newest` says whether it is the newest log (the only one that may be torn);
 /// `next_seq` is the sequence number the first batch must carry, if known.
 pub(crate) fn parse_log(
     data: &Bytes,
@@ -83,63 +128,49 @@ pub(crate) fn parse_log(
     mut next_seq: Option<u64>,
     accept_bad_crc: bool,
 ) -> Result<ReplayedLog> {
+    let framed = parse_frames(data, path, number, newest, accept_bad_crc, "WAL")?;
     let mut batches = Vec::new();
-    let mut pos = 0usize;
-    let mut attested = 0u64;
-    while pos < data.len() {
-        let Some(frame) = frame_at(data, pos, number, !accept_bad_crc) else {
-            if newest && pos as u64 >= attested && data[pos..].iter().all(|&b| b == 0) {
-                // Preallocated space: no valid record can start in it (log numbers start at 1),
-                // so nothing past it can attest the space synced.
-                return Ok(ReplayedLog { batches, valid_len: pos as u64, torn: true });
-            }
-            let attested = attested.max(attested_after(data, pos, number));
-            if !newest || (pos as u64) < attested {
-                return Err(Error::corruption(path, pos as u64, bad_record_reason(newest)));
-            }
-            return Ok(ReplayedLog { batches, valid_len: pos as u64, torn: true });
-        };
-        attested = attested.max(frame.synced_upto);
-        if !frame.payload.is_empty() {
-            let batch = decode_batch(data, pos, &frame, path)?;
-            if let Some(expected) = next_seq {
-                if batch.first_seq != expected {
-                    return Err(Error::corruption(
-                        path,
-                        pos as u64,
-                        format!(
-                            "batch starts at sequence {} but {expected} was expected",
-                            batch.first_seq
-                        ),
-                    ));
-                }
-            }
-            next_seq = Some(batch.first_seq + batch.ops.len() as u64);
-            batches.push(batch);
+    for &(pos, payload) in &framed.records {
+        if payload.is_empty() {
+            continue; // a seal
         }
-        pos = frame.end;
+        let batch = decode_batch(data, pos, payload, path)?;
+        if let Some(expected) = next_seq {
+            if batch.first_seq != expected {
+                return Err(Error::corruption(
+                    path,
+                    pos,
+                    format!(
+                        "batch starts at sequence {} but {expected} was expected",
+                        batch.first_seq
+                    ),
+                ));
+            }
+        }
+        next_seq = Some(batch.first_seq + batch.ops.len() as u64);
+        batches.push(batch);
     }
-    Ok(ReplayedLog { batches, valid_len: pos as u64, torn: false })
+    Ok(ReplayedLog { batches, valid_len: framed.valid_len, torn: framed.torn })
 }
 
-fn bad_record_reason(newest: bool) -> &'static str {
+fn bad_record_reason(kind: &str, newest: bool) -> String {
     if newest {
-        "bad WAL record before data that was synced"
+        format!("bad {kind} record before data that was synced")
     } else {
-        "bad WAL record in a log that was fully synced"
+        format!("bad {kind} record in a log that was fully synced")
     }
 }
 
-fn decode_batch(data: &Bytes, pos: usize, frame: &Frame<'_>, path: &Path) -> Result<ReplayedBatch> {
-    let malformed = || Error::corruption(path, pos as u64, "malformed batch in a WAL record");
-    let payload = frame.payload;
+fn decode_batch(data: &Bytes, pos: u64, payload: &[u8], path: &Path) -> Result<ReplayedBatch> {
+    let malformed = || Error::corruption(path, pos, "malformed batch in a WAL record");
     if payload.len() < BATCH_HEADER_BYTES {
         return Err(malformed());
     }
     let first_seq = u64::from_le_bytes(payload[0..8].try_into().map_err(|_| malformed())?);
     let count = u32::from_le_bytes(payload[8..12].try_into().map_err(|_| malformed())?);
-    let rep_start = pos + HEADER_BYTES + BATCH_HEADER_BYTES;
-    let rep = data.slice(rep_start..frame.end);
+    // The payload borrows from `data`: slice the same bytes without copying them.
+    let rep_start = pos as usize + HEADER_BYTES + BATCH_HEADER_BYTES;
+    let rep = data.slice(rep_start..rep_start + payload.len() - BATCH_HEADER_BYTES);
     let ops = decode_ops(&rep, count).ok_or_else(malformed)?;
     if ops.is_empty() || first_seq == 0 {
         return Err(malformed());

@@ -1,0 +1,344 @@
+//! The block cache: a sharded LRU of verified data block contents, keyed by (table file number,
+//! block offset), bounded in bytes.
+//!
+//! Each shard is a slab of nodes linked into a recency list by index (no `unsafe`), plus a
+//! `BTreeMap` from key to slot, so a lookup or insert costs O(log n) and dropping all blocks of
+//! one table is a range scan. Shards have their own mutex, held only for the map work, never
+//! across an `.await`.
+//!
+//! Invariant: each shard's usage (the sum of the lengths of the blocks it holds) never exceeds
+//! its capacity after an operation returns, and the least recently used block is evicted
+//! first. The cache only ever holds blocks whose checksum was verified, so a hit needs no
+//! second check. Usage counts block bytes only, not the bookkeeping around them.
+#![allow(dead_code)] // wired in by flush and the read path
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Most shards a cache is split into: enough that readers on a few cores rarely contend.
+const SHARDS_MAX: usize = 16;
+/// A cache is split into no shard smaller than this, so a small cache is not fragmented into
+/// shards that each hold too few blocks for LRU to mean anything.
+const SHARD_BYTES_MIN: usize = 256 << 10;
+
+/// Marks the absence of a link in a shard's recency list.
+const NIL: usize = usize::MAX;
+
+type Key = (u64, u64);
+
+/// A sharded LRU cache of verified block contents.
+pub(crate) struct BlockCache {
+    shards: Vec<Mutex<Shard>>,
+    capacity_bytes: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockCache")
+            .field("shards", &self.shards.len())
+            .field("capacity_bytes", &self.capacity_bytes)
+            .field("usage_bytes", &self.usage_bytes())
+            .field("hits", &self.hits())
+            .field("misses", &self.misses())
+            .finish()
+    }
+}
+
+impl BlockCache {
+    /// A cache of `capacity_bytes`; 0 caches nothing.
+    pub(crate) fn new(capacity_bytes: usize) -> Self {
+        let shards = (capacity_bytes / SHARD_BYTES_MIN).clamp(1, SHARDS_MAX);
+        Self::with_shards(capacity_bytes, shards)
+    }
+
+    /// A cache split into `shards` shards (at least one), the capacity divided evenly.
+    pub(crate) fn with_shards(capacity_bytes: usize, shards: usize) -> Self {
+        let shards = shards.max(1);
+        let shard_capacity =
+            |i: usize| capacity_bytes / shards + usize::from(i < capacity_bytes % shards);
+        BlockCache {
+            shards: (0..shards).map(|i| Mutex::new(Shard::new(shard_capacity(i)))).collect(),
+            capacity_bytes,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: Key) -> MutexGuard<'_, Shard> {
+        // A fixed mix of both halves of the key (not std's hasher, whose seed is random), so
+        // neighbouring blocks of one table spread over the shards.
+        let mixed =
+            (key.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ key.1).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        let index = ((mixed >> 32) % self.shards.len() as u64) as usize;
+        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The block at `offset` of table `file_number`, marking it most recently used. Counts a
+    /// hit or a miss.
+    pub(crate) fn get(&self, file_number: u64, offset: u64) -> Option<Bytes> {
+        let found = self.shard((file_number, offset)).get((file_number, offset));
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Caches a verified block, evicting least recently used blocks to make room. A block
+    /// larger than its shard is not cached.
+    pub(crate) fn insert(&self, file_number: u64, offset: u64, block: Bytes) {
+        self.shard((file_number, offset)).insert((file_number, offset), block);
+    }
+
+    /// Drops every block of a deleted table, so its memory goes to live tables.
+    pub(crate) fn evict_file(&self, file_number: u64) {
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(PoisonError::into_inner).evict_file(file_number);
+        }
+    }
+
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn usage_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).usage).sum()
+    }
+
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.capacity_bytes
+    }
+}
+
+/// One node of a shard's slab: a cached block and its neighbours in recency order.
+#[derive(Debug)]
+struct Node {
+    key: Key,
+    block: Bytes,
+    /// Towards the most recently used end.
+    newer: usize,
+    /// Towards the least recently used end.
+    older: usize,
+}
+
+/// One LRU shard.
+#[derive(Debug)]
+struct Shard {
+    capacity: usize,
+    usage: usize,
+    slots: BTreeMap<Key, usize>,
+    nodes: Vec<Node>,
+    /// Slots of `nodes` that hold no block, for reuse.
+    free: Vec<usize>,
+    newest: usize,
+    oldest: usize,
+}
+
+impl Shard {
+    fn new(capacity: usize) -> Self {
+        Shard {
+            capacity,
+            usage: 0,
+            slots: BTreeMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            newest: NIL,
+            oldest: NIL,
+        }
+    }
+
+    fn get(&mut self, key: Key) -> Option<Bytes> {
+        let slot = *self.slots.get(&key)?;
+        self.unlink(slot);
+        self.push_newest(slot);
+        Some(self.nodes[slot].block.clone())
+    }
+
+    fn insert(&mut self, key: Key, block: Bytes) {
+        self.remove(key);
+        if block.len() > self.capacity {
+            return;
+        }
+        while self.usage + block.len() > self.capacity && self.oldest != NIL {
+            let oldest_key = self.nodes[self.oldest].key;
+            self.remove(oldest_key);
+        }
+        self.usage += block.len();
+        let node = Node { key, block, newer: NIL, older: NIL };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.nodes[slot] = node;
+                slot
+            }
+            None => {
+                self.nodes.push(node);
+                self.nodes.len() - 1
+            }
+        };
+        self.slots.insert(key, slot);
+        self.push_newest(slot);
+        debug_assert!(self.usage <= self.capacity);
+    }
+
+    fn remove(&mut self, key: Key) {
+        let Some(slot) = self.slots.remove(&key) else { return };
+        self.unlink(slot);
+        let block = std::mem::take(&mut self.nodes[slot].block);
+        self.usage -= block.len();
+        self.free.push(slot);
+    }
+
+    fn evict_file(&mut self, file_number: u64) {
+        let keys: Vec<Key> =
+            self.slots.range((file_number, 0)..=(file_number, u64::MAX)).map(|(k, _)| *k).collect();
+        for key in keys {
+            self.remove(key);
+        }
+    }
+
+    fn unlink(&mut self, slot: usize) {
+        let (newer, older) = (self.nodes[slot].newer, self.nodes[slot].older);
+        match newer {
+            NIL => self.newest = older,
+            n => self.nodes[n].older = older,
+        }
+        match older {
+            NIL => self.oldest = newer,
+            o => self.nodes[o].newer = newer,
+        }
+    }
+
+    fn push_newest(&mut self, slot: usize) {
+        self.nodes[slot].newer = NIL;
+        self.nodes[slot].older = self.newest;
+        match self.newest {
+            NIL => self.oldest = slot,
+            n => self.nodes[n].newer = slot,
+        }
+        self.newest = slot;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(len: usize) -> Bytes {
+        Bytes::from(vec![7u8; len])
+    }
+
+    #[test]
+    fn evicts_the_least_recently_used_block_first() {
+        let cache = BlockCache::with_shards(300, 1);
+        cache.insert(1, 0, block(100));
+        cache.insert(1, 100, block(100));
+        cache.insert(2, 0, block(100));
+        assert!(cache.get(1, 0).is_some()); // now (1, 100) is the oldest
+        cache.insert(3, 0, block(100));
+        assert!(cache.get(1, 100).is_none());
+        assert!(cache.get(1, 0).is_some());
+        assert!(cache.get(2, 0).is_some());
+        assert!(cache.get(3, 0).is_some());
+        assert_eq!(cache.usage_bytes(), 300);
+        // One big block pushes out the two oldest: (1, 0) and (2, 0).
+        cache.insert(4, 0, block(150));
+        assert_eq!((cache.get(1, 0), cache.get(2, 0)), (None, None));
+        assert!(cache.get(3, 0).is_some() && cache.get(4, 0).is_some());
+        assert_eq!(cache.usage_bytes(), 250);
+    }
+
+    #[test]
+    fn counts_hits_and_misses() {
+        let cache = BlockCache::new(1 << 20);
+        assert_eq!(cache.get(1, 0), None);
+        cache.insert(1, 0, block(10));
+        assert_eq!(cache.get(1, 0), Some(block(10)));
+        assert_eq!(cache.get(1, 0), Some(block(10)));
+        assert_eq!((cache.hits(), cache.misses()), (2, 1));
+    }
+
+    #[test]
+    fn capacity_in_bytes_is_respected_across_shards() {
+        let cache = BlockCache::with_shards(10_000, 4);
+        for offset in 0..1000u64 {
+            cache.insert(offset % 7, offset * 4096, block(64 + offset as usize % 300));
+            assert!(cache.usage_bytes() <= cache.capacity_bytes());
+        }
+        assert!(cache.usage_bytes() > 5_000, "the cache fills up: {}", cache.usage_bytes());
+        // A block larger than a shard is not cached; replacing a block does not double-count.
+        cache.insert(9, 0, block(2_600));
+        assert_eq!(cache.get(9, 0), None);
+        let before = cache.usage_bytes();
+        let (file, offset) = (0..1000u64).map(|o| (o % 7, o * 4096)).next_back().unwrap();
+        let old = cache.get(file, offset).map_or(0, |b| b.len());
+        cache.insert(file, offset, block(old));
+        assert_eq!(cache.usage_bytes(), before);
+    }
+
+    #[test]
+    fn zero_capacity_caches_nothing() {
+        let cache = BlockCache::new(0);
+        cache.insert(1, 0, block(1));
+        assert_eq!(cache.get(1, 0), None);
+        assert_eq!(cache.usage_bytes(), 0);
+    }
+
+    #[test]
+    fn evict_file_drops_every_block_of_one_table() {
+        let cache = BlockCache::with_shards(1 << 20, 4);
+        for file in 1..=3u64 {
+            for offset in 0..50u64 {
+                cache.insert(file, offset * 100, block(10));
+            }
+        }
+        cache.evict_file(2);
+        assert_eq!(cache.usage_bytes(), 1000);
+        assert!((0..50u64).all(|o| cache.get(2, o * 100).is_none()));
+        assert!((0..50u64).all(|o| cache.get(1, o * 100).is_some()));
+        assert!((0..50u64).all(|o| cache.get(3, o * 100).is_some()));
+        // Freed slots are reused, and the recency list still works after removals.
+        for offset in 0..50u64 {
+            cache.insert(4, offset * 100, block(10));
+        }
+        assert_eq!(cache.usage_bytes(), 1500);
+    }
+
+    #[test]
+    fn lru_matches_a_simple_model() {
+        // A Vec ordered oldest-first is an obviously correct LRU to compare against.
+        let cache = BlockCache::with_shards(1000, 1);
+        let mut model: Vec<(Key, usize)> = Vec::new();
+        let mut x = 12345u64;
+        for _ in 0..5000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let key = ((x >> 60) % 3, (x >> 40) % 16);
+            let len = ((x >> 20) % 200) as usize + 1;
+            let found = model.iter().position(|(k, _)| *k == key);
+            if x.is_multiple_of(3) {
+                let got = cache.get(key.0, key.1).map(|b| b.len());
+                assert_eq!(got, found.map(|i| model[i].1));
+                if let Some(i) = found {
+                    let e = model.remove(i);
+                    model.push(e);
+                }
+            } else {
+                cache.insert(key.0, key.1, block(len));
+                if let Some(i) = found {
+                    model.remove(i);
+                }
+                while model.iter().map(|e| e.1).sum::<usize>() + len > 1000 {
+                    model.remove(0);
+                }
+                model.push((key, len));
+            }
+            assert_eq!(cache.usage_bytes(), model.iter().map(|e| e.1).sum::<usize>());
+        }
+    }
+}

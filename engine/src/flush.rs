@@ -1,0 +1,108 @@
+//! Flush: writing a memtable out as a level-0 table, and retiring the memtable and its WAL.
+//!
+//! Order is what makes a flush crash-safe: the table is written and synced, its name made
+//! durable by a directory sync, then the MANIFEST durably records it (with the WALs it replaces
+//! as obsolete); only then does the new version replace the memtable for readers, and only then
+//! is the WAL deleted. A crash before the MANIFEST edit leaves an unreferenced table (deleted at
+//! the next open) and the WAL, which is replayed.
+
+use crate::db::DbInner;
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, VersionEdit};
+use crate::memtable::Memtable;
+use crate::metrics::Counters;
+use crate::options::{Options, PlantedBug};
+use crate::runtime::Runtime;
+use crate::sstable::{self, TableProperties, TableWriter};
+use crate::version::FileMeta;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Writes `mem` as table `number` in `dir`, synced and named durably. `None` if it is empty.
+pub(crate) async fn write_table(
+    rt: &dyn Runtime,
+    dir: &Path,
+    options: &Options,
+    number: u64,
+    mem: &Memtable,
+) -> Result<Option<FileMeta>> {
+    if mem.is_empty() {
+        return Ok(None);
+    }
+    // Collected first: the skiplist's iterator is not held across the writes' awaits.
+    let entries: Vec<_> = mem.entries().collect();
+    let path = dir.join(sstable::file_name(number));
+    let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
+    let mut writer = TableWriter::new(file, path, options.table_options());
+    for (key, seq, slot) in &entries {
+        writer.add(key, *seq, slot.as_deref()).await?;
+    }
+    let props = writer.finish().await?;
+    // The table's name must be durable before the MANIFEST names it.
+    rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
+    Ok(Some(file_meta(number, &props)))
+}
+
+/// What the version keeps of a table, from its properties.
+pub(crate) fn file_meta(number: u64, props: &TableProperties) -> FileMeta {
+    FileMeta {
+        number,
+        file_bytes: props.file_bytes,
+        smallest_key: props.smallest_key.clone(),
+        smallest_seq: props.smallest_seq,
+        largest_key: props.largest_key.clone(),
+        largest_seq: props.largest_seq,
+        min_seq: props.min_seq,
+        max_seq: props.max_seq,
+    }
+}
+
+/// Flushes the oldest immutable memtable if every write in it is published. Returns whether it
+/// did.
+pub(crate) async fn flush_oldest(db: &Arc<DbInner>, manifest: &mut Manifest) -> Result<bool> {
+    let Some(job) = db.flush_candidate() else { return Ok(false) };
+    let number = db.new_file_number();
+    let meta = write_table(db.rt.as_ref(), &db.dir, &db.options, number, &job.mem).await?;
+    let mut edit = VersionEdit {
+        log_number: Some(job.next_log),
+        next_file_number: Some(db.peek_next_file_number()),
+        last_seq: Some(job.last_seq),
+        ..VersionEdit::default()
+    };
+    if let Some(meta) = meta {
+        Counters::add(&db.counters.flush_bytes, meta.file_bytes);
+        edit.added.push((0, meta));
+    }
+    let wal = db.dir.join(crate::wal::file_name(job.mem.wal_number()));
+    if db.options.has_bug(PlantedBug::DeleteWalBeforeManifest) {
+        remove_wal(db, &wal).await;
+    }
+    db.log_and_apply(manifest, edit).await?;
+    db.retire_flushed(&job.mem);
+    Counters::add(&db.counters.flushes, 1);
+    tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");
+    remove_wal(db, &wal).await;
+    Ok(true)
+}
+
+/// Deletes a WAL the MANIFEST no longer needs. Failing costs only space (the next open deletes
+/// it), so a failure is logged.
+async fn remove_wal(db: &DbInner, wal: &Path) {
+    match db.rt.fs().remove(wal).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(wal = %wal.display(), error = %e, "could not delete a flushed WAL")
+        }
+    }
+}
+
+/// An immutable memtable ready to flush.
+#[derive(Debug)]
+pub(crate) struct FlushJob {
+    pub mem: Arc<Memtable>,
+    /// The last sequence number assigned to a write of `mem`.
+    pub last_seq: u64,
+    /// The WAL of the next memtable: the oldest log still needed once `mem` is flushed.
+    pub next_log: u64,
+}

@@ -1,0 +1,201 @@
+//! Version edits: the records of a MANIFEST, each one change to the set of table files.
+//!
+//! Encoding (byte by byte in `docs/format.md`): a sequence of fields, each a one-byte tag and a
+//! fixed-width little-endian body. Decoding checks every length against the bytes left and
+//! refuses unknown tags, so arbitrary bytes give an error, never a panic.
+
+use crate::version::{FileMeta, LEVELS};
+use bytes::Bytes;
+
+const TAG_LOG_NUMBER: u8 = 1;
+const TAG_NEXT_FILE_NUMBER: u8 = 2;
+const TAG_LAST_SEQ: u8 = 3;
+const TAG_ADD_FILE: u8 = 4;
+const TAG_DELETE_FILE: u8 = 5;
+
+/// One change to the tree and its bookkeeping.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct VersionEdit {
+    /// WALs numbered below this hold nothing that is not in a table.
+    pub log_number: Option<u64>,
+    /// No file number at or above this is in use.
+    pub next_file_number: Option<u64>,
+    /// No sequence number above this is in any table.
+    pub last_seq: Option<u64>,
+    pub added: Vec<(u8, FileMeta)>,
+    pub deleted: Vec<(u8, u64)>,
+}
+
+impl VersionEdit {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let mut field = |tag: u8, value: Option<u64>| {
+            if let Some(v) = value {
+                out.push(tag);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+        field(TAG_LOG_NUMBER, self.log_number);
+        field(TAG_NEXT_FILE_NUMBER, self.next_file_number);
+        field(TAG_LAST_SEQ, self.last_seq);
+        for &(level, number) in &self.deleted {
+            out.push(TAG_DELETE_FILE);
+            out.push(level);
+            out.extend_from_slice(&number.to_le_bytes());
+        }
+        for (level, f) in &self.added {
+            out.push(TAG_ADD_FILE);
+            out.push(*level);
+            for v in [f.number, f.file_bytes, f.smallest_seq, f.largest_seq, f.min_seq, f.max_seq] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            for key in [&f.smallest_key, &f.largest_key] {
+                // Keys are capped at KEY_BYTES_MAX, far below u32::MAX.
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+            }
+        }
+    }
+
+    /// Decodes an edit; the error says what is malformed.
+    pub(crate) fn decode(data: &[u8]) -> Result<VersionEdit, String> {
+        let mut r = Reader { data, pos: 0 };
+        let mut edit = VersionEdit::default();
+        while r.pos < data.len() {
+            match r.u8()? {
+                TAG_LOG_NUMBER => edit.log_number = Some(r.u64()?),
+                TAG_NEXT_FILE_NUMBER => edit.next_file_number = Some(r.u64()?),
+                TAG_LAST_SEQ => edit.last_seq = Some(r.u64()?),
+                TAG_DELETE_FILE => {
+                    let level = r.level()?;
+                    edit.deleted.push((level, r.u64()?));
+                }
+                TAG_ADD_FILE => {
+                    let level = r.level()?;
+                    edit.added.push((level, r.file_meta()?));
+                }
+                tag => return Err(format!("unknown field tag {tag} at byte {}", r.pos - 1)),
+            }
+        }
+        Ok(edit)
+    }
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
+        let end = end.ok_or_else(|| format!("field at byte {} runs past the end", self.pos))?;
+        let bytes = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| "short u64")?))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes(b.try_into().map_err(|_| "short u32")?))
+    }
+
+    fn level(&mut self) -> Result<u8, String> {
+        let level = self.u8()?;
+        if usize::from(level) >= LEVELS {
+            return Err(format!("level {level} out of range at byte {}", self.pos - 1));
+        }
+        Ok(level)
+    }
+
+    fn key(&mut self) -> Result<Bytes, String> {
+        let len = self.u32()? as usize;
+        Ok(Bytes::copy_from_slice(self.take(len)?))
+    }
+
+    fn file_meta(&mut self) -> Result<FileMeta, String> {
+        let mut v = [0u64; 6];
+        for slot in &mut v {
+            *slot = self.u64()?;
+        }
+        let [number, file_bytes, smallest_seq, largest_seq, min_seq, max_seq] = v;
+        let smallest_key = self.key()?;
+        let largest_key = self.key()?;
+        Ok(FileMeta {
+            number,
+            file_bytes,
+            smallest_key,
+            smallest_seq,
+            largest_key,
+            largest_seq,
+            min_seq,
+            max_seq,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::meta;
+    use proptest::prelude::*;
+
+    fn sample() -> VersionEdit {
+        VersionEdit {
+            log_number: Some(7),
+            next_file_number: Some(12),
+            last_seq: Some(900),
+            added: vec![(0, meta(10, "apple", "pear", (3, 800))), (2, meta(11, "a", "b", (1, 2)))],
+            deleted: vec![(1, 4)],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut out = Vec::new();
+        sample().encode(&mut out);
+        assert_eq!(VersionEdit::decode(&out).unwrap(), sample());
+        assert_eq!(VersionEdit::decode(&[]).unwrap(), VersionEdit::default());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let mut out = Vec::new();
+        sample().encode(&mut out);
+        // Field boundaries decode as a shorter valid edit; everywhere else is an error.
+        let mut errors = 0;
+        for cut in 1..out.len() {
+            if VersionEdit::decode(&out[..cut]).is_err() {
+                errors += 1;
+            }
+        }
+        assert!(errors > out.len() / 2);
+        assert!(VersionEdit::decode(&[99]).unwrap_err().contains("unknown field tag"));
+        assert!(VersionEdit::decode(&[TAG_DELETE_FILE, 7, 0]).unwrap_err().contains("level 7"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = VersionEdit::decode(&data);
+        }
+
+        #[test]
+        fn mutated_edits_never_panic(flip in 0usize..2000, bit in 0u8..8) {
+            let mut out = Vec::new();
+            sample().encode(&mut out);
+            let i = flip % out.len();
+            out[i] ^= 1 << bit;
+            let _ = VersionEdit::decode(&out);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The MANIFEST: a log of version edits that says which table files make up the database, and
+//! `CURRENT`, which names the live MANIFEST.
+//!
+//! A MANIFEST uses the WAL's record framing (`crate::wal`), with version edits as payloads, so
+//! recovery tells a torn tail from corruption the same way. Every edit is followed by a sync, a
+//! seal (an empty record attesting the edit durable) and another sync, and only then does the
+//! engine act on it (delete a WAL, delete compaction inputs): a later bit flip in the edit that
+//! allowed a deletion is then reported as corruption, never silently dropped as a torn tail.
+//!
+//! A new MANIFEST starts with one edit describing the whole current version (a snapshot).
+//! `CURRENT` is switched by writing a temporary file, syncing it, renaming it over `CURRENT` and
+//! syncing the directory; the old MANIFEST is removed only after that, so a crash at any point
+//! leaves a `CURRENT` that names a whole MANIFEST.
+
+mod edit;
+
+pub(crate) use edit::VersionEdit;
+
+use crate::error::{Error, Result};
+use crate::runtime::{FileSystem, Runtime};
+use crate::version::{FileMeta, Version};
+use crate::wal::{self, WalWriter};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+
+/// The name of the file that names the live MANIFEST.
+pub(crate) const CURRENT: &str = "CURRENT";
+/// The temporary name `CURRENT` is written under before the rename.
+pub(crate) const CURRENT_TEMP: &str = "CURRENT.dbtmp";
+
+pub(crate) fn file_name(number: u64) -> String {
+    format!("MANIFEST-{number:06}")
+}
+
+pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("MANIFEST-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The live MANIFEST, open for appending.
+#[derive(Debug)]
+pub(crate) struct Manifest {
+    log: WalWriter,
+    number: u64,
+    buf: Vec<u8>,
+    /// The newest log number and last sequence number any edit recorded, for snapshots.
+    log_number: u64,
+    last_seq: u64,
+}
+
+impl Manifest {
+    /// Creates MANIFEST `number` holding `snapshot` (an edit describing the whole version and
+    /// its bookkeeping) and makes `CURRENT` name it.
+    pub(crate) async fn create(
+        rt: &dyn Runtime,
+        dir: &Path,
+        number: u64,
+        snapshot: &VersionEdit,
+        syncs: &AtomicU64,
+    ) -> Result<Manifest> {
+        let path = dir.join(file_name(number));
+        let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
+        let log = WalWriter::new(file, path, number, 0, 0);
+        let mut manifest = Manifest { log, number, buf: Vec::new(), log_number: 0, last_seq: 0 };
+        manifest.append(snapshot, syncs).await?;
+        set_current(rt.fs(), dir, number).await?;
+        Ok(manifest)
+    }
+
+    pub(crate) fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Bytes written so far; the engine starts a new MANIFEST once this passes a limit.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.log.offset()
+    }
+
+    /// An edit that describes `version` and the bookkeeping whole: what a new MANIFEST starts
+    /// with.
+    pub(crate) fn snapshot_edit(&self, version: &Version, next_file_number: u64) -> VersionEdit {
+        VersionEdit {
+            log_number: Some(self.log_number),
+            next_file_number: Some(next_file_number),
+            last_seq: Some(self.last_seq),
+            added: version.files().map(|(level, f)| (level as u8, FileMeta::clone(f))).collect(),
+            deleted: Vec::new(),
+        }
+    }
+
+    /// Appends `edit` and makes it durable and attested; see the module header.
+    pub(crate) async fn append(&mut self, edit: &VersionEdit, syncs: &AtomicU64) -> Result<()> {
+        self.log_number = self.log_number.max(edit.log_number.unwrap_or(0));
+        self.last_seq = self.last_seq.max(edit.last_seq.unwrap_or(0));
+        let mut payload = Vec::new();
+        edit.encode(&mut payload);
+        self.buf.clear();
+        let synced = self.log.file().synced_upto();
+        wal::encode_record(&mut self.buf, self.number, synced, &payload);
+        self.log.append(&self.buf).await?;
+        self.log.file().sync_to(self.log.offset(), syncs).await?;
+        self.buf.clear();
+        wal::encode_seal_record(&mut self.buf, self.number, self.log.file().synced_upto());
+        self.log.append(&self.buf).await?;
+        self.log.file().sync_to(self.log.offset(), syncs).await
+    }
+}
+
+/// Points `CURRENT` at MANIFEST `number`, atomically and durably.
+async fn set_current(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
+    let temp = dir.join(CURRENT_TEMP);
+    let current = dir.join(CURRENT);
+    let contents = format!("{}\n", file_name(number));
+    let file = fs.create(&temp).await.map_err(|e| Error::io("creating", &temp, e))?;
+    file.write_at(0, contents.as_bytes()).await.map_err(|e| Error::io("writing", &temp, e))?;
+    file.sync_data().await.map_err(|e| Error::io("syncing", &temp, e))?;
+    fs.rename(&temp, &current).await.map_err(|e| Error::io("renaming", &temp, e))?;
+    fs.sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+/// The number of the MANIFEST that `CURRENT` names, or `None` if there is no `CURRENT`.
+pub(crate) async fn read_current(fs: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(CURRENT);
+    let file = match fs.open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("opening", &path, e)),
+    };
+    let data = crate::runtime::read_all(file.as_ref())
+        .await
+        .map_err(|e| Error::io("reading", &path, e))?;
+    let number = std::str::from_utf8(&data)
+        .ok()
+        .and_then(|s| s.strip_suffix('\n'))
+        .and_then(parse_file_name)
+        .ok_or_else(|| Error::corruption(&path, 0, "CURRENT does not name a MANIFEST"))?;
+    Ok(Some(number))
+}
+
+/// What replaying a MANIFEST gives.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    pub version: Version,
+    pub log_number: u64,
+    pub next_file_number: u64,
+    pub last_seq: u64,
+}
+
+/// Replays MANIFEST `number` of `dir`.
+pub(crate) async fn replay(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<Replayed> {
+    let path = dir.join(file_name(number));
+    let file = fs.open(&path).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::corruption(dir.join(CURRENT), 0, format!("{} is missing", path.display()))
+        }
+        _ => Error::io("opening", &path, e),
+    })?;
+    let data = crate::runtime::read_all(file.as_ref())
+        .await
+        .map_err(|e| Error::io("reading", &path, e))?;
+    // Always the newest MANIFEST: only it may have a torn tail (a crash mid-edit).
+    let framed = wal::parse_frames(&data, &path, number, true, false, "MANIFEST")?;
+    let mut r =
+        Replayed { version: Version::default(), log_number: 0, next_file_number: 0, last_seq: 0 };
+    let mut edits = 0;
+    for &(offset, payload) in framed.records.iter().filter(|(_, p)| !p.is_empty()) {
+        let bad = |why: String| Error::corruption(&path, offset, why);
+        let edit = VersionEdit::decode(payload).map_err(bad)?;
+        r.version = r.version.apply(&edit).map_err(bad)?;
+        r.log_number = r.log_number.max(edit.log_number.unwrap_or(0));
+        r.next_file_number = r.next_file_number.max(edit.next_file_number.unwrap_or(0));
+        r.last_seq = r.last_seq.max(edit.last_seq.unwrap_or(0));
+        edits += 1;
+    }
+    if edits == 0 || r.next_file_number == 0 {
+        return Err(Error::corruption(&path, 0, "MANIFEST holds no snapshot of the database"));
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(file_name(3), "MANIFEST-000003");
+        assert_eq!(parse_file_name("MANIFEST-000003"), Some(3));
+        assert_eq!(parse_file_name("MANIFEST-"), None);
+        assert_eq!(parse_file_name("MANIFEST-3x"), None);
+    }
+}

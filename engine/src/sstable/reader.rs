@@ -1,0 +1,272 @@
+//! An open table: its footer, index, filter and properties held in memory, data blocks read on
+//! demand through the block cache.
+//!
+//! Invariant: every block handed to a decoder came through `unseal` (checksum and type
+//! verified) straight from the file or from the cache, which only holds verified blocks; a
+//! failed check is a `Corruption` error naming the file and the block's offset.
+
+use super::block::{unseal, Block, BlockIter, BlockType, Malformed};
+use super::filter::BloomFilter;
+use super::footer::{BlockHandle, Footer, FOOTER_BYTES};
+use super::iter::TableIter;
+use super::{properties, ReadStats, TableProperties};
+use crate::cache::BlockCache;
+use crate::error::{Error, Result};
+use crate::runtime::{read_exact_at, File};
+use bytes::Bytes;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// An open, verified table file.
+pub(crate) struct Table {
+    file: Box<dyn File>,
+    path: PathBuf,
+    file_number: u64,
+    /// Where the footer starts: every block ends at or before it.
+    footer_offset: u64,
+    index: Block,
+    index_offset: u64,
+    filter: Option<BloomFilter>,
+    properties: TableProperties,
+    cache: Option<Arc<BlockCache>>,
+    stats: Arc<ReadStats>,
+}
+
+impl fmt::Debug for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("path", &self.path)
+            .field("file_number", &self.file_number)
+            .field("properties", &self.properties)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Table {
+    /// Reads and verifies the footer, index, filter and properties blocks. `file_bytes` is the
+    /// size the engine recorded for the table; a file of another size is corrupt.
+    pub(crate) async fn open(
+        file: Box<dyn File>,
+        path: PathBuf,
+        file_number: u64,
+        file_bytes: u64,
+        cache: Option<Arc<BlockCache>>,
+        stats: Arc<ReadStats>,
+    ) -> Result<Table> {
+        let src = Source { file: file.as_ref(), path: &path, stats: &stats };
+        let footer_offset = check_size(file.as_ref(), &path, file_bytes).await?;
+        let footer = src.footer(footer_offset).await?;
+        let index = src.read_verified(footer.index, BlockType::Index).await?;
+        let index =
+            Block::new(index).map_err(|m| src.corrupt(m, footer.index, BlockType::Index))?;
+        let block_count = count_data_blocks(&index, footer_offset)
+            .map_err(|m| src.corrupt(m, footer.index, BlockType::Index))?;
+        let filter = match footer.filter {
+            Some(handle) => Some(src.filter(handle).await?),
+            None => None,
+        };
+        let properties = src.properties(footer.properties, file_bytes, block_count).await?;
+        Ok(Table {
+            file,
+            path,
+            file_number,
+            footer_offset,
+            index,
+            index_offset: footer.index.offset,
+            filter,
+            properties,
+            cache,
+            stats,
+        })
+    }
+
+    pub(crate) fn properties(&self) -> &TableProperties {
+        &self.properties
+    }
+
+    pub(crate) fn file_number(&self) -> u64 {
+        self.file_number
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the filter admits `user_key` (always true without a filter).
+    pub(crate) fn may_contain(&self, user_key: &[u8]) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.may_contain(user_key))
+    }
+
+    /// The newest version of `user_key` with a sequence number at most `read_seq`: `None` if
+    /// the table has none, `Some((seq, None))` for a tombstone. Consults the filter first.
+    pub(crate) async fn get(
+        &self,
+        user_key: &[u8],
+        read_seq: u64,
+    ) -> Result<Option<(u64, Option<Bytes>)>> {
+        if let Some(filter) = &self.filter {
+            self.stats.bloom_checks.fetch_add(1, Ordering::Relaxed);
+            if !filter.may_contain(user_key) {
+                self.stats.bloom_negatives.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+        }
+        let mut index = BlockIter::new(self.index.clone(), BlockType::Index);
+        index.seek(user_key, read_seq).map_err(|m| self.index_corrupt(m))?;
+        if !index.valid() {
+            return Ok(None);
+        }
+        let handle = self.data_handle(index.value())?;
+        let mut it = BlockIter::new(self.data_block(handle).await?, BlockType::Data);
+        it.seek(user_key, read_seq).map_err(|m| self.corrupt(m, handle, BlockType::Data))?;
+        if !it.valid() {
+            // The index key is the block's last key and sorts at or after the target, so the
+            // block must hold an entry at or after it.
+            let m = Malformed("ends before the key its index entry names");
+            return Err(self.corrupt(m, handle, BlockType::Data));
+        }
+        if it.user_key() != user_key {
+            return Ok(None);
+        }
+        let value = (!it.is_tombstone()).then(|| it.value_bytes());
+        Ok(Some((it.seq(), value)))
+    }
+
+    pub(crate) fn iter(self: &Arc<Self>) -> TableIter {
+        TableIter::new(Arc::clone(self), BlockIter::new(self.index.clone(), BlockType::Index))
+    }
+
+    /// Decodes an index entry's value as the handle of a data block inside the file.
+    pub(crate) fn data_handle(&self, value: &[u8]) -> Result<BlockHandle> {
+        decode_data_handle(value, self.footer_offset).map_err(|m| self.index_corrupt(m))
+    }
+
+    /// The verified contents of a data block, from the cache or the file.
+    pub(crate) async fn data_block(&self, handle: BlockHandle) -> Result<Block> {
+        let cached = self.cache.as_ref().and_then(|c| c.get(self.file_number, handle.offset));
+        let contents = match cached {
+            Some(contents) => contents,
+            None => {
+                let contents = self.read_verified(handle, BlockType::Data).await?;
+                self.stats.data_block_reads.fetch_add(1, Ordering::Relaxed);
+                if let Some(cache) = &self.cache {
+                    cache.insert(self.file_number, handle.offset, contents.clone());
+                }
+                contents
+            }
+        };
+        Block::new(contents).map_err(|m| self.corrupt(m, handle, BlockType::Data))
+    }
+
+    async fn read_verified(&self, handle: BlockHandle, block_type: BlockType) -> Result<Bytes> {
+        debug_assert!(handle.fits_before(self.footer_offset));
+        self.source().read_verified(handle, block_type).await
+    }
+
+    fn source(&self) -> Source<'_> {
+        Source { file: self.file.as_ref(), path: &self.path, stats: &self.stats }
+    }
+
+    pub(crate) fn corrupt(&self, m: Malformed, handle: BlockHandle, t: BlockType) -> Error {
+        self.source().corrupt(m, handle, t)
+    }
+
+    pub(crate) fn index_corrupt(&self, m: Malformed) -> Error {
+        m.at(&self.path, self.index_offset, BlockType::Index.name())
+    }
+}
+
+/// Checks the file's real size against the recorded one; returns where the footer starts.
+async fn check_size(file: &dyn File, path: &Path, file_bytes: u64) -> Result<u64> {
+    let actual = file.size().await.map_err(|e| Error::io("reading the size of", path, e))?;
+    if actual != file_bytes {
+        return Err(Error::corruption(
+            path,
+            actual.min(file_bytes),
+            format!("table file is {actual} bytes but {file_bytes} were recorded"),
+        ));
+    }
+    file_bytes.checked_sub(FOOTER_BYTES as u64).ok_or_else(|| {
+        Error::corruption(
+            path,
+            0,
+            format!("table file of {file_bytes} bytes is shorter than its footer"),
+        )
+    })
+}
+
+/// Where an open reads from: the file, its path for errors, and the counters to bump.
+struct Source<'a> {
+    file: &'a dyn File,
+    path: &'a Path,
+    stats: &'a ReadStats,
+}
+
+impl Source<'_> {
+    async fn footer(&self, footer_offset: u64) -> Result<Footer> {
+        let mut bytes = [0u8; FOOTER_BYTES];
+        read_exact_at(self.file, footer_offset, &mut bytes)
+            .await
+            .map_err(|e| Error::io("reading", self.path, e))?;
+        self.stats.bytes_read.fetch_add(FOOTER_BYTES as u64, Ordering::Relaxed);
+        Footer::decode(&bytes, footer_offset).map_err(|m| m.at(self.path, footer_offset, "footer"))
+    }
+
+    async fn filter(&self, handle: BlockHandle) -> Result<BloomFilter> {
+        let contents = self.read_verified(handle, BlockType::Filter).await?;
+        BloomFilter::decode(contents).map_err(|m| self.corrupt(m, handle, BlockType::Filter))
+    }
+
+    /// Reads the properties and checks them against the file size and the index.
+    async fn properties(
+        &self,
+        handle: BlockHandle,
+        file_bytes: u64,
+        data_blocks: u64,
+    ) -> Result<TableProperties> {
+        let contents = self.read_verified(handle, BlockType::Properties).await?;
+        let corrupt = |m| self.corrupt(m, handle, BlockType::Properties);
+        let props = properties::decode(&contents).map_err(corrupt)?;
+        if props.file_bytes != file_bytes || props.data_blocks != data_blocks {
+            return Err(corrupt(Malformed("disagree with the file size or the index")));
+        }
+        Ok(props)
+    }
+
+    /// Reads a block and its trailer and verifies the checksum and type.
+    async fn read_verified(&self, handle: BlockHandle, block_type: BlockType) -> Result<Bytes> {
+        let mut raw = vec![0u8; handle.sealed_len()];
+        read_exact_at(self.file, handle.offset, &mut raw)
+            .await
+            .map_err(|e| Error::io("reading", self.path, e))?;
+        self.stats.bytes_read.fetch_add(raw.len() as u64, Ordering::Relaxed);
+        unseal(Bytes::from(raw), block_type).map_err(|m| self.corrupt(m, handle, block_type))
+    }
+
+    fn corrupt(&self, m: Malformed, handle: BlockHandle, t: BlockType) -> Error {
+        m.at(self.path, handle.offset, t.name())
+    }
+}
+
+/// Decodes an index entry's value as the handle of a data block before the footer.
+fn decode_data_handle(value: &[u8], footer_offset: u64) -> Result<BlockHandle, Malformed> {
+    match BlockHandle::decode(value) {
+        Some(handle) if handle.fits_before(footer_offset) => Ok(handle),
+        _ => Err(Malformed("bad data block handle")),
+    }
+}
+
+/// Checks every index entry's handle and returns how many data blocks the index lists.
+fn count_data_blocks(index: &Block, footer_offset: u64) -> Result<u64, Malformed> {
+    let mut it = BlockIter::new(index.clone(), BlockType::Index);
+    let mut count = 0u64;
+    it.seek_to_first()?;
+    while it.valid() {
+        decode_data_handle(it.value(), footer_offset)?;
+        count += 1;
+        it.next()?;
+    }
+    Ok(count)
+}

@@ -1,0 +1,259 @@
+//! Writes a table from entries that arrive in internal order.
+//!
+//! Data blocks are written as they fill; the filter, index and properties blocks and the footer
+//! are written by `finish`, which then syncs the file. Invariant: the writer never writes a
+//! table the reader would reject or misread: entries out of order, sequence numbers too large
+//! for a trailer and oversized blocks are refused with an error before any byte of them is
+//! written, and after a failed write every later call fails.
+
+use super::block::{BlockBuilder, BlockType, BLOCK_TRAILER_BYTES};
+use super::filter::FilterBuilder;
+use super::footer::{BlockHandle, Footer, FOOTER_BYTES};
+use super::{key, properties, TableOptions, TableProperties, BLOCK_BYTES_MAX};
+use crate::error::{Error, Result};
+use crate::runtime::File;
+use bytes::Bytes;
+use std::cmp::Ordering;
+use std::path::PathBuf;
+
+/// The index holds one entry per data block and is binary-searched entry by entry, so its keys
+/// are all stored whole.
+const INDEX_RESTART_INTERVAL: usize = 1;
+
+/// Builds one table file.
+pub(crate) struct TableWriter {
+    file: Box<dyn File>,
+    path: PathBuf,
+    options: TableOptions,
+    /// Bytes written to the file so far.
+    offset: u64,
+    data_block: BlockBuilder,
+    index_block: BlockBuilder,
+    filter: Option<FilterBuilder>,
+    /// The encoded internal key of the last entry added.
+    last_key: Vec<u8>,
+    stats: Counts,
+    /// Set when a write failed: the file's contents are unknown, so nothing more may be added.
+    failed: bool,
+}
+
+/// Running totals for the properties block.
+#[derive(Debug, Default)]
+struct Counts {
+    smallest: Option<(Bytes, u64)>,
+    min_seq: u64,
+    max_seq: u64,
+    entries: u64,
+    tombstones: u64,
+    data_blocks: u64,
+}
+
+impl std::fmt::Debug for TableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the pending blocks or filter hashes: they can be megabytes.
+        f.debug_struct("TableWriter")
+            .field("path", &self.path)
+            .field("offset", &self.offset)
+            .field("entries", &self.stats.entries)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableWriter {
+    pub(crate) fn new(file: Box<dyn File>, path: PathBuf, options: TableOptions) -> Self {
+        let filter = (options.bloom_bits_per_key > 0)
+            .then(|| FilterBuilder::new(options.bloom_bits_per_key));
+        TableWriter {
+            file,
+            path,
+            data_block: BlockBuilder::new(options.restart_interval),
+            index_block: BlockBuilder::new(INDEX_RESTART_INTERVAL),
+            options,
+            offset: 0,
+            filter,
+            last_key: Vec::new(),
+            stats: Counts { min_seq: u64::MAX, ..Counts::default() },
+            failed: false,
+        }
+    }
+
+    /// Adds an entry. Entries must come in strictly increasing internal order (user key
+    /// ascending, then sequence number descending) with `seq <= SEQ_MAX`; anything else is a bug
+    /// in the caller and is refused with `InvalidArgument` rather than written.
+    pub(crate) async fn add(
+        &mut self,
+        user_key: &[u8],
+        seq: u64,
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        self.check_add(user_key, seq, value)?;
+        let new_user_key = self.stats.entries == 0 || key::parts(&self.last_key).0 != user_key;
+        if let (true, Some(filter)) = (new_user_key, self.filter.as_mut()) {
+            filter.add(user_key);
+        }
+        self.last_key.clear();
+        key::encode(&mut self.last_key, user_key, seq, key::kind_of(value));
+        self.data_block.add(&self.last_key, value.unwrap_or_default());
+        self.count(user_key, seq, value.is_none());
+        if self.data_block.size_estimate() >= self.options.block_bytes {
+            self.flush_data_block().await?;
+        }
+        Ok(())
+    }
+
+    fn check_add(&self, user_key: &[u8], seq: u64, value: Option<&[u8]>) -> Result<()> {
+        if self.failed {
+            return Err(self.failed_error());
+        }
+        if seq > key::SEQ_MAX {
+            return Err(Error::InvalidArgument(format!("sequence number {seq} exceeds 2^56 - 1")));
+        }
+        if self.stats.entries > 0 {
+            let (last_user, last_seq, _) = key::parts(&self.last_key);
+            if key::compare(last_user, last_seq, user_key, seq) != Ordering::Less {
+                return Err(Error::InvalidArgument(format!(
+                    "table entries out of order: (key {user_key:?}, seq {seq}) after (key \
+                     {last_user:?}, seq {last_seq})"
+                )));
+            }
+        }
+        let entry_bytes = 12 + user_key.len() + key::TRAILER_BYTES + value.map_or(0, <[u8]>::len);
+        if self.data_block.size_estimate() + entry_bytes + 4 > BLOCK_BYTES_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "an entry of {entry_bytes} bytes does not fit a table block"
+            )));
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, user_key: &[u8], seq: u64, tombstone: bool) {
+        let s = &mut self.stats;
+        if s.smallest.is_none() {
+            s.smallest = Some((Bytes::copy_from_slice(user_key), seq));
+        }
+        s.min_seq = s.min_seq.min(seq);
+        s.max_seq = s.max_seq.max(seq);
+        s.entries += 1;
+        s.tombstones += u64::from(tombstone);
+    }
+
+    /// Bytes written so far plus the pending data block: what the file would hold if finished
+    /// now, less the metadata blocks. Compaction uses it to split its output.
+    pub(crate) fn estimated_bytes(&self) -> u64 {
+        self.offset + self.data_block.size_estimate() as u64
+    }
+
+    /// Entries added so far.
+    pub(crate) fn entries(&self) -> u64 {
+        self.stats.entries
+    }
+
+    fn failed_error(&self) -> Error {
+        Error::InvalidArgument(format!(
+            "an earlier write to {} failed; the table must be discarded",
+            self.path.display()
+        ))
+    }
+
+    /// Writes one sealed block at the end of the file and returns its handle.
+    async fn write_block(&mut self, sealed: Vec<u8>) -> Result<BlockHandle> {
+        debug_assert!(sealed.len() >= BLOCK_TRAILER_BYTES);
+        let size = (sealed.len() - BLOCK_TRAILER_BYTES) as u64;
+        if size > BLOCK_BYTES_MAX as u64 {
+            self.failed = true;
+            return Err(Error::InvalidArgument(format!(
+                "a table block of {size} bytes is too large"
+            )));
+        }
+        self.write(&sealed).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<BlockHandle> {
+        let handle = BlockHandle {
+            offset: self.offset,
+            size: (bytes.len().saturating_sub(BLOCK_TRAILER_BYTES)) as u64,
+        };
+        if let Err(e) = self.file.write_at(self.offset, bytes).await {
+            self.failed = true;
+            return Err(Error::io("writing", &self.path, e));
+        }
+        self.offset += bytes.len() as u64;
+        Ok(handle)
+    }
+
+    async fn flush_data_block(&mut self) -> Result<()> {
+        debug_assert!(!self.data_block.is_empty());
+        let sealed = self.data_block.finish_sealed(BlockType::Data);
+        let handle = self.write_block(sealed).await?;
+        let mut value = Vec::with_capacity(16);
+        handle.encode_to(&mut value);
+        // The block's last key separates it from the next; no shorter separator is computed, so
+        // the index holds real keys that a reader can check.
+        self.index_block.add(&self.last_key, &value);
+        self.stats.data_blocks += 1;
+        Ok(())
+    }
+
+    /// Writes the filter, index and properties blocks and the footer, then syncs the file.
+    /// Fails if no entry was added: an empty table has no key range to record.
+    pub(crate) async fn finish(mut self) -> Result<TableProperties> {
+        if self.failed {
+            return Err(self.failed_error());
+        }
+        if self.stats.entries == 0 {
+            return Err(Error::InvalidArgument("a table needs at least one entry".into()));
+        }
+        if !self.data_block.is_empty() {
+            self.flush_data_block().await?;
+        }
+        let filter = match self.filter.take() {
+            Some(builder) => {
+                Some(self.write_meta_block(builder.finish(), BlockType::Filter).await?)
+            }
+            None => None,
+        };
+        let index = self.index_block.finish_sealed(BlockType::Index);
+        let index = self.write_block(index).await?;
+        let (properties, props_handle) = self.write_properties().await?;
+        let footer = Footer { index, filter, properties: props_handle };
+        self.write(&footer.encode()).await?;
+        debug_assert_eq!(self.offset, properties.file_bytes);
+        if let Err(e) = self.file.sync_data().await {
+            return Err(Error::io("syncing", &self.path, e));
+        }
+        Ok(properties)
+    }
+
+    async fn write_meta_block(
+        &mut self,
+        mut contents: Vec<u8>,
+        t: BlockType,
+    ) -> Result<BlockHandle> {
+        super::block::seal(&mut contents, 0, t);
+        self.write_block(contents).await
+    }
+
+    async fn write_properties(&mut self) -> Result<(TableProperties, BlockHandle)> {
+        let (smallest_key, smallest_seq) = self.stats.smallest.clone().unwrap_or_default();
+        let (largest_user, largest_seq, _) = key::parts(&self.last_key);
+        let largest_key = Bytes::copy_from_slice(largest_user);
+        let contents_len = properties::encoded_len(&smallest_key, &largest_key) as u64;
+        let file_bytes =
+            self.offset + contents_len + BLOCK_TRAILER_BYTES as u64 + FOOTER_BYTES as u64;
+        let p = TableProperties {
+            smallest_key,
+            smallest_seq,
+            largest_key,
+            largest_seq,
+            min_seq: self.stats.min_seq,
+            max_seq: self.stats.max_seq,
+            entries: self.stats.entries,
+            tombstones: self.stats.tombstones,
+            data_blocks: self.stats.data_blocks,
+            file_bytes,
+        };
+        let handle = self.write_meta_block(properties::encode(&p), BlockType::Properties).await?;
+        Ok((p, handle))
+    }
+}
