@@ -1,20 +1,36 @@
-//! The background worker: flushes memtables (and, later, compacts tables) off the write path.
+//! The background worker: flushes memtables and compacts tables off the write path.
 //!
-//! One task does all background work, flushes first, so version changes and MANIFEST writes
-//! are serialized without a lock held across I/O; it owns the MANIFEST. Writers, rotation and
-//! publication ring its doorbell. A failure poisons the database (fail-stop, like a failed WAL
-//! fsync): the state on disk is then whatever the last durable MANIFEST edit says, which the
-//! next open recovers.
+//! One task does all background work, in priority order: flushes first (they free memtables,
+//! which writers may be stalled on), then `compact_range` requests, then the compaction the
+//! tree needs most. Version changes and MANIFEST writes are thereby serialized without a lock
+//! held across I/O; the task owns the MANIFEST. Writers, rotation and publication ring its
+//! doorbell. A failure poisons the database (fail-stop, like a failed WAL fsync): the state on
+//! disk is then whatever the last durable MANIFEST edit says, which the next open recovers.
+//!
+//! Tables a compaction made obsolete are deleted once no version a reader holds names them
+//! (checked after every job); those still held when the database closes are deleted at the
+//! next open.
 //!
 //! The task holds only a `Weak` reference to the database, so dropping every handle ends it;
 //! `close` stops and joins it, after the WAL is sealed.
 
+use crate::compaction::{self, Pointers};
 use crate::db::DbInner;
+use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::runtime::JoinHandle;
-use crate::signal::Doorbell;
+use crate::signal::{Doorbell, Signal};
+use crate::version::{FileMeta, LEVELS};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
+
+/// A `compact_range` call: the range, and where to tell its caller the outcome.
+#[derive(Debug)]
+pub(crate) struct RangeRequest {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub done: Arc<Signal<Result<()>>>,
+}
 
 /// Counts a background job as running for as long as it lives, however it ends.
 struct Running<'a>(&'a AtomicU64);
@@ -32,27 +48,136 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Starts the background worker of `db`, which takes ownership of the MANIFEST.
-pub(crate) fn start(db: &Arc<DbInner>, manifest: Manifest) -> JoinHandle {
-    let task = run(Arc::downgrade(db), Arc::clone(&db.work_bell), manifest);
-    db.rt.spawn("jadedb-background", Box::pin(task))
+/// What the worker keeps between jobs.
+struct Worker {
+    manifest: Manifest,
+    pointers: Pointers,
+    /// Tables no longer in the current version, waiting for readers to let go of them.
+    obsolete: Vec<Arc<FileMeta>>,
 }
 
-async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut manifest: Manifest) {
+/// Starts the background worker of `db`, which takes ownership of the MANIFEST.
+pub(crate) fn start(db: &Arc<DbInner>, manifest: Manifest) -> JoinHandle {
+    let worker = Worker { manifest, pointers: Pointers::default(), obsolete: Vec::new() };
+    let task = run(Arc::downgrade(db), Arc::clone(&db.work_bell), worker);
+    let handle = db.rt.spawn("jadedb-background", Box::pin(task));
+    // The recovered tree may already need a compaction.
+    db.work_bell.ring();
+    handle
+}
+
+async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
     while bell.wait().await {
         let Some(db) = db.upgrade() else { break };
         while db.check_not_poisoned().is_ok() {
-            let running = Running::start(&db.counters.background_jobs_running);
-            let flushed = crate::flush::flush_oldest(&db, &mut manifest).await;
-            drop(running);
-            match flushed {
-                Ok(true) => continue,
+            let step = worker.step(&db).await;
+            match step {
+                Ok(true) => {
+                    worker.remove_unreferenced(&db).await;
+                    #[cfg(feature = "invariants")]
+                    crate::invariants::check_tree(&db, &worker.obsolete).await;
+                }
                 Ok(false) => break,
                 Err(err) => {
-                    tracing::error!(error = %err, "background flush failed");
-                    db.poison(&format!("a flush failed: {err}"));
+                    tracing::error!(error = %err, "background work failed");
+                    db.poison(&format!("background work failed: {err}"));
                 }
             }
         }
+        worker.remove_unreferenced(&db).await;
+        fail_requests(&db);
+    }
+}
+
+impl Worker {
+    /// Does the most urgent job, if any; returns whether it did one.
+    async fn step(&mut self, db: &Arc<DbInner>) -> Result<bool> {
+        let flushing = Running::start(&db.counters.flushes_running);
+        if crate::flush::flush_oldest(db, &mut self.manifest).await? {
+            return Ok(true);
+        }
+        drop(flushing);
+        if self.range_step(db).await? {
+            return Ok(true);
+        }
+        let version = db.current();
+        let o = &db.options;
+        // Level 0 is compacted at the slowdown threshold at the latest, or writes would stall
+        // for a compaction that never comes.
+        let l0_files = o.l0_compaction_files.min(o.l0_slowdown_files);
+        let Some(c) = compaction::pick(&version, l0_files, o.level1_bytes_max, &mut self.pointers)
+        else {
+            return Ok(false);
+        };
+        drop(version);
+        self.compact(db, c).await?;
+        Ok(true)
+    }
+
+    async fn compact(&mut self, db: &Arc<DbInner>, c: compaction::Compaction) -> Result<()> {
+        let _running = Running::start(&db.counters.compactions_running);
+        let obsolete = compaction::run(db, &mut self.manifest, c).await?;
+        self.obsolete.extend(obsolete);
+        db.changed.notify_all();
+        Ok(())
+    }
+
+    /// Does one compaction of the oldest `compact_range` request, or completes it once no
+    /// level above the deepest one holding data (level 1 at least) overlaps its range.
+    async fn range_step(&mut self, db: &Arc<DbInner>) -> Result<bool> {
+        let range = {
+            let requests = db.range_requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(r) = requests.first() else { return Ok(false) };
+            (r.start.clone(), r.end.clone())
+        };
+        let version = db.current();
+        // Data only in level 0 still moves to level 1, where it no longer overlaps itself.
+        let deepest =
+            (0..LEVELS).rev().find(|&l| !version.levels[l].is_empty()).unwrap_or(0).max(1);
+        let next =
+            (0..deepest).find_map(|l| compaction::pick_range(&version, l, &range.0, &range.1));
+        drop(version);
+        match next {
+            Some(c) => self.compact(db, c).await?,
+            None => {
+                let request =
+                    db.range_requests.lock().unwrap_or_else(PoisonError::into_inner).remove(0);
+                let _ = request.done.fill(Ok(()));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Deletes obsolete tables that no version names any more.
+    async fn remove_unreferenced(&mut self, db: &DbInner) {
+        let (free, held): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.obsolete).into_iter().partition(|f| Arc::strong_count(f) == 1);
+        self.obsolete = held;
+        for f in free {
+            db.table_cache.evict(f.number);
+            let path = db.dir.join(crate::sstable::file_name(f.number));
+            match db.rt.fs().remove(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Costs only space: the next open deletes what no version names.
+                Err(e) => {
+                    tracing::warn!(table = %path.display(), error = %e, "could not delete a table")
+                }
+            }
+        }
+    }
+}
+
+/// Once poisoned, fails every waiting `compact_range`.
+fn fail_requests(db: &DbInner) {
+    let Err(err) = db.check_not_poisoned() else { return };
+    let requests =
+        std::mem::take(&mut *db.range_requests.lock().unwrap_or_else(PoisonError::into_inner));
+    for r in requests {
+        let copy = match &err {
+            Error::Poisoned(cause) => Error::Poisoned(Arc::clone(cause)),
+            _ => Error::Closed,
+        };
+        let _ = r.done.fill(Err(copy));
     }
 }

@@ -23,7 +23,7 @@ use crate::memtable::{keep_newest, Memtable, Slot};
 use crate::metrics::{Counters, Metrics};
 use crate::options::{Options, WriteOptions};
 use crate::runtime::{FileLock, JoinHandle, RuntimeRef};
-use crate::signal::{Doorbell, Notify};
+use crate::signal::{Doorbell, Notify, Signal};
 use crate::sstable::ReadStats;
 use crate::table_cache::TableCache;
 use crate::version::Version;
@@ -70,11 +70,13 @@ pub(crate) struct DbInner {
     /// Publication rings the background worker once the visible sequence number reaches this:
     /// a retired memtable can be flushed only once every write in it is published.
     flush_wait_seq: AtomicU64,
-    table_cache: TableCache,
-    block_cache: Option<Arc<BlockCache>>,
+    pub(crate) table_cache: TableCache,
+    pub(crate) block_cache: Option<Arc<BlockCache>>,
     read_stats: Arc<ReadStats>,
     /// Sequence numbers pinned by live snapshots, with how many snapshots pin each.
     snapshots: Mutex<BTreeMap<u64, usize>>,
+    /// `compact_range` calls waiting for the background worker.
+    pub(crate) range_requests: Mutex<Vec<crate::background::RangeRequest>>,
     visible_seq: AtomicU64,
     poisoned: OnceLock<Arc<str>>,
     closed: AtomicBool,
@@ -125,6 +127,7 @@ impl Db {
             block_cache,
             read_stats,
             snapshots: Mutex::default(),
+            range_requests: Mutex::default(),
             visible_seq: AtomicU64::new(r.last_seq),
             poisoned: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -195,7 +198,7 @@ impl Db {
     /// The value of `key`, or `None` if it is absent.
     pub async fn get_async(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.inner.check_open()?;
-        self.inner.get_at(key, self.latest_sequence()).await
+        self.inner.get_at(key, None).await
     }
 
     /// Every live key and value in `[start, end)` (to the last key if `end` is `None`), in key
@@ -212,17 +215,40 @@ impl Db {
         end: Option<&[u8]>,
     ) -> Result<Vec<(Bytes, Bytes)>> {
         self.inner.check_open()?;
-        self.inner.scan_at(start, end, self.latest_sequence()).await
+        self.inner.scan_at(start, end, None).await
     }
 
     /// A consistent view of the database as of now: reads through it see exactly the writes
     /// visible at this moment, however much is written, flushed or compacted meanwhile. Holding
     /// it keeps the versions it needs from being compacted away.
     pub fn snapshot(&self) -> Snapshot {
-        let seq = self.latest_sequence();
+        // Read and pinned under the lock a compaction reads the pins under: a compaction that
+        // missed this pin started before it, when no version newer than `seq` was in a table.
         let mut pinned = self.inner.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = self.latest_sequence();
         *pinned.entry(seq).or_insert(0) += 1;
         Snapshot { db: self.clone(), seq }
+    }
+
+    /// Compacts every table holding keys in `[start, end]` (both inclusive) down the levels,
+    /// dropping overwritten versions and tombstones no snapshot needs. Waits for the work, done
+    /// by the background worker. Writes still in memtables are not included.
+    pub fn compact_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        crate::blocking::block_on(self.compact_range_async(start, end))
+    }
+
+    /// See [`Db::compact_range`].
+    pub async fn compact_range_async(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        self.inner.check_writable()?;
+        let done = Signal::new();
+        let request = crate::background::RangeRequest {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            done: Arc::clone(&done),
+        };
+        self.inner.range_requests.lock().unwrap_or_else(PoisonError::into_inner).push(request);
+        self.inner.work_bell.ring();
+        done.wait().await
     }
 
     /// The sequence number of the newest write visible to reads. Never decreases.
@@ -292,7 +318,7 @@ impl Snapshot {
     /// See [`Snapshot::get`].
     pub async fn get_async(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.db.inner.check_open()?;
-        self.db.inner.get_at(key, self.seq).await
+        self.db.inner.get_at(key, Some(self.seq)).await
     }
 
     /// Every live key and value in `[start, end)` as of the snapshot; see [`Db::scan`].
@@ -307,7 +333,7 @@ impl Snapshot {
         end: Option<&[u8]>,
     ) -> Result<Vec<(Bytes, Bytes)>> {
         self.db.inner.check_open()?;
-        self.db.inner.scan_at(start, end, self.seq).await
+        self.db.inner.scan_at(start, end, Some(self.seq)).await
     }
 }
 
@@ -357,13 +383,13 @@ impl DbInner {
         Error::Poisoned(Arc::clone(cause))
     }
 
-    /// The value of `key` at sequence number `seq`: memtables newest first, then tables.
-    async fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Bytes>> {
-        // Memtables before the version: see the module header.
-        if let Some(slot) = find(&self.memtables_newest_first(), key, seq) {
+    /// The value of `key` at sequence number `seq` (a snapshot's) or, if `None`, the latest:
+    /// memtables newest first, then tables.
+    async fn get_at(&self, key: &[u8], seq: Option<u64>) -> Result<Option<Bytes>> {
+        let (memtables, version, seq) = self.read_view(seq);
+        if let Some(slot) = find(&memtables, key, seq) {
             return Ok(slot);
         }
-        let version = self.current();
         for file in version.files_for_key(key) {
             if file.min_seq > seq {
                 continue; // every entry in it is newer than the read
@@ -376,18 +402,19 @@ impl DbInner {
         Ok(None)
     }
 
-    /// Every live key in `[start, end)` at sequence number `seq`, with its value.
+    /// Every live key in `[start, end)` at sequence number `seq` (as in `get_at`), with its
+    /// value.
     async fn scan_at(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
-        seq: u64,
+        seq: Option<u64>,
     ) -> Result<Vec<(Bytes, Bytes)>> {
+        let (memtables, version, seq) = self.read_view(seq);
         let mut newest = BTreeMap::new();
-        for table in self.memtables_newest_first() {
+        for table in memtables {
             table.newest_in(start, end, seq, &mut newest);
         }
-        let version = self.current();
         let in_range = |f: &&Arc<crate::version::FileMeta>| {
             f.largest_key.as_ref() >= start && end.is_none_or(|end| f.smallest_key.as_ref() < end)
         };
@@ -412,6 +439,18 @@ impl DbInner {
             }
         }
         Ok(newest.into_iter().filter_map(|(k, (_, v))| v.map(|v| (k, v))).collect())
+    }
+
+    /// What a read consults: the memtables, then the version, then (unless a snapshot gives
+    /// it) the sequence number, in that order. Memtables before the version, because a flush
+    /// installs its version before dropping the memtable; the sequence number last, because
+    /// a compaction may drop versions older than the newest one published when it started,
+    /// and a latest read taken after the version is installed sees that newest one.
+    fn read_view(&self, seq: Option<u64>) -> (Vec<Arc<Memtable>>, Arc<Version>, u64) {
+        let memtables = self.memtables_newest_first();
+        let version = self.current();
+        let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::SeqCst));
+        (memtables, version, seq)
     }
 
     pub(crate) fn current(&self) -> Arc<Version> {
@@ -490,6 +529,11 @@ impl DbInner {
         self.changed.notify_all();
     }
 
+    /// The sequence numbers live snapshots pin, ascending.
+    pub(crate) fn pinned_snapshots(&self) -> Vec<u64> {
+        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
+    }
+
     /// How many memtables are held, the active one included.
     pub(crate) fn memtable_count(&self) -> usize {
         self.memtables.read().unwrap_or_else(PoisonError::into_inner).immutable.len() + 1
@@ -545,6 +589,11 @@ impl DbInner {
         if let Some(cache) = &self.block_cache {
             m.block_cache_hits = cache.hits();
             m.block_cache_misses = cache.misses();
+        }
+        let version = self.current();
+        for (level, files) in version.levels.iter().enumerate() {
+            m.level_files[level] = files.len() as u64;
+            m.level_bytes[level] = files.iter().map(|f| f.file_bytes).sum();
         }
         m
     }

@@ -20,9 +20,12 @@ mod batch;
 mod blocking;
 mod cache;
 mod commit;
+mod compaction;
 mod db;
 mod error;
 mod flush;
+#[cfg(feature = "invariants")]
+mod invariants;
 mod manifest;
 mod memtable;
 mod metrics;

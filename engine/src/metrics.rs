@@ -17,7 +17,11 @@ pub(crate) struct Counters {
     pub manifest_syncs: AtomicU64,
     pub write_stalls: AtomicU64,
     pub write_stall_us: AtomicU64,
-    pub background_jobs_running: AtomicU64,
+    pub flushes_running: AtomicU64,
+    pub compactions_running: AtomicU64,
+    pub compactions: AtomicU64,
+    pub compaction_bytes_read: AtomicU64,
+    pub compaction_bytes_written: AtomicU64,
 }
 
 impl Counters {
@@ -38,7 +42,13 @@ impl Counters {
             manifest_syncs: get(&self.manifest_syncs),
             write_stalls: get(&self.write_stalls),
             write_stall_us: get(&self.write_stall_us),
-            background_jobs_running: get(&self.background_jobs_running),
+            flushes_running: get(&self.flushes_running),
+            compactions_running: get(&self.compactions_running),
+            compactions: get(&self.compactions),
+            compaction_bytes_read: get(&self.compaction_bytes_read),
+            compaction_bytes_written: get(&self.compaction_bytes_written),
+            level_files: [0; 7],
+            level_bytes: [0; 7],
             block_cache_hits: 0,
             block_cache_misses: 0,
             data_block_reads: 0,
@@ -71,8 +81,17 @@ pub struct Metrics {
     /// Times writes stopped to wait for a flush, and the time they waited in all, in µs.
     pub write_stalls: u64,
     pub write_stall_us: u64,
-    /// Background jobs (flushes) running now.
-    pub background_jobs_running: u64,
+    /// Flushes and compactions running now.
+    pub flushes_running: u64,
+    pub compactions_running: u64,
+    /// Compactions done, and the table bytes they read and wrote. Write amplification is
+    /// `(flush_bytes + compaction_bytes_written) / bytes the user wrote`.
+    pub compactions: u64,
+    pub compaction_bytes_read: u64,
+    pub compaction_bytes_written: u64,
+    /// Tables and their bytes per level, L0 first, in the current version.
+    pub level_files: [u64; 7],
+    pub level_bytes: [u64; 7],
     /// Block cache lookups that found the block, and that did not.
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,

@@ -19,6 +19,11 @@ pub struct Options {
     pub(crate) block_cache_bytes: usize,
     pub(crate) open_tables_max: usize,
     pub(crate) manifest_bytes_max: u64,
+    pub(crate) l0_compaction_files: usize,
+    pub(crate) l0_slowdown_files: usize,
+    pub(crate) l0_stop_files: usize,
+    pub(crate) level1_bytes_max: u64,
+    pub(crate) target_file_bytes: u64,
     #[cfg(feature = "planted-bugs")]
     pub(crate) planted_bug: Option<PlantedBug>,
 }
@@ -38,6 +43,11 @@ impl Default for Options {
             block_cache_bytes: 8 << 20,
             open_tables_max: 1000,
             manifest_bytes_max: 64 << 20,
+            l0_compaction_files: 4,
+            l0_slowdown_files: 20,
+            l0_stop_files: 36,
+            level1_bytes_max: 64 << 20,
+            target_file_bytes: 8 << 20,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -132,6 +142,36 @@ impl Options {
         self
     }
 
+    /// Level-0 tables that trigger a compaction into level 1. Default 4. Fewer keeps point reads
+    /// cheaper (each level-0 table may be consulted) at the cost of more compaction work.
+    pub fn l0_compaction_files(mut self, n: usize) -> Self {
+        self.l0_compaction_files = n.max(1);
+        self
+    }
+
+    /// Level-0 tables at which each write group is delayed by a millisecond, and at which
+    /// writes stop until compaction catches up (both counted in `Metrics::write_stalls`).
+    /// Defaults 20 and 36. They bound how far flushes may run ahead of compaction.
+    pub fn l0_stall_files(mut self, slowdown: usize, stop: usize) -> Self {
+        self.l0_slowdown_files = slowdown.max(1);
+        self.l0_stop_files = stop.max(self.l0_slowdown_files);
+        self
+    }
+
+    /// Target bytes of level 1; each deeper level's target is 10 times the one above. Default
+    /// 64 MiB. A level past its target is compacted into the next.
+    pub fn level1_bytes_max(mut self, bytes: u64) -> Self {
+        self.level1_bytes_max = bytes.max(1);
+        self
+    }
+
+    /// Size at which a compaction cuts its output table. Default 8 MiB. Smaller tables make
+    /// each compaction step smaller and the MANIFEST and table cache busier.
+    pub fn target_file_bytes(mut self, bytes: u64) -> Self {
+        self.target_file_bytes = bytes.max(1);
+        self
+    }
+
     pub(crate) fn table_options(&self) -> crate::sstable::TableOptions {
         crate::sstable::TableOptions {
             block_bytes: self.table_block_bytes,
@@ -171,6 +211,8 @@ pub enum PlantedBug {
     AcceptTornWalRecord,
     /// A flush deletes the memtable's WAL before the MANIFEST edit naming its table is durable.
     DeleteWalBeforeManifest,
+    /// Compaction ignores live snapshots, dropping every version but the newest of each key.
+    CompactionIgnoresSnapshots,
 }
 
 /// Per-write options.

@@ -7,7 +7,9 @@
 pub mod faultfs;
 pub mod memfs;
 pub mod predicate;
+pub mod runtime;
 
 pub use faultfs::{Effect, FaultFs};
 pub use memfs::{CrashReport, MemFs, MemFsStats};
 pub use predicate::{Call, OpKind, Predicate};
+pub use runtime::MemRuntime;

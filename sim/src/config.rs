@@ -16,12 +16,19 @@ pub enum Bug {
     AckBeforeSync,
     /// A flush deletes its WAL before the MANIFEST durably names the table replacing it.
     DeleteWalEarly,
+    /// Compaction drops versions that live snapshots still read.
+    CompactionIgnoresSnapshots,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 4] =
-        [Bug::SyncNoop, Bug::AcceptTornWal, Bug::AckBeforeSync, Bug::DeleteWalEarly];
+    pub const ALL: [Bug; 5] = [
+        Bug::SyncNoop,
+        Bug::AcceptTornWal,
+        Bug::AckBeforeSync,
+        Bug::DeleteWalEarly,
+        Bug::CompactionIgnoresSnapshots,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -30,6 +37,7 @@ impl Bug {
             Bug::AcceptTornWal => "accept-torn-wal",
             Bug::AckBeforeSync => "ack-before-sync",
             Bug::DeleteWalEarly => "delete-wal-early",
+            Bug::CompactionIgnoresSnapshots => "compaction-ignores-snapshots",
         }
     }
 
@@ -73,6 +81,11 @@ pub struct TableConfig {
     pub block_cache_bytes: usize,
     pub open_tables_max: usize,
     pub manifest_bytes_max: u64,
+    pub l0_compaction_files: usize,
+    /// Level-0 tables at which writes slow down, and stop.
+    pub l0_stall_files: (usize, usize),
+    pub level1_bytes_max: u64,
+    pub target_file_bytes: u64,
 }
 
 impl TableConfig {
@@ -84,6 +97,10 @@ impl TableConfig {
             block_cache_bytes: *pick(rng, &[0, 1024, 1 << 20]),
             open_tables_max: *pick(rng, &[1, 3, 1000]),
             manifest_bytes_max: *pick(rng, &[1, 512, 64 << 20]),
+            l0_compaction_files: *pick(rng, &[1, 2, 2, 3, 4]),
+            l0_stall_files: *pick(rng, &[(2, 3), (3, 6), (20, 36)]),
+            level1_bytes_max: *pick(rng, &[1, 1024, 8 << 10, 64 << 20]),
+            target_file_bytes: *pick(rng, &[1, 512, 4096, 8 << 20]),
         }
     }
 }
@@ -99,6 +116,8 @@ pub struct ScenarioConfig {
     pub value_bytes_max: usize,
     pub sync_percent: u32,
     pub read_percent: u32,
+    /// Of client operations, the percentage that are `compact_range` calls.
+    pub compact_percent: u32,
     pub delete_percent: u32,
     pub batch_percent: u32,
     pub batch_ops_max: usize,
@@ -148,6 +167,7 @@ impl ScenarioConfig {
             // Every scenario mixes synced and unsynced writes; the mix varies.
             sync_percent: *pick(&mut rng, &[5, 20, 50, 80, 95]),
             read_percent: rng.gen_range(10..=50),
+            compact_percent: *pick(&mut rng, &[1, 3, 6]),
             delete_percent: rng.gen_range(0..=30),
             batch_percent: rng.gen_range(0..=50),
             batch_ops_max: rng.gen_range(2..=8),

@@ -91,12 +91,14 @@ mod cli {
             s.full_coverage, s.with_rotation, s.with_torn_write, s.with_failed_writes, s.with_clean_close
         );
         println!(
-            "tables: flush in {} scenarios, a crash during a flush in {}",
-            s.with_flush, s.with_crash_in_flush
+            "tables: flush in {} scenarios, a crash during a flush in {}; compaction in {}, a \
+             crash during a compaction in {}",
+            s.with_flush, s.with_crash_in_flush, s.with_compaction, s.with_crash_in_compaction
         );
         println!(
             "totals: {} crashes, {} recoveries checked, {} writes acked ({} synced), {} failed, \
-             {} reads, {} scans and {} snapshot reads checked, {} flushes",
+             {} reads, {} scans and {} snapshot reads checked, {} flushes, {} compactions, \
+             {} compact_range calls",
             t.crashes,
             t.recoveries,
             t.writes_acked,
@@ -105,7 +107,9 @@ mod cli {
             t.reads,
             t.scans,
             t.snapshot_reads,
-            t.flushes
+            t.flushes,
+            t.compactions,
+            t.compact_ranges
         );
         println!(
             "speed: {:.0} scenarios per second ({count} in {secs:.1}s on {jobs} jobs)",

@@ -21,6 +21,8 @@ pub struct Summary {
     pub with_rotation: u64,
     pub with_flush: u64,
     pub with_crash_in_flush: u64,
+    pub with_compaction: u64,
+    pub with_crash_in_compaction: u64,
     pub with_torn_write: u64,
     pub with_failed_writes: u64,
     pub with_clean_close: u64,
@@ -110,6 +112,9 @@ fn tally(s: &mut Summary, o: &Outcome) {
     t.torn_writes += st.torn_writes;
     t.flushes += st.flushes;
     t.crashes_in_flush += st.crashes_in_flush;
+    t.compactions += st.compactions;
+    t.crashes_in_compaction += st.crashes_in_compaction;
+    t.compact_ranges += st.compact_ranges;
     t.snapshot_reads += st.snapshot_reads;
     t.scans += st.scans;
     let unsynced = st.writes_acked > st.synced_acked;
@@ -118,6 +123,8 @@ fn tally(s: &mut Summary, o: &Outcome) {
     s.with_rotation += u64::from(st.rotations > 0);
     s.with_flush += u64::from(st.flushes > 0);
     s.with_crash_in_flush += u64::from(st.crashes_in_flush > 0);
+    s.with_compaction += u64::from(st.compactions > 0);
+    s.with_crash_in_compaction += u64::from(st.crashes_in_compaction > 0);
     s.with_torn_write += u64::from(st.torn_writes > 0);
     s.with_failed_writes += u64::from(st.writes_failed > 0);
     s.with_clean_close += u64::from(st.clean_closes > 0);

@@ -36,8 +36,11 @@ pub struct Stats {
     pub rotations: u64,
     pub torn_writes: u64,
     pub flushes: u64,
-    /// Crashes that landed while a flush was writing.
+    pub compactions: u64,
+    /// Crashes that landed while a flush, or a compaction, was running.
     pub crashes_in_flush: u64,
+    pub crashes_in_compaction: u64,
+    pub compact_ranges: u64,
     pub snapshot_reads: u64,
     pub scans: u64,
 }
@@ -116,7 +119,9 @@ async fn simulate(config: ScenarioConfig, shared: Arc<Shared>, trace: Trace) {
             let mut stats = lock(&shared.stats);
             stats.rotations += m.memtable_rotations;
             stats.flushes += m.flushes;
-            stats.crashes_in_flush += u64::from(m.background_jobs_running > 0);
+            stats.compactions += m.compactions;
+            stats.crashes_in_flush += u64::from(m.flushes_running > 0);
+            stats.crashes_in_compaction += u64::from(m.compactions_running > 0);
         }
         handle.kill(node.id());
         trace.event(now_ns(), || format!("crash of cycle {cycle}"));
@@ -163,6 +168,7 @@ fn options(config: &ScenarioConfig, cycle: usize) -> Options {
         Some(Bug::AckBeforeSync) => Some(PlantedBug::AckBeforeSync),
         Some(Bug::AcceptTornWal) => Some(PlantedBug::AcceptTornWalRecord),
         Some(Bug::DeleteWalEarly) => Some(PlantedBug::DeleteWalBeforeManifest),
+        Some(Bug::CompactionIgnoresSnapshots) => Some(PlantedBug::CompactionIgnoresSnapshots),
         Some(Bug::SyncNoop) | None => None,
     };
     let cycle = cycle.min(config.cycles - 1);
@@ -175,6 +181,10 @@ fn options(config: &ScenarioConfig, cycle: usize) -> Options {
         .block_cache_bytes(tables.block_cache_bytes)
         .open_tables_max(tables.open_tables_max)
         .manifest_bytes_max(tables.manifest_bytes_max)
+        .l0_compaction_files(tables.l0_compaction_files)
+        .l0_stall_files(tables.l0_stall_files.0, tables.l0_stall_files.1)
+        .level1_bytes_max(tables.level1_bytes_max)
+        .target_file_bytes(tables.target_file_bytes)
         .commit_group_bytes_max(config.group_bytes_max)
         .commit_window(Duration::from_micros(config.commit_window_us))
         .wal_preallocate_bytes(config.wal_preallocate_bytes)
@@ -253,11 +263,12 @@ impl Process {
             if self.shared.failed() {
                 return;
             }
-            if (client, op) != (0, 0)
-                && (client, op) != (0, 1)
-                && rng.gen_range(0..100) < self.config.read_percent
-            {
+            let first_two = (client, op) == (0, 0) || (client, op) == (0, 1);
+            if !first_two && rng.gen_range(0..100) < self.config.compact_percent {
+                self.compact_range(&db, &mut rng).await;
+            } else if !first_two && rng.gen_range(0..100) < self.config.read_percent {
                 match rng.gen_range(0..10) {
+                    0 | 1 if snapshot.is_none() => snapshot = Some(db.snapshot()),
                     0 => snapshot = Some(db.snapshot()),
                     1 | 2 => self.scan(&db, &mut rng).await,
                     3..=5 if snapshot.is_some() => {
@@ -271,6 +282,15 @@ impl Process {
             }
             if rng.gen_bool(0.3) {
                 madsim::time::sleep(Duration::from_millis(rng.gen_range(1..4))).await;
+            }
+        }
+        // A snapshot read last, after whatever flushes and compactions ran meanwhile.
+        if let Some(snap) = &snapshot {
+            if !self.shared.failed() && rng.gen_bool(0.5) {
+                self.compact_range(&db, &mut rng).await;
+            }
+            if !self.shared.failed() {
+                self.snapshot_read(snap, &mut rng).await;
             }
         }
     }
@@ -344,6 +364,21 @@ impl Process {
         if let Some(stray) = got.keys().find(|k| !keys.contains(k)) {
             drop(model);
             self.shared.fail(&self.trace, format!("scan returned {stray:?}, outside its range"));
+        }
+    }
+
+    /// A `compact_range` over a random range; under faults it may fail (the database is then
+    /// poisoned), otherwise it must succeed.
+    async fn compact_range(&self, db: &Db, rng: &mut ChaCha8Rng) {
+        let a = rng.gen_range(0..self.config.keys);
+        let b = rng.gen_range(a..self.config.keys);
+        let result = db.compact_range_async(&key_name(a), &key_name(b)).await;
+        self.trace.event(now_ns(), || format!("compact_range [{a}, {b}] -> {result:?}"));
+        lock(&self.shared.stats).compact_ranges += 1;
+        if let Err(e) = result {
+            if !self.faults.any() {
+                self.shared.fail(&self.trace, format!("compact_range failed without faults: {e}"));
+            }
         }
     }
 
@@ -511,6 +546,17 @@ async fn final_check(
                 // As client 0 at the start of a cycle: one unsynced write, then a synced one.
                 for op in 0..2 {
                     process.write(&db, &mut rng, 0, op).await;
+                }
+                // As a user tidying up: everything on disk compacted down, then checked again
+                // by the next recovery.
+                if let Err(e) = db.compact_range_async(b"", b"\xff").await {
+                    process.shared.fail(&process.trace, format!("final compact_range failed: {e}"));
+                }
+                let m = db.metrics();
+                {
+                    let mut stats = lock(&process.shared.stats);
+                    stats.flushes += m.flushes;
+                    stats.compactions += m.compactions;
                 }
                 process.close_cleanly(&db).await;
             }

@@ -1,45 +1,13 @@
 //! The engine over the crashing in-memory disk, driven directly: fail-stop after a failed
 //! fsync, recovery on reopen, size limits, concurrency.
 
-use jadedb::runtime::{BoxFuture, FileSystem, JoinHandle, Runtime, StdRuntime};
+use jadedb::runtime::{BoxFuture, FileSystem, JoinHandle, Runtime};
 use jadedb::{Db, Error, Options, WriteBatch, WriteOptions, KEY_BYTES_MAX};
-use jadedb_fault::{MemFs, Predicate};
+use jadedb_fault::{MemFs, MemRuntime, Predicate};
 use rand_chacha::rand_core::SeedableRng;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The in-memory crashing disk with the std runtime's clock and threads: the engine's real
-/// concurrency over a disk the test can crash and break.
-#[derive(Debug)]
-struct MemRuntime {
-    fs: MemFs,
-    std: StdRuntime,
-}
-
-impl MemRuntime {
-    fn new(fs: &MemFs) -> Arc<Self> {
-        Arc::new(MemRuntime { fs: fs.clone(), std: StdRuntime::new() })
-    }
-}
-
-impl Runtime for MemRuntime {
-    fn fs(&self) -> &dyn FileSystem {
-        &self.fs
-    }
-    fn now(&self) -> Duration {
-        self.std.now()
-    }
-    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        self.std.sleep(d)
-    }
-    fn spawn(&self, name: &str, task: BoxFuture<'static, ()>) -> JoinHandle {
-        self.std.spawn(name, task)
-    }
-    fn random_u64(&self) -> u64 {
-        self.std.random_u64()
-    }
-}
 
 fn open(fs: &MemFs) -> jadedb::Result<Db> {
     Db::open("/db", Options::default(), MemRuntime::new(fs))

@@ -40,3 +40,8 @@ fn ack_before_fsync_is_found() {
 fn wal_deleted_before_the_manifest_names_its_table_is_found() {
     assert_found(Bug::DeleteWalEarly);
 }
+
+#[test]
+fn compaction_that_ignores_snapshots_is_found() {
+    assert_found(Bug::CompactionIgnoresSnapshots);
+}

@@ -342,6 +342,7 @@ async fn write_stage(
     if state.sealed {
         return Err(Error::Closed);
     }
+    throttle_for_level0(db).await?;
     if db.active_memtable_full() {
         rotate(db, state).await?;
     }
@@ -411,7 +412,7 @@ fn apply(db: &DbInner, memtable: &Memtable, members: &mut [Pending]) {
 /// Retires the full memtable and its WAL and starts new ones, first waiting (stalling every
 /// writer, since the leader holds the pipeline) while `memtables_max` memtables are held.
 async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
-    wait_for_room(db).await?;
+    stall_until(db, |db| db.memtable_count() < db.options.memtables_max).await?;
     // Recovery treats any damage in a log that is not the newest as corruption, which is only
     // true if that log was wholly synced (and cut to its length) before a newer one could exist.
     state.wal.finish(&db.counters.wal_syncs).await?;
@@ -424,20 +425,38 @@ async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
     Ok(())
 }
 
-/// Waits until a flush frees a memtable, counting the stall and its duration.
-async fn wait_for_room(db: &Arc<DbInner>) -> Result<()> {
+/// Slows writes down while level 0 holds `l0_slowdown_files` tables, and stops them while it
+/// holds `l0_stop_files`, so that flushes cannot run unboundedly ahead of compaction (every
+/// level-0 table costs every read a lookup).
+async fn throttle_for_level0(db: &Arc<DbInner>) -> Result<()> {
+    let level0 = |db: &DbInner| db.current().levels[0].len();
+    if level0(db) >= db.options.l0_stop_files {
+        return stall_until(db, |db| level0(db) < db.options.l0_stop_files).await;
+    }
+    if level0(db) >= db.options.l0_slowdown_files {
+        Counters::add(&db.counters.write_stalls, 1);
+        let delay = std::time::Duration::from_millis(1);
+        db.rt.sleep(delay).await;
+        Counters::add(&db.counters.write_stall_us, 1000);
+    }
+    Ok(())
+}
+
+/// Waits until `room` holds, woken by each flush and compaction, counting the stall and its
+/// duration.
+async fn stall_until(db: &Arc<DbInner>, room: impl Fn(&DbInner) -> bool) -> Result<()> {
     let mut stalled_since = None;
     loop {
         // Listening before checking: a flush that ends in between still wakes this writer.
         let changed = db.changed.listen();
         db.check_not_poisoned()?;
-        if db.memtable_count() < db.options.memtables_max {
+        if room(db) {
             break;
         }
         if stalled_since.is_none() {
             stalled_since = Some(db.rt.now());
             Counters::add(&db.counters.write_stalls, 1);
-            tracing::debug!("writes stalled: waiting for a flush");
+            tracing::debug!("writes stalled: waiting for background work");
             db.work_bell.ring();
         }
         changed.await;

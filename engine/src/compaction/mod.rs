@@ -1,0 +1,267 @@
+//! Leveled compaction: merging tables of one level into the next, so that reads consult few
+//! tables and space held by overwritten and deleted versions is reclaimed.
+//!
+//! Picking (`pick`): level 0 is compacted into level 1 once it holds `l0_compaction_files`
+//! tables (all of them, with the level-1 tables they overlap: level-0 tables overlap each
+//! other, and moving only some could put an older version above a newer one). A deeper level
+//! `n` is compacted once its bytes pass its target (`level1_bytes_max` times 10 per level
+//! below 1): one table, chosen round-robin by key, with the level `n + 1` tables it overlaps.
+//! The level with the highest score goes first.
+//!
+//! Running (`run`): the inputs are merged by [`merge::MergeIter`], which drops shadowed
+//! versions and obsolete tombstones; outputs are cut at `target_file_bytes`, never inside one
+//! user key (so tables of one level never share a key). The outputs are synced and named
+//! durably, then one MANIFEST edit swaps inputs for outputs; the inputs are deleted only once
+//! the edit is durable and no reader holds a version naming them.
+
+mod merge;
+
+use crate::db::DbInner;
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, VersionEdit};
+use crate::metrics::Counters;
+use crate::sstable::{self, TableWriter};
+use crate::version::{FileMeta, Version, LEVELS};
+use merge::{MergeIter, Retention};
+use std::sync::Arc;
+
+/// The growth factor of level targets.
+const LEVEL_SIZE_RATIO: u64 = 10;
+
+/// One compaction: the input tables and where the output goes.
+#[derive(Debug)]
+pub(crate) struct Compaction {
+    pub output_level: usize,
+    /// Input tables with their levels: `output_level - 1` and `output_level`.
+    pub inputs: Vec<(usize, Arc<FileMeta>)>,
+}
+
+impl Compaction {
+    /// Whether the compaction can move its one input down without rewriting it.
+    fn is_trivial_move(&self) -> bool {
+        self.inputs.len() == 1 && self.inputs[0].0 + 1 == self.output_level
+    }
+}
+
+/// Where each level's round-robin choice resumes: the largest key of the last table chosen.
+#[derive(Debug, Default)]
+pub(crate) struct Pointers {
+    next_key: [Vec<u8>; LEVELS],
+}
+
+/// The byte target of `level` (1 and deeper).
+fn level_target_bytes(level1_bytes_max: u64, level: usize) -> u64 {
+    let exp = u32::try_from(level.saturating_sub(1)).unwrap_or(u32::MAX);
+    level1_bytes_max.saturating_mul(LEVEL_SIZE_RATIO.saturating_pow(exp))
+}
+
+/// The compaction the tree needs most, if any needs one.
+pub(crate) fn pick(
+    version: &Version,
+    l0_compaction_files: usize,
+    level1_bytes_max: u64,
+    pointers: &mut Pointers,
+) -> Option<Compaction> {
+    let mut best: Option<(f64, usize)> = None;
+    let l0_score = version.levels[0].len() as f64 / l0_compaction_files.max(1) as f64;
+    if l0_score >= 1.0 {
+        best = Some((l0_score, 0));
+    }
+    for level in 1..LEVELS - 1 {
+        let bytes: u64 = version.levels[level].iter().map(|f| f.file_bytes).sum();
+        let score = bytes as f64 / level_target_bytes(level1_bytes_max, level) as f64;
+        if score >= 1.0 && best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, level));
+        }
+    }
+    let (_, level) = best?;
+    let chosen: Vec<Arc<FileMeta>> = if level == 0 {
+        version.levels[0].clone()
+    } else {
+        let files = &version.levels[level];
+        let after = &pointers.next_key[level];
+        let file = files
+            .iter()
+            .find(|f| f.smallest_key.as_ref() > after.as_slice())
+            .or_else(|| files.first())?;
+        pointers.next_key[level] = file.largest_key.to_vec();
+        vec![Arc::clone(file)]
+    };
+    Some(with_overlaps(version, level, chosen))
+}
+
+/// A compaction of `chosen` (tables of `level`) with the tables of `level + 1` they overlap.
+fn with_overlaps(version: &Version, level: usize, chosen: Vec<Arc<FileMeta>>) -> Compaction {
+    let start = chosen.iter().map(|f| f.smallest_key.clone()).min().unwrap_or_default();
+    let end = chosen.iter().map(|f| f.largest_key.clone()).max().unwrap_or_default();
+    let mut inputs: Vec<_> = chosen.into_iter().map(|f| (level, f)).collect();
+    for f in &version.levels[level + 1] {
+        if f.overlaps(&start, &end) {
+            inputs.push((level + 1, Arc::clone(f)));
+        }
+    }
+    Compaction { output_level: level + 1, inputs }
+}
+
+/// The compactions `compact_range(start, end)` needs at `level`: its tables overlapping the
+/// range (all of level 0, for the reason in the module header) into `level + 1`.
+pub(crate) fn pick_range(
+    version: &Version,
+    level: usize,
+    start: &[u8],
+    end: &[u8],
+) -> Option<Compaction> {
+    let files = &version.levels[level];
+    let chosen: Vec<Arc<FileMeta>> = if level == 0 {
+        if files.iter().any(|f| f.overlaps(start, end)) {
+            files.clone()
+        } else {
+            Vec::new()
+        }
+    } else {
+        files.iter().filter(|f| f.overlaps(start, end)).cloned().collect()
+    };
+    (!chosen.is_empty()).then(|| with_overlaps(version, level, chosen))
+}
+
+/// Runs `c` and returns its input tables, now obsolete (to be deleted once unreferenced).
+pub(crate) async fn run(
+    db: &Arc<DbInner>,
+    manifest: &mut Manifest,
+    c: Compaction,
+) -> Result<Vec<Arc<FileMeta>>> {
+    let mut edit = VersionEdit {
+        next_file_number: None,
+        deleted: c.inputs.iter().map(|(l, f)| (*l as u8, f.number)).collect(),
+        ..VersionEdit::default()
+    };
+    if c.is_trivial_move() {
+        edit.added.push((c.output_level as u8, FileMeta::clone(&c.inputs[0].1)));
+        db.log_and_apply(manifest, edit).await?;
+        tracing::debug!(table = c.inputs[0].1.number, level = c.output_level, "moved");
+        return Ok(Vec::new());
+    }
+    let outputs = write_outputs(db, &c).await?;
+    let written: u64 = outputs.iter().map(|f| f.file_bytes).sum();
+    let read: u64 = c.inputs.iter().map(|(_, f)| f.file_bytes).sum();
+    Counters::add(&db.counters.compaction_bytes_read, read);
+    Counters::add(&db.counters.compaction_bytes_written, written);
+    edit.next_file_number = Some(db.peek_next_file_number());
+    edit.added.extend(outputs.into_iter().map(|f| (c.output_level as u8, f)));
+    db.log_and_apply(manifest, edit).await?;
+    Counters::add(&db.counters.compactions, 1);
+    tracing::debug!(inputs = c.inputs.len(), level = c.output_level, read, written, "compacted");
+    Ok(c.inputs.into_iter().map(|(_, f)| f).collect())
+}
+
+/// Merges the inputs into new tables of the output level, synced and named durably.
+async fn write_outputs(db: &Arc<DbInner>, c: &Compaction) -> Result<Vec<FileMeta>> {
+    let mut pinned = db.pinned_snapshots();
+    if db.options.has_bug(crate::options::PlantedBug::CompactionIgnoresSnapshots) {
+        pinned.clear();
+    }
+    let retention = Retention::new(pinned);
+    let version = db.current();
+    let deeper = &version.levels[c.output_level + 1..];
+    let key_may_be_deeper =
+        |key: &[u8]| deeper.iter().any(|files| files.iter().any(|f| f.contains_key(key)));
+    let mut cursors = Vec::with_capacity(c.inputs.len());
+    for (_, f) in &c.inputs {
+        let table = db.table_cache.get(f.number, f.file_bytes).await?;
+        let mut it = table.iter();
+        it.seek_to_first().await?;
+        cursors.push(it);
+    }
+    let mut merge = MergeIter::new(cursors);
+    let mut outputs = Vec::new();
+    let mut writer: Option<(u64, TableWriter)> = None;
+    let mut last_key = Vec::new();
+    while let Some(kept) = merge.next_kept(&retention, key_may_be_deeper).await? {
+        let new_key = kept.user_key != last_key.as_slice();
+        let full = writer
+            .as_ref()
+            .is_some_and(|(_, w)| w.estimated_bytes() >= db.options.target_file_bytes);
+        if new_key && full {
+            let (number, w) = writer.take().expect("checked");
+            outputs.push(crate::flush::file_meta(number, &w.finish().await?));
+        }
+        if new_key {
+            last_key.clear();
+            last_key.extend_from_slice(kept.user_key);
+        }
+        if writer.is_none() {
+            writer = Some(new_output(db).await?);
+        }
+        let (seq, value) = (kept.seq, kept.value.map(<[u8]>::to_vec));
+        let (_, w) = writer.as_mut().expect("just made");
+        w.add(&last_key, seq, value.as_deref()).await?;
+        merge.advance().await?;
+    }
+    if let Some((number, w)) = writer {
+        outputs.push(crate::flush::file_meta(number, &w.finish().await?));
+    }
+    if !outputs.is_empty() {
+        // The outputs' names must be durable before the MANIFEST names them.
+        let dir = &db.dir;
+        db.rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
+    }
+    Ok(outputs)
+}
+
+async fn new_output(db: &DbInner) -> Result<(u64, TableWriter)> {
+    let number = db.new_file_number();
+    let path = db.dir.join(sstable::file_name(number));
+    let file = db.rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
+    Ok((number, TableWriter::new(file, path, db.options.table_options())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::meta;
+
+    fn version(files: Vec<(u8, FileMeta)>) -> Version {
+        let edit = VersionEdit { added: files, ..VersionEdit::default() };
+        Version::default().apply(&edit).unwrap()
+    }
+
+    #[test]
+    fn level_zero_goes_whole_with_its_level_one_overlaps() {
+        let v = version(vec![
+            (0, meta(1, "c", "f", (1, 2))),
+            (0, meta(2, "e", "h", (3, 4))),
+            (1, meta(3, "a", "b", (0, 0))),
+            (1, meta(4, "g", "k", (0, 0))),
+        ]);
+        assert!(pick(&v, 3, 1 << 30, &mut Pointers::default()).is_none());
+        let c = pick(&v, 2, 1 << 30, &mut Pointers::default()).unwrap();
+        assert_eq!(c.output_level, 1);
+        let numbers: Vec<u64> = c.inputs.iter().map(|(_, f)| f.number).collect();
+        assert_eq!(numbers, [2, 1, 4]);
+    }
+
+    #[test]
+    fn deeper_levels_go_round_robin_by_key() {
+        let v = version(vec![
+            (1, meta(1, "a", "b", (1, 1))),
+            (1, meta(2, "c", "d", (2, 2))),
+            (2, meta(3, "c", "c", (0, 0))),
+        ]);
+        let mut pointers = Pointers::default();
+        // 200 bytes against a 150-byte level-1 target.
+        let first = pick(&v, 4, 150, &mut pointers).unwrap();
+        assert_eq!(first.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [1]);
+        assert!(first.is_trivial_move());
+        let second = pick(&v, 4, 150, &mut pointers).unwrap();
+        assert_eq!(second.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [2, 3]);
+        let third = pick(&v, 4, 150, &mut pointers).unwrap();
+        assert_eq!(third.inputs[0].1.number, 1, "wraps around");
+    }
+
+    #[test]
+    fn level_targets_grow_tenfold() {
+        assert_eq!(level_target_bytes(100, 1), 100);
+        assert_eq!(level_target_bytes(100, 3), 10_000);
+        assert_eq!(level_target_bytes(u64::MAX, 5), u64::MAX);
+    }
+}

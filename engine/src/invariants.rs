@@ -1,0 +1,65 @@
+//! The structure checker: expensive self-checks of the LSM tree, compiled in only with the
+//! `invariants` feature (the simulator and the tests turn it on), run after every version
+//! change the background worker makes.
+//!
+//! It checks what the version invariants (`Version::check`) cannot see without reading the
+//! tables: every table the version names exists and no table on disk is unaccounted for (each
+//! is live, or obsolete and waiting for readers to let go), and for every user key the sequence
+//! numbers fall strictly in the order reads consult the tables (level 0 newest first, then each
+//! deeper level), which is what makes "the first version found is the newest" true.
+//! A violation panics, so the simulator reports the seed.
+
+use crate::db::DbInner;
+use crate::version::FileMeta;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Runs every check; panics on a violation.
+pub(crate) async fn check_tree(db: &DbInner, obsolete: &[Arc<FileMeta>]) {
+    if let Err(why) = check(db, obsolete).await {
+        panic!("LSM structure violated: {why}");
+    }
+}
+
+async fn check(db: &DbInner, obsolete: &[Arc<FileMeta>]) -> Result<(), String> {
+    let version = db.current();
+    version.check()?;
+    let names = db.rt.fs().list(&db.dir).await.map_err(|e| format!("listing: {e}"))?;
+    let on_disk: Vec<u64> =
+        names.iter().filter_map(|n| crate::sstable::parse_file_name(n)).collect();
+    for (level, f) in version.files() {
+        if !on_disk.contains(&f.number) {
+            return Err(format!("table {} of level {level} is not on disk", f.number));
+        }
+    }
+    for &number in &on_disk {
+        let live = version.files().any(|(_, f)| f.number == number);
+        if !live && !obsolete.iter().any(|f| f.number == number) {
+            return Err(format!("table {number} is on disk but neither live nor obsolete"));
+        }
+    }
+    // For each key: the lowest sequence number seen so far, and in which table.
+    let mut seen: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+    for (_, f) in version.files() {
+        let table = db.table_cache.get(f.number, f.file_bytes).await.map_err(|e| e.to_string())?;
+        let mut it = table.iter();
+        it.seek_to_first().await.map_err(|e| e.to_string())?;
+        while it.valid() {
+            let (key, seq) = (it.user_key(), it.seq());
+            match seen.get_mut(key) {
+                Some((lowest, table)) if *table != f.number && seq >= *lowest => {
+                    return Err(format!(
+                        "key {key:?}: sequence {seq} in table {} is consulted after {lowest} in table {table}",
+                        f.number
+                    ));
+                }
+                Some(entry) => *entry = (seq, f.number),
+                None => {
+                    seen.insert(key.to_vec(), (seq, f.number));
+                }
+            }
+            it.next().await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
