@@ -18,8 +18,9 @@ use crate::cache::BlockCache;
 use crate::commit::{self, LeaderState, Pipeline, PublishQueue};
 use crate::error::{Error, Result};
 use crate::flush::FlushJob;
+use crate::iterator::{Child, DbIterator, MemCursor};
 use crate::manifest::{Manifest, VersionEdit};
-use crate::memtable::{keep_newest, Memtable, Slot};
+use crate::memtable::{Memtable, Slot};
 use crate::metrics::{Counters, Metrics};
 use crate::options::{Options, WriteOptions};
 use crate::runtime::{FileLock, JoinHandle, RuntimeRef};
@@ -218,6 +219,23 @@ impl Db {
         self.inner.scan_at(start, end, None).await
     }
 
+    /// An iterator over the live keys in `[lower, upper)` (unbounded where `None`) as of now;
+    /// position it with a seek. It reads one consistent state however the database changes
+    /// meanwhile.
+    pub fn iter(&self, lower: Option<&[u8]>, upper: Option<&[u8]>) -> Result<DbIterator> {
+        crate::blocking::block_on(self.iter_async(lower, upper))
+    }
+
+    /// See [`Db::iter`].
+    pub async fn iter_async(
+        &self,
+        lower: Option<&[u8]>,
+        upper: Option<&[u8]>,
+    ) -> Result<DbIterator> {
+        self.inner.check_open()?;
+        self.inner.iter_at(lower, upper, None).await
+    }
+
     /// A consistent view of the database as of now: reads through it see exactly the writes
     /// visible at this moment, however much is written, flushed or compacted meanwhile. Holding
     /// it keeps the versions it needs from being compacted away.
@@ -337,6 +355,23 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// An iterator over `[lower, upper)` as of the snapshot; see [`Db::iter`].
+    pub fn iter(&self, lower: Option<&[u8]>, upper: Option<&[u8]>) -> Result<DbIterator> {
+        crate::blocking::block_on(self.iter_async(lower, upper))
+    }
+
+    /// See [`Snapshot::iter`].
+    pub async fn iter_async(
+        &self,
+        lower: Option<&[u8]>,
+        upper: Option<&[u8]>,
+    ) -> Result<DbIterator> {
+        self.db.inner.check_open()?;
+        self.db.inner.iter_at(lower, upper, Some(self.seq)).await
+    }
+}
+
 impl Drop for Snapshot {
     fn drop(&mut self) {
         let mut pinned = self.db.inner.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -410,35 +445,44 @@ impl DbInner {
         end: Option<&[u8]>,
         seq: Option<u64>,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        let (memtables, version, seq) = self.read_view(seq);
-        let mut newest = BTreeMap::new();
-        for table in memtables {
-            table.newest_in(start, end, seq, &mut newest);
+        let mut it = self.iter_at(Some(start), end, seq).await?;
+        it.seek_to_first_async().await?;
+        let mut out = Vec::new();
+        while let Some((key, value)) = it.entry() {
+            out.push((key.clone(), value.clone()));
+            it.next_async().await?;
         }
-        let in_range = |f: &&Arc<crate::version::FileMeta>| {
-            f.largest_key.as_ref() >= start && end.is_none_or(|end| f.smallest_key.as_ref() < end)
-        };
+        Ok(out)
+    }
+
+    /// An iterator over `[lower, upper)` at sequence number `seq` (as in `get_at`).
+    async fn iter_at(
+        &self,
+        lower: Option<&[u8]>,
+        upper: Option<&[u8]>,
+        seq: Option<u64>,
+    ) -> Result<DbIterator> {
+        let (memtables, version, seq) = self.read_view(seq);
+        let mut children: Vec<Child> =
+            memtables.into_iter().map(|m| Child::Mem(MemCursor::new(m))).collect();
         for (_, file) in version.files() {
-            if !in_range(&file) || file.min_seq > seq {
+            let below = upper.is_some_and(|upper| file.smallest_key.as_ref() >= upper);
+            let above = lower.is_some_and(|lower| file.largest_key.as_ref() < lower);
+            if below || above || file.min_seq > seq {
                 continue;
             }
             let table = self.table_cache.get(file.number, file.file_bytes).await?;
-            let mut it = table.iter();
-            it.seek(start, crate::memtable::SEQ_MAX).await?;
-            while it.valid() && end.is_none_or(|end| it.user_key() < end) {
-                if it.seq() <= seq {
-                    let key = Bytes::copy_from_slice(it.user_key());
-                    keep_newest(
-                        &mut newest,
-                        &key,
-                        it.seq(),
-                        &it.value().map(Bytes::copy_from_slice),
-                    );
-                }
-                it.next().await?;
-            }
+            children.push(Child::Table(table.iter()));
         }
-        Ok(newest.into_iter().filter_map(|(k, (_, v))| v.map(|v| (k, v))).collect())
+        // The iterator holds the tables open; the version's files stay on disk while it lives.
+        let pin = version;
+        Ok(DbIterator::new(
+            children,
+            seq,
+            lower.map(<[u8]>::to_vec),
+            upper.map(<[u8]>::to_vec),
+            pin,
+        ))
     }
 
     /// What a read consults: the memtables, then the version, then (unless a snapshot gives

@@ -26,6 +26,7 @@ mod error;
 mod flush;
 #[cfg(feature = "invariants")]
 mod invariants;
+mod iterator;
 mod manifest;
 mod memtable;
 mod metrics;
@@ -44,5 +45,6 @@ pub use batch::{WriteBatch, BATCH_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 pub use bytes::Bytes;
 pub use db::{Db, Snapshot};
 pub use error::{Error, Result};
+pub use iterator::DbIterator;
 pub use metrics::Metrics;
 pub use options::{Options, PlantedBug, WriteOptions};

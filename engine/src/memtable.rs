@@ -9,7 +9,6 @@
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
@@ -90,41 +89,15 @@ impl Memtable {
         self.map.iter().map(|e| (e.key().user_key.clone(), e.key().seq, e.value().clone()))
     }
 
-    /// For each user key in `[start, end)` with a version at most `read_seq`, records the newest
-    /// such version in `out` unless `out` already holds a newer one.
-    pub(crate) fn newest_in(
+    /// The first entry after `bound` (`forward`) or the last one before it, cloned out.
+    pub(crate) fn neighbour(
         &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        read_seq: u64,
-        out: &mut BTreeMap<Bytes, (u64, Slot)>,
-    ) {
-        let probe = InternalKey { user_key: Bytes::copy_from_slice(start), seq: u64::MAX };
-        for entry in self.map.range(probe..) {
-            let InternalKey { user_key, seq } = entry.key();
-            if end.is_some_and(|end| user_key.as_ref() >= end) {
-                break;
-            }
-            if *seq <= read_seq {
-                keep_newest(out, user_key, *seq, entry.value());
-            }
-        }
-    }
-}
-
-/// Records `(seq, slot)` for `key` in `out` unless `out` already holds a newer version.
-pub(crate) fn keep_newest(
-    out: &mut BTreeMap<Bytes, (u64, Slot)>,
-    key: &Bytes,
-    seq: u64,
-    slot: &Slot,
-) {
-    match out.get_mut(key) {
-        Some(held) if held.0 >= seq => {}
-        Some(held) => *held = (seq, slot.clone()),
-        None => {
-            out.insert(key.clone(), (seq, slot.clone()));
-        }
+        bound: Bound<&InternalKey>,
+        forward: bool,
+    ) -> Option<(InternalKey, Slot)> {
+        let entry =
+            if forward { self.map.lower_bound(bound) } else { self.map.upper_bound(bound) }?;
+        Some((entry.key().clone(), entry.value().clone()))
     }
 }
 
@@ -152,17 +125,18 @@ mod tests {
     }
 
     #[test]
-    fn newest_in_range_respects_the_read_sequence() {
+    fn entries_and_neighbours_follow_internal_order() {
         let m = Memtable::new(1);
         for (k, s) in [("b", 1), ("a", 2), ("b", 3), ("c", 4), ("d", 5), ("c", 6)] {
             m.insert(b(k), s, Some(b(&format!("{k}{s}"))));
         }
-        let mut out = BTreeMap::new();
-        m.newest_in(b"b", Some(b"d"), 5, &mut out);
-        let got: Vec<_> =
-            out.iter().map(|(k, (s, v))| (k.clone(), *s, v.clone().unwrap())).collect();
-        assert_eq!(got, vec![(b("b"), 3, b("b3")), (b("c"), 4, b("c4"))]);
         assert!(m.approximate_bytes() > 0);
         assert_eq!(m.entries().map(|e| e.1).collect::<Vec<_>>(), [2, 3, 1, 6, 4, 5]);
+        let probe = InternalKey { user_key: b("b"), seq: 2 };
+        let after = m.neighbour(Bound::Included(&probe), true).unwrap();
+        assert_eq!((after.0.user_key, after.0.seq), (b("b"), 1));
+        let before = m.neighbour(Bound::Excluded(&probe), false).unwrap();
+        assert_eq!((before.0.user_key, before.0.seq), (b("b"), 3));
+        assert_eq!(m.neighbour(Bound::Unbounded, false).unwrap().0.seq, 5);
     }
 }

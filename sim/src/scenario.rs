@@ -11,7 +11,7 @@
 use crate::config::{Bug, Faults, ScenarioConfig};
 use crate::runtime::{now_ns, SimFs, SimRuntime};
 use crate::trace::Trace;
-use jadedb::{Db, Options, PlantedBug, Snapshot, WriteBatch, WriteOptions};
+use jadedb::{Db, DbIterator, Options, PlantedBug, Snapshot, WriteBatch, WriteOptions};
 use jadedb_fault::{Effect, FaultFs, MemFs, OpKind, Predicate};
 use jadedb_model::{Model, Op};
 use rand::{Rng, SeedableRng};
@@ -331,10 +331,13 @@ impl Process {
         };
         let (Some(first), Some(last)) = (keys.first(), keys.last()) else { return };
         let end = successor(last);
-        let got = match snap.scan_async(first, Some(&end)).await {
-            Ok(pairs) => {
-                pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<BTreeMap<_, _>>()
-            }
+        let reverse = rng.gen_bool(0.5);
+        let walked = match snap.iter_async(Some(first), Some(&end)).await {
+            Ok(it) => walk(it, reverse).await,
+            Err(e) => Err(e),
+        };
+        let got = match walked {
+            Ok(got) => got,
             Err(e) => return self.shared.fail(&self.trace, format!("snapshot scan failed: {e}")),
         };
         if keys.len() == 1 {
@@ -388,10 +391,18 @@ impl Process {
         let b = rng.gen_range(a..=self.config.keys);
         let (start, end) = (key_name(a), key_name(b));
         let token = lock(&self.shared.model).begin_read();
-        let got = match db.scan_async(&start, Some(&end)).await {
-            Ok(pairs) => {
-                pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<BTreeMap<_, _>>()
+        let got = if rng.gen_bool(0.5) {
+            db.scan_async(&start, Some(&end))
+                .await
+                .map(|pairs| pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+        } else {
+            match db.iter_async(Some(&start), Some(&end)).await {
+                Ok(it) => walk(it, true).await,
+                Err(e) => Err(e),
             }
+        };
+        let got = match got {
+            Ok(got) => got,
             Err(e) => return self.shared.fail(&self.trace, format!("scan failed: {e}")),
         };
         self.trace.event(now_ns(), || format!("scan [{a}, {b}) -> {} keys", got.len()));
@@ -472,6 +483,33 @@ impl Process {
 
 fn key_name(k: usize) -> Vec<u8> {
     format!("key{k:04}").into_bytes()
+}
+
+/// Everything an iterator shows, walking forward from the first key or backward from the last.
+async fn walk(mut it: DbIterator, reverse: bool) -> jadedb::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut got = BTreeMap::new();
+    if reverse {
+        it.seek_to_last_async().await?;
+    } else {
+        it.seek_to_first_async().await?;
+    }
+    let mut last: Option<Vec<u8>> = None;
+    while let Some((k, v)) = it.entry() {
+        // Keys must come strictly in the walk's order: the map would hide a repeat.
+        if last.as_ref().is_some_and(|last| (k.as_ref() > last.as_slice()) == reverse) {
+            return Err(jadedb::Error::InvalidArgument(format!(
+                "iterator showed {k:?} out of order"
+            )));
+        }
+        last = Some(k.to_vec());
+        got.insert(k.to_vec(), v.to_vec());
+        if reverse {
+            it.prev_async().await?;
+        } else {
+            it.next_async().await?;
+        }
+    }
+    Ok(got)
 }
 
 /// The smallest key greater than `key`.

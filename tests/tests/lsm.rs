@@ -219,3 +219,88 @@ fn a_flipped_bit_in_a_table_is_corruption_naming_file_and_offset() {
         }
     }
 }
+
+/// What an iterator over `[lower, upper)` of `model` must show at each step.
+fn model_seek(
+    model: &Model,
+    lower: &[u8],
+    upper: &[u8],
+    target: &[u8],
+    forward: bool,
+) -> Option<Vec<u8>> {
+    let in_range = model.range(lower.to_vec()..upper.to_vec()).map(|(k, _)| k);
+    if forward {
+        in_range.filter(|k| k.as_slice() >= target).min().cloned()
+    } else {
+        in_range.filter(|k| k.as_slice() <= target).max().cloned()
+    }
+}
+
+#[test]
+fn iterators_walk_both_ways_with_seeks_and_bounds_like_a_sorted_map() {
+    let fs = MemFs::new();
+    let db = open(&fs, tiny());
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut model = Model::new();
+    let keys = 300;
+    churn(&db, &mut model, &mut rng, 1200, keys);
+    let snapshot = db.snapshot();
+    let frozen = model.clone();
+    // More churn: the memtables, level 0 and deeper levels all hold versions of the same keys.
+    churn(&db, &mut model, &mut rng, 800, keys);
+    for (round, (view, expect)) in
+        [(None, &model), (Some(&snapshot), &frozen)].into_iter().enumerate()
+    {
+        for walk in 0..40 {
+            let a = rng.gen_range(0..keys);
+            let b = rng.gen_range(a..=keys);
+            let (lower, upper) = (key(a), key(b));
+            let mut it = match view {
+                None => db.iter(Some(&lower), Some(&upper)).unwrap(),
+                Some(s) => s.iter(Some(&lower), Some(&upper)).unwrap(),
+            };
+            let target = key(rng.gen_range(0..keys));
+            let mut expected = if walk % 2 == 0 {
+                it.seek(&target).unwrap();
+                model_seek(expect, &lower, &upper, &target, true)
+            } else {
+                it.seek_for_prev(&target).unwrap();
+                model_seek(expect, &lower, &upper, &target, false)
+            };
+            for step in 0..30 {
+                let shown = it.entry().map(|(k, v)| (k.to_vec(), v.to_vec()));
+                let wanted = expected.as_ref().map(|k| (k.clone(), expect[k].clone()));
+                assert_eq!(shown, wanted, "round {round} walk {walk} step {step}");
+                let Some(at) = expected.clone() else { break };
+                let mut after = at.clone();
+                after.push(0);
+                if rng.gen_bool(0.5) {
+                    it.next().unwrap();
+                    expected = model_seek(expect, &lower, &upper, &after, true);
+                } else {
+                    it.prev().unwrap();
+                    expected = expect.range(lower.clone()..at).map(|(k, _)| k.clone()).next_back();
+                }
+            }
+        }
+    }
+    // Whole-range walks in both directions see exactly the model.
+    let mut it = db.iter(None, None).unwrap();
+    it.seek_to_first().unwrap();
+    let mut forward = Vec::new();
+    while it.valid() {
+        forward.push(it.key().to_vec());
+        it.next().unwrap();
+    }
+    assert_eq!(forward, model.keys().cloned().collect::<Vec<_>>());
+    it.seek_to_last().unwrap();
+    let mut backward = Vec::new();
+    while it.valid() {
+        backward.push(it.key().to_vec());
+        it.prev().unwrap();
+    }
+    backward.reverse();
+    assert_eq!(backward, forward);
+    drop(snapshot);
+    db.close().unwrap();
+}
