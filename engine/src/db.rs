@@ -15,7 +15,7 @@
 
 use crate::batch::{BatchOp, WriteBatch};
 use crate::cache::BlockCache;
-use crate::commit::{self, LeaderState, Pipeline, PublishQueue};
+use crate::commit::{self, Barrier, LeaderState, Pipeline, PublishQueue};
 use crate::error::{Error, Result};
 use crate::flush::FlushJob;
 use crate::iterator::{Child, DbIterator, MemCursor};
@@ -178,7 +178,31 @@ impl Db {
         if batch.is_empty() && !opts.sync {
             return Ok(self.latest_sequence());
         }
-        commit::commit(&self.inner, batch, opts.sync, false).await
+        commit::commit(&self.inner, batch, opts.sync, Barrier::None).await
+    }
+
+    /// Writes everything in the memtables to level-0 tables and waits until it is there: the
+    /// active memtable is retired (if it holds anything) and every memtable retired before
+    /// this call is flushed. The WALs they replace are then deleted.
+    pub fn flush(&self) -> Result<()> {
+        crate::blocking::block_on(self.flush_async())
+    }
+
+    /// See [`Db::flush`].
+    pub async fn flush_async(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        commit::commit(&self.inner, WriteBatch::new(), false, Barrier::Rotate).await?;
+        let active_wal = self.inner.active_memtable().wal_number();
+        self.inner.work_bell.ring();
+        loop {
+            // Listening before checking: a flush that ends in between still wakes this call.
+            let changed = self.inner.changed.listen();
+            self.inner.check_writable()?;
+            if !self.inner.holds_memtable_before(active_wal) {
+                return Ok(());
+            }
+            changed.await;
+        }
     }
 
     /// Makes every write acknowledged so far durable, as a synced write would.
@@ -293,7 +317,8 @@ impl Db {
         // close then returns only once the log is sealed, and a close whose future was dropped
         // midway is finished by the next one. `Closed` from the pipeline means an earlier seal
         // succeeded, so everything acknowledged is durable.
-        let sealed = match commit::commit(&self.inner, WriteBatch::new(), true, true).await {
+        let sealed = match commit::commit(&self.inner, WriteBatch::new(), true, Barrier::Seal).await
+        {
             Err(Error::Closed) => Ok(0),
             other => other,
         };
@@ -310,6 +335,8 @@ impl Db {
         if let Some(task) = task {
             task.join().await;
         }
+        // A `flush` waiting for the worker learns it is gone.
+        self.inner.changed.notify_all();
         self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
         sealed.map(drop)
     }
@@ -576,6 +603,12 @@ impl DbInner {
     /// The sequence numbers live snapshots pin, ascending.
     pub(crate) fn pinned_snapshots(&self) -> Vec<u64> {
         self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
+    }
+
+    /// Whether an immutable memtable of a WAL numbered below `wal` is still held.
+    fn holds_memtable_before(&self, wal: u64) -> bool {
+        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+        m.immutable.iter().any(|(mem, _)| mem.wal_number() < wal)
     }
 
     /// How many memtables are held, the active one included.

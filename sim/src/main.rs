@@ -98,7 +98,7 @@ mod cli {
         println!(
             "totals: {} crashes, {} recoveries checked, {} writes acked ({} synced), {} failed, \
              {} reads, {} scans and {} snapshot reads checked, {} flushes, {} compactions, \
-             {} compact_range calls",
+             {} compact_range and {} flush calls",
             t.crashes,
             t.recoveries,
             t.writes_acked,
@@ -109,7 +109,8 @@ mod cli {
             t.snapshot_reads,
             t.flushes,
             t.compactions,
-            t.compact_ranges
+            t.compact_ranges,
+            t.user_flushes
         );
         println!(
             "speed: {:.0} scenarios per second ({count} in {secs:.1}s on {jobs} jobs)",

@@ -115,6 +115,7 @@ fn tally(s: &mut Summary, o: &Outcome) {
     t.compactions += st.compactions;
     t.crashes_in_compaction += st.crashes_in_compaction;
     t.compact_ranges += st.compact_ranges;
+    t.user_flushes += st.user_flushes;
     t.snapshot_reads += st.snapshot_reads;
     t.scans += st.scans;
     let unsynced = st.writes_acked > st.synced_acked;

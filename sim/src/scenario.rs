@@ -41,6 +41,7 @@ pub struct Stats {
     pub crashes_in_flush: u64,
     pub crashes_in_compaction: u64,
     pub compact_ranges: u64,
+    pub user_flushes: u64,
     pub snapshot_reads: u64,
     pub scans: u64,
 }
@@ -265,7 +266,11 @@ impl Process {
             }
             let first_two = (client, op) == (0, 0) || (client, op) == (0, 1);
             if !first_two && rng.gen_range(0..100) < self.config.compact_percent {
-                self.compact_range(&db, &mut rng).await;
+                if rng.gen_bool(0.5) {
+                    self.compact_range(&db, &mut rng).await;
+                } else {
+                    self.flush(&db).await;
+                }
             } else if !first_two && rng.gen_range(0..100) < self.config.read_percent {
                 match rng.gen_range(0..10) {
                     0 | 1 if snapshot.is_none() => snapshot = Some(db.snapshot()),
@@ -381,6 +386,18 @@ impl Process {
         if let Err(e) = result {
             if !self.faults.any() {
                 self.shared.fail(&self.trace, format!("compact_range failed without faults: {e}"));
+            }
+        }
+    }
+
+    /// A `flush`; as `compact_range`, it may fail only under faults.
+    async fn flush(&self, db: &Db) {
+        let result = db.flush_async().await;
+        self.trace.event(now_ns(), || format!("flush -> {result:?}"));
+        lock(&self.shared.stats).user_flushes += 1;
+        if let Err(e) = result {
+            if !self.faults.any() {
+                self.shared.fail(&self.trace, format!("flush failed without faults: {e}"));
             }
         }
     }

@@ -304,3 +304,31 @@ fn iterators_walk_both_ways_with_seeks_and_bounds_like_a_sorted_map() {
     drop(snapshot);
     db.close().unwrap();
 }
+
+#[test]
+fn flush_moves_the_memtables_into_tables_and_deletes_their_logs() {
+    let fs = MemFs::new();
+    let db = open(&fs, Options::default());
+    db.flush().unwrap(); // nothing to flush: returns at once
+    for k in 0..100 {
+        db.put(&key(k), b"v", WriteOptions::default()).unwrap();
+    }
+    let logs_before = pollster::block_on(fs.list(Path::new("/db"))).unwrap();
+    db.flush().unwrap();
+    let m = db.metrics();
+    assert_eq!(m.flushes, 1);
+    assert_eq!(m.level_files[0], 1);
+    let names = pollster::block_on(fs.list(Path::new("/db"))).unwrap();
+    let logs: Vec<_> = names.iter().filter(|n| n.ends_with(".log")).collect();
+    assert_eq!(logs.len(), 1, "only the new active log is left: {names:?}");
+    assert!(!logs_before.contains(logs[0]), "the old log was replaced");
+    for k in 0..100 {
+        assert_eq!(db.get(&key(k)).unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    // After a crash that keeps only synced data, the flushed writes are in the table.
+    let after = fs.crash_keep_nothing();
+    drop(db);
+    let db = open(&after, Options::default());
+    assert_eq!(db.scan(b"", None).unwrap().len(), 100);
+    db.close().unwrap();
+}

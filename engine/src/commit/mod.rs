@@ -70,12 +70,24 @@ impl LeaderState {
 pub(crate) struct Pending {
     batch: WriteBatch,
     sync: bool,
-    /// Close's barrier: seal the WAL after this member; it always ends its group.
-    seal: bool,
+    /// What the writer asks of the pipeline besides its batch.
+    barrier: Barrier,
     /// Where the writer hears its outcome.
     signal: Arc<Signal<Outcome>>,
     /// The batch's first sequence number, once the write stage has assigned it.
     first: u64,
+}
+
+/// A request a commit carries besides its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Barrier {
+    /// Just the batch.
+    None,
+    /// `flush`'s: retire the active memtable (if it holds anything) before this write. Always
+    /// leads its own group, so no other writer's batch goes to the memtable being retired.
+    Rotate,
+    /// `close`'s: seal the WAL after this member; it always ends its group.
+    Seal,
 }
 
 /// What a waiting writer is told.
@@ -140,7 +152,7 @@ impl Pipeline {
     /// own write.
     fn take_group(&self, group: &mut Vec<Pending>, bytes_max: usize) {
         let mut bytes: usize = group.iter().map(|m| m.batch.encoded_len()).sum();
-        if group.last().is_some_and(|m| m.seal) {
+        if group.last().is_some_and(|m| m.barrier != Barrier::None) {
             return;
         }
         let mut q = self.lock();
@@ -150,7 +162,10 @@ impl Pipeline {
                 break;
             }
             bytes += size;
-            let seal = next.seal;
+            if next.barrier == Barrier::Rotate {
+                break; // it leads a group of its own
+            }
+            let seal = next.barrier == Barrier::Seal;
             group.extend(q.waiting.pop_front());
             if seal {
                 break;
@@ -254,11 +269,11 @@ pub(crate) async fn commit(
     db: &Arc<DbInner>,
     batch: WriteBatch,
     sync: bool,
-    seal: bool,
+    barrier: Barrier,
 ) -> Result<u64> {
     let signal = Signal::new();
     let waiting = signal.wait();
-    let pending = Pending { batch, sync, seal, signal, first: 0 };
+    let pending = Pending { batch, sync, barrier, signal, first: 0 };
     let (token, own, outcome) = match db.pipeline.enqueue(pending) {
         Enqueued::Lead(state, own) => {
             (LeadToken { state: Some(state), db: Arc::clone(db) }, own, waiting)
@@ -343,7 +358,8 @@ async fn write_stage(
         return Err(Error::Closed);
     }
     throttle_for_level0(db).await?;
-    if db.active_memtable_full() {
+    let asked = members[0].barrier == Barrier::Rotate && !db.active_memtable().is_empty();
+    if asked || db.active_memtable_full() {
         rotate(db, state).await?;
     }
     encode_group(state, members);
@@ -352,7 +368,7 @@ async fn write_stage(
         Counters::add(&db.counters.wal_bytes, state.buf.len() as u64);
     }
     Counters::add(&db.counters.commit_groups, 1);
-    if members.last().is_some_and(|m| m.seal) {
+    if members.last().is_some_and(|m| m.barrier == Barrier::Seal) {
         state.wal.seal(&mut state.buf, &db.counters.wal_syncs).await?;
         state.sealed = true;
     }

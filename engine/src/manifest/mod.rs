@@ -33,11 +33,7 @@ pub(crate) fn file_name(number: u64) -> String {
 }
 
 pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("MANIFEST-")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    wal::parse_numbered(name, "MANIFEST-", "")
 }
 
 /// The live MANIFEST, open for appending.

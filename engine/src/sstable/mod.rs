@@ -106,11 +106,7 @@ pub(crate) fn file_name(number: u64) -> String {
 
 /// The number of a table file name, if `name` is one.
 pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".sst")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    crate::wal::parse_numbered(name, "", ".sst")
 }
 
 #[cfg(test)]

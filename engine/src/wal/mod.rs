@@ -25,7 +25,13 @@ pub(crate) fn file_name(number: u64) -> String {
 
 /// The number of a WAL file name, if `name` is one.
 pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".log")?;
+    parse_numbered(name, "", ".log")
+}
+
+/// The number in a file name made of `prefix`, decimal digits and `suffix` (the names of WALs,
+/// tables and MANIFESTs), if `name` is one.
+pub(crate) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -41,43 +47,36 @@ pub(crate) fn encode_batch_record(
     count: u32,
     rep: &[u8],
 ) {
-    let payload_len = BATCH_HEADER_BYTES + rep.len();
-    let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    // Batch sizes are capped well below u32::MAX (see batch::BATCH_BYTES_MAX).
-    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    out.extend_from_slice(&log_number.to_le_bytes());
-    out.extend_from_slice(&synced_upto.to_le_bytes());
-    out.extend_from_slice(&first_seq.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(rep);
-    let crc = crc32fast::hash(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    let parts: [&[u8]; 3] = [&first_seq.to_le_bytes(), &count.to_le_bytes(), rep];
+    encode_framed(out, log_number, synced_upto, &parts);
 }
 
 /// Appends one record with an opaque `payload` (a MANIFEST's version edit) to `out`. The
 /// payload must be non-empty: an empty one is a seal.
 pub(crate) fn encode_record(out: &mut Vec<u8>, log_number: u64, synced_upto: u64, payload: &[u8]) {
     debug_assert!(!payload.is_empty(), "an empty payload is a seal");
-    let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    let len = u32::try_from(payload.len()).expect("a record payload fits in u32");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&log_number.to_le_bytes());
-    out.extend_from_slice(&synced_upto.to_le_bytes());
-    out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    encode_framed(out, log_number, synced_upto, &[payload]);
 }
 
 /// Appends a seal: an empty record whose only purpose is to attest that `synced_upto` bytes of
 /// the log are durable, so recovery reports damage anywhere before it as corruption.
 pub(crate) fn encode_seal_record(out: &mut Vec<u8>, log_number: u64, synced_upto: u64) {
+    encode_framed(out, log_number, synced_upto, &[]);
+}
+
+/// Appends the header and the payload made of `parts`, then fills in the crc.
+fn encode_framed(out: &mut Vec<u8>, log_number: u64, synced_upto: u64, parts: &[&[u8]]) {
     let start = out.len();
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // Batches are capped well below u32::MAX (batch::BATCH_BYTES_MAX), and so are edits.
+    let len = u32::try_from(len).expect("a record payload fits in u32");
     out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&log_number.to_le_bytes());
     out.extend_from_slice(&synced_upto.to_le_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     let crc = crc32fast::hash(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
