@@ -29,6 +29,8 @@ use std::sync::{Arc, PoisonError, Weak};
 pub(crate) struct RangeRequest {
     pub start: Vec<u8>,
     pub end: Vec<u8>,
+    /// The level whose tables in the range the next step compacts.
+    pub level: usize,
     pub done: Arc<Signal<Result<()>>>,
 }
 
@@ -70,6 +72,9 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
     while bell.wait().await {
         let Some(db) = db.upgrade() else { break };
         while db.check_not_poisoned().is_ok() {
+            // Before each job as well as after: a job that ends a caller's wait (a flush, a
+            // `compact_range`) then comes after every deletion its readers allowed.
+            worker.remove_unreferenced(&db).await;
             let step = worker.step(&db).await;
             match step {
                 Ok(true) => {
@@ -118,32 +123,46 @@ impl Worker {
         let _running = Running::start(&db.counters.compactions_running);
         let obsolete = compaction::run(db, &mut self.manifest, c).await?;
         self.obsolete.extend(obsolete);
-        db.changed.notify_all();
         Ok(())
     }
 
-    /// Does one compaction of the oldest `compact_range` request, or completes it once no
-    /// level above the deepest one holding data (level 1 at least) overlaps its range.
+    /// Does the next step of the oldest `compact_range` request: one pass per level, from
+    /// level 0 down to the level above the deepest one holding data (level 1 at least), each
+    /// compacting that level's tables in the range into the next. One pass per level bounds
+    /// the request even while writes keep adding tables.
     async fn range_step(&mut self, db: &Arc<DbInner>) -> Result<bool> {
-        let range = {
+        let (start, end, mut level) = {
             let requests = db.range_requests.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(r) = requests.first() else { return Ok(false) };
-            (r.start.clone(), r.end.clone())
+            (r.start.clone(), r.end.clone(), r.level)
         };
         let version = db.current();
         // Data only in level 0 still moves to level 1, where it no longer overlaps itself.
         let deepest =
             (0..LEVELS).rev().find(|&l| !version.levels[l].is_empty()).unwrap_or(0).max(1);
-        let next =
-            (0..deepest).find_map(|l| compaction::pick_range(&version, l, &range.0, &range.1));
+        let mut next = None;
+        while next.is_none() && level < deepest {
+            next = compaction::pick_range(&version, level, &start, &end);
+            level += 1;
+        }
         drop(version);
-        match next {
-            Some(c) => self.compact(db, c).await?,
-            None => {
-                let request =
-                    db.range_requests.lock().unwrap_or_else(PoisonError::into_inner).remove(0);
+        let finished = {
+            let mut requests = db.range_requests.lock().unwrap_or_else(PoisonError::into_inner);
+            if next.is_some() {
+                if let Some(r) = requests.first_mut() {
+                    r.level = level;
+                }
+                None
+            } else {
+                Some(requests.remove(0))
+            }
+        };
+        match (next, finished) {
+            (Some(c), _) => self.compact(db, c).await?,
+            (None, Some(request)) => {
                 let _ = request.done.fill(Ok(()));
             }
+            (None, None) => {}
         }
         Ok(true)
     }

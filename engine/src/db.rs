@@ -9,9 +9,9 @@
 //! async one are offered: the blocking methods drive the async ones on the caller's thread.
 //!
 //! Invariants: `visible_seq` only grows, and every operation with a sequence number at or below
-//! it is in a memtable or in a table of the current version. A flush installs its version before
-//! it removes the memtable, and readers take the memtables before the version, so a reader
-//! always finds a flushed write in one or the other.
+//! it is in a memtable or in a table of the current version. The memtables and the version are
+//! swapped under one lock (a flush installs its table and drops its memtable in one step), so a
+//! read always takes a matching pair: every write is in exactly one of them.
 
 use crate::batch::{BatchOp, WriteBatch};
 use crate::cache::BlockCache;
@@ -41,12 +41,14 @@ pub struct Db {
     inner: Arc<DbInner>,
 }
 
-/// The memtables: the active one takes writes; the immutable ones, newest last, wait for flush.
+/// What a read consults, changed only as a whole under one lock: the memtables (the active one
+/// takes writes; the immutable ones, newest last, wait for flush) and the version of tables.
 #[derive(Debug)]
 struct Memtables {
     active: Arc<Memtable>,
     /// Each with the last sequence number assigned to a write in it.
     immutable: Vec<(Arc<Memtable>, u64)>,
+    version: Arc<Version>,
 }
 
 #[derive(Debug)]
@@ -66,7 +68,6 @@ pub(crate) struct DbInner {
     pub(crate) changed: Notify,
     pub(crate) dir: PathBuf,
     memtables: RwLock<Memtables>,
-    current: RwLock<Arc<Version>>,
     next_file_number: AtomicU64,
     /// Publication rings the background worker once the visible sequence number reaches this:
     /// a retired memtable can be flushed only once every write in it is published.
@@ -120,8 +121,11 @@ impl Db {
             background_task: Mutex::new(None),
             changed: Notify::default(),
             dir: r.dir,
-            memtables: RwLock::new(Memtables { active, immutable: Vec::new() }),
-            current: RwLock::new(Arc::new(r.version)),
+            memtables: RwLock::new(Memtables {
+                active,
+                immutable: Vec::new(),
+                version: Arc::new(r.version),
+            }),
             next_file_number: AtomicU64::new(r.next_file_number),
             flush_wait_seq: AtomicU64::new(u64::MAX),
             table_cache,
@@ -286,9 +290,17 @@ impl Db {
         let request = crate::background::RangeRequest {
             start: start.to_vec(),
             end: end.to_vec(),
+            level: 0,
             done: Arc::clone(&done),
         };
-        self.inner.range_requests.lock().unwrap_or_else(PoisonError::into_inner).push(request);
+        {
+            // Checked under the lock `close` drains the requests under: a request is either
+            // drained (and failed) by `close` or refused here, never left waiting.
+            let mut requests =
+                self.inner.range_requests.lock().unwrap_or_else(PoisonError::into_inner);
+            self.inner.check_open()?;
+            requests.push(request);
+        }
         self.inner.work_bell.ring();
         done.wait().await
     }
@@ -335,8 +347,14 @@ impl Db {
         if let Some(task) = task {
             task.join().await;
         }
-        // A `flush` waiting for the worker learns it is gone.
+        // A `flush` or `compact_range` waiting for the worker learns it is gone.
         self.inner.changed.notify_all();
+        let requests = std::mem::take(
+            &mut *self.inner.range_requests.lock().unwrap_or_else(PoisonError::into_inner),
+        );
+        for request in requests {
+            let _ = request.done.fill(Err(Error::Closed));
+        }
         self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
         sealed.map(drop)
     }
@@ -512,20 +530,23 @@ impl DbInner {
         ))
     }
 
-    /// What a read consults: the memtables, then the version, then (unless a snapshot gives
-    /// it) the sequence number, in that order. Memtables before the version, because a flush
-    /// installs its version before dropping the memtable; the sequence number last, because
-    /// a compaction may drop versions older than the newest one published when it started,
-    /// and a latest read taken after the version is installed sees that newest one.
+    /// What a read consults: the memtables and the version, taken together, then (unless a
+    /// snapshot gives it) the sequence number. The sequence number last, because a compaction
+    /// may drop versions older than the newest one published when it started, and a latest
+    /// read taken after the version is installed sees that newest one.
     fn read_view(&self, seq: Option<u64>) -> (Vec<Arc<Memtable>>, Arc<Version>, u64) {
-        let memtables = self.memtables_newest_first();
-        let version = self.current();
+        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+        let mut memtables = Vec::with_capacity(m.immutable.len() + 1);
+        memtables.push(Arc::clone(&m.active));
+        memtables.extend(m.immutable.iter().rev().map(|(table, _)| Arc::clone(table)));
+        let version = Arc::clone(&m.version);
+        drop(m);
         let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::SeqCst));
         (memtables, version, seq)
     }
 
     pub(crate) fn current(&self) -> Arc<Version> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&self.memtables.read().unwrap_or_else(PoisonError::into_inner).version)
     }
 
     /// A fresh file number for a WAL, a table or a MANIFEST.
@@ -555,12 +576,14 @@ impl DbInner {
         Some(job)
     }
 
-    /// Writes `edit` to the MANIFEST and installs the version it makes; rewrites the MANIFEST
-    /// as a fresh snapshot once it has grown past its limit.
+    /// Writes `edit` to the MANIFEST and installs the version it makes, dropping the memtable
+    /// whose flush it records, if any, and wakes writers stalled for room; rewrites the
+    /// MANIFEST as a fresh snapshot once it has grown past its limit.
     pub(crate) async fn log_and_apply(
         &self,
         manifest: &mut Manifest,
         edit: VersionEdit,
+        flushed: Option<&Arc<Memtable>>,
     ) -> Result<()> {
         let version = self.current().apply(&edit).map_err(|why| {
             Error::corruption(
@@ -570,7 +593,15 @@ impl DbInner {
             )
         })?;
         manifest.append(&edit, &self.counters.manifest_syncs).await?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(version);
+        {
+            let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
+            m.version = Arc::new(version);
+            // A flushed memtable leaves in the same step its table arrives.
+            if let Some(mem) = flushed {
+                m.immutable.retain(|(held, _)| !Arc::ptr_eq(held, mem));
+            }
+        }
+        self.changed.notify_all();
         if manifest.bytes() > self.options.manifest_bytes_max {
             let number = self.new_file_number();
             let snapshot = manifest.snapshot_edit(&self.current(), self.peek_next_file_number());
@@ -591,15 +622,6 @@ impl DbInner {
         Ok(())
     }
 
-    /// Drops a flushed memtable (its writes are now in the current version) and wakes writers
-    /// stalled for room.
-    pub(crate) fn retire_flushed(&self, mem: &Arc<Memtable>) {
-        let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
-        m.immutable.retain(|(held, _)| !Arc::ptr_eq(held, mem));
-        drop(m);
-        self.changed.notify_all();
-    }
-
     /// The sequence numbers live snapshots pin, ascending.
     pub(crate) fn pinned_snapshots(&self) -> Vec<u64> {
         self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
@@ -614,14 +636,6 @@ impl DbInner {
     /// How many memtables are held, the active one included.
     pub(crate) fn memtable_count(&self) -> usize {
         self.memtables.read().unwrap_or_else(PoisonError::into_inner).immutable.len() + 1
-    }
-
-    fn memtables_newest_first(&self) -> Vec<Arc<Memtable>> {
-        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-        let mut tables = Vec::with_capacity(m.immutable.len() + 1);
-        tables.push(Arc::clone(&m.active));
-        tables.extend(m.immutable.iter().rev().map(|(table, _)| Arc::clone(table)));
-        tables
     }
 
     pub(crate) fn active_memtable(&self) -> Arc<Memtable> {

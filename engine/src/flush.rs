@@ -77,8 +77,7 @@ pub(crate) async fn flush_oldest(db: &Arc<DbInner>, manifest: &mut Manifest) -> 
     if db.options.has_bug(PlantedBug::DeleteWalBeforeManifest) {
         remove_wal(db, &wal).await;
     }
-    db.log_and_apply(manifest, edit).await?;
-    db.retire_flushed(&job.mem);
+    db.log_and_apply(manifest, edit, Some(&job.mem)).await?;
     Counters::add(&db.counters.flushes, 1);
     tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");
     remove_wal(db, &wal).await;

@@ -4,9 +4,9 @@
 //!
 //! The merging cursor (`Merged`) walks *internal* entries (user key ascending, sequence number
 //! descending) of all its children, always positioned on the smallest (moving forward) or
-//! largest (moving backward) child entry; internal keys are unique across children because
-//! sequence numbers are. `DbIterator` hides versions above its read sequence number, shadowed
-//! versions and deleted keys.
+//! largest (moving backward) child entry; it changes direction only by a seek, which
+//! repositions every child. `DbIterator` hides versions above its read sequence number,
+//! shadowed versions and deleted keys.
 //!
 //! An iterator holds the memtables and the version it started with, so the tables it reads
 //! stay on disk however the tree changes meanwhile, and it reads exactly the state at its
@@ -197,37 +197,20 @@ impl Merged {
         Ok(())
     }
 
+    /// Moves past the current entry; only while moving forward (`DbIterator` changes
+    /// direction by seeking, which repositions every child).
     async fn next(&mut self) -> Result<()> {
+        debug_assert!(self.forward, "the merge changes direction only by seeking");
         let Some(c) = self.current else { return Ok(()) };
-        if !self.forward {
-            // Every other child sits before the current entry: move each to its first entry
-            // after it (internal keys are unique, so "at or after" is "after").
-            let (key, seq) = self.key();
-            let (key, seq) = (key.to_vec(), seq);
-            for (i, child) in self.children.iter_mut().enumerate() {
-                if i != c {
-                    child.seek(&key, seq).await?;
-                }
-            }
-            self.forward = true;
-        }
         self.children[c].next().await?;
         self.pick();
         Ok(())
     }
 
+    /// Moves before the current entry; only while moving backward.
     async fn prev(&mut self) -> Result<()> {
+        debug_assert!(!self.forward, "the merge changes direction only by seeking");
         let Some(c) = self.current else { return Ok(()) };
-        if self.forward {
-            let (key, seq) = self.key();
-            let (key, seq) = (key.to_vec(), seq);
-            for (i, child) in self.children.iter_mut().enumerate() {
-                if i != c {
-                    child.seek_before(&key, seq).await?;
-                }
-            }
-            self.forward = false;
-        }
         self.children[c].prev().await?;
         self.pick();
         Ok(())

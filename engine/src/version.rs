@@ -55,16 +55,20 @@ impl Version {
     /// what is wrong.
     pub(crate) fn apply(&self, edit: &VersionEdit) -> Result<Version, String> {
         let mut next = self.clone();
+        let mut removed = Vec::with_capacity(edit.deleted.len());
         for &(level, number) in &edit.deleted {
             let files = next.level_mut(level)?;
-            let before = files.len();
-            files.retain(|f| f.number != number);
-            if files.len() == before {
+            let Some(i) = files.iter().position(|f| f.number == number) else {
                 return Err(format!("deletes table {number} that level {level} does not hold"));
-            }
+            };
+            removed.push(files.remove(i));
         }
         for (level, meta) in &edit.added {
-            next.level_mut(*level)?.push(Arc::new(meta.clone()));
+            // A table moved between levels keeps its `Arc`: its deletion waits for every
+            // version that names it, and those share this one allocation.
+            let moved = removed.iter().find(|f| f.number == meta.number && ***f == *meta);
+            let file = moved.map_or_else(|| Arc::new(meta.clone()), Arc::clone);
+            next.level_mut(*level)?.push(file);
         }
         next.levels[0].sort_by(|a, b| b.max_seq.cmp(&a.max_seq).then(b.number.cmp(&a.number)));
         for files in &mut next.levels[1..] {
@@ -192,11 +196,13 @@ mod tests {
     }
 
     #[test]
-    fn a_file_moves_between_levels_in_one_edit() {
-        let v =
+    fn a_file_moves_between_levels_in_one_edit_and_keeps_its_allocation() {
+        let v0 =
             Version::default().apply(&edit(vec![(0, meta(1, "a", "b", (1, 2)))], vec![])).unwrap();
-        let v = v.apply(&edit(vec![(1, meta(1, "a", "b", (1, 2)))], vec![(0, 1)])).unwrap();
-        assert!(v.levels[0].is_empty());
-        assert_eq!(v.levels[1].len(), 1);
+        let v1 = v0.apply(&edit(vec![(1, meta(1, "a", "b", (1, 2)))], vec![(0, 1)])).unwrap();
+        assert!(v1.levels[0].is_empty());
+        assert_eq!(v1.levels[1].len(), 1);
+        // Deletion is decided by the count of this one `Arc`, shared by both versions.
+        assert!(Arc::ptr_eq(&v0.levels[0][0], &v1.levels[1][0]));
     }
 }

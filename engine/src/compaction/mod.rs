@@ -137,7 +137,7 @@ pub(crate) async fn run(
     };
     if c.is_trivial_move() {
         edit.added.push((c.output_level as u8, FileMeta::clone(&c.inputs[0].1)));
-        db.log_and_apply(manifest, edit).await?;
+        db.log_and_apply(manifest, edit, None).await?;
         tracing::debug!(table = c.inputs[0].1.number, level = c.output_level, "moved");
         return Ok(Vec::new());
     }
@@ -148,7 +148,7 @@ pub(crate) async fn run(
     Counters::add(&db.counters.compaction_bytes_written, written);
     edit.next_file_number = Some(db.peek_next_file_number());
     edit.added.extend(outputs.into_iter().map(|f| (c.output_level as u8, f)));
-    db.log_and_apply(manifest, edit).await?;
+    db.log_and_apply(manifest, edit, None).await?;
     Counters::add(&db.counters.compactions, 1);
     tracing::debug!(inputs = c.inputs.len(), level = c.output_level, read, written, "compacted");
     Ok(c.inputs.into_iter().map(|(_, f)| f).collect())
