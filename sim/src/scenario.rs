@@ -278,7 +278,7 @@ impl Process {
                     1 | 2 => self.scan(&db, &mut rng).await,
                     3..=5 if snapshot.is_some() => {
                         let snap = snapshot.as_ref().expect("checked");
-                        self.snapshot_read(snap, &mut rng).await;
+                        self.snapshot_read(snap, &mut rng, false).await;
                     }
                     _ => self.read(&db, &mut rng, &mut seen_seq).await,
                 }
@@ -291,11 +291,14 @@ impl Process {
         }
         // A snapshot read last, after whatever flushes and compactions ran meanwhile.
         if let Some(snap) = &snapshot {
+            // Often push everything written since the snapshot through a flush and a
+            // compaction first: the versions the snapshot reads must survive both.
             if !self.shared.failed() && rng.gen_bool(0.5) {
-                self.compact_range(&db, &mut rng).await;
+                self.flush(&db).await;
+                self.compact_all(&db).await;
             }
             if !self.shared.failed() {
-                self.snapshot_read(snap, &mut rng).await;
+                self.snapshot_read(snap, &mut rng, true).await;
             }
         }
     }
@@ -324,10 +327,13 @@ impl Process {
         *seen_seq = now;
     }
 
-    /// A read at a snapshot: one key, or a range scan checked key by key.
-    async fn snapshot_read(&self, snap: &Snapshot, rng: &mut ChaCha8Rng) {
+    /// A read at a snapshot: one key, or a range scan checked key by key; every key if
+    /// `whole`.
+    async fn snapshot_read(&self, snap: &Snapshot, rng: &mut ChaCha8Rng, whole: bool) {
         let seq = snap.sequence();
-        let keys: Vec<Vec<u8>> = if rng.gen_bool(0.5) {
+        let keys: Vec<Vec<u8>> = if whole {
+            (0..self.config.keys).map(key_name).collect()
+        } else if rng.gen_bool(0.5) {
             vec![key_name(rng.gen_range(0..self.config.keys))]
         } else {
             let a = rng.gen_range(0..self.config.keys);
@@ -382,6 +388,18 @@ impl Process {
         let b = rng.gen_range(a..self.config.keys);
         let result = db.compact_range_async(&key_name(a), &key_name(b)).await;
         self.trace.event(now_ns(), || format!("compact_range [{a}, {b}] -> {result:?}"));
+        lock(&self.shared.stats).compact_ranges += 1;
+        if let Err(e) = result {
+            if !self.faults.any() {
+                self.shared.fail(&self.trace, format!("compact_range failed without faults: {e}"));
+            }
+        }
+    }
+
+    /// A `compact_range` over every key.
+    async fn compact_all(&self, db: &Db) {
+        let result = db.compact_range_async(b"", b"\xff").await;
+        self.trace.event(now_ns(), || format!("compact_range all -> {result:?}"));
         lock(&self.shared.stats).compact_ranges += 1;
         if let Err(e) = result {
             if !self.faults.any() {
@@ -602,11 +620,18 @@ async fn final_check(
                 for op in 0..2 {
                     process.write(&db, &mut rng, 0, op).await;
                 }
+                // A snapshot that must outlive overwrites, a flush and a full compaction:
+                // every scenario checks that compaction keeps what snapshots read.
+                let snapshot = db.snapshot();
+                for op in 2..2 + process.config.keys.min(6) {
+                    process.write(&db, &mut rng, 0, op).await;
+                }
+                process.flush(&db).await;
                 // As a user tidying up: everything on disk compacted down, then checked again
                 // by the next recovery.
-                if let Err(e) = db.compact_range_async(b"", b"\xff").await {
-                    process.shared.fail(&process.trace, format!("final compact_range failed: {e}"));
-                }
+                process.compact_all(&db).await;
+                process.snapshot_read(&snapshot, &mut rng, true).await;
+                drop(snapshot);
                 let m = db.metrics();
                 {
                     let mut stats = lock(&process.shared.stats);

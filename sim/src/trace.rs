@@ -22,7 +22,8 @@ struct TraceInner {
     hash: u64,
     events: u64,
     print: bool,
-    recent: VecDeque<String>,
+    /// Virtual time and text of the latest events, formatted only when asked for.
+    recent: VecDeque<(u128, String)>,
 }
 
 impl Default for TraceInner {
@@ -60,7 +61,7 @@ impl Trace {
         if t.recent.len() == RECENT_EVENTS_MAX {
             t.recent.pop_front();
         }
-        t.recent.push_back(format!("{:.6}ms {text}", now_ns as f64 / 1e6));
+        t.recent.push_back((now_ns, text));
     }
 
     /// The hash of every event so far.
@@ -75,6 +76,7 @@ impl Trace {
 
     /// The most recent events, oldest first.
     pub fn recent(&self) -> Vec<String> {
-        self.lock().recent.iter().cloned().collect()
+        let t = self.lock();
+        t.recent.iter().map(|(ns, text)| format!("{:.6}ms {text}", *ns as f64 / 1e6)).collect()
     }
 }

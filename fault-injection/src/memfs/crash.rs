@@ -33,6 +33,14 @@ pub(super) enum Mode<'a> {
     DurableOnly,
 }
 
+/// How many of a directory's `pending` unsynced changes survive: a seeded prefix length.
+pub(super) fn changes_kept(mode: &mut Mode<'_>, pending: usize) -> usize {
+    match mode {
+        Mode::Seeded(rng) if pending > 0 => rng.gen_range(0..=pending),
+        _ => 0,
+    }
+}
+
 /// The contents of `file` on the next boot.
 pub(super) fn image(file: &FileData, mode: &mut Mode<'_>, report: &mut CrashReport) -> Vec<u8> {
     report.files += 1;

@@ -7,7 +7,11 @@
 //! - Each directory has current entries and durable entries. `create`, `rename`, `remove` and
 //!   `create_dir_all` change only the current entries; `sync_dir` makes a directory's current
 //!   entries durable. A directory survives a crash only if its name is durable in its parent.
-//! - A crash builds the next boot's disk from the durable namespace. Each surviving file gets
+//! - Changes to a directory's entries that no `sync_dir` has made durable yet may still
+//!   survive a crash, as an ordered journal (ext4's) may commit them on its own: the crash keeps
+//!   a seeded prefix of each directory's unsynced changes, in the order they were made. So a
+//!   name removed without a directory sync may be gone after the crash, or back.
+//! - A crash builds the next boot's disk from that namespace. Each surviving file gets
 //!   its durable image plus, chosen by the seed, some of the 4 KiB blocks written since its last
 //!   sync: each such block independently keeps its new content, keeps its old content, or (past
 //!   the durable end) turns to garbage. The size lands between the durable and the current size;

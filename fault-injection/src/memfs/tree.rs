@@ -40,8 +40,51 @@ enum Node {
 struct Dir {
     /// What `list` and lookups see.
     current: BTreeMap<String, Node>,
-    /// What survives a crash: the entries as of the last `sync_dir`.
+    /// What surely survives a crash: the entries as of the last `sync_dir`.
     durable: BTreeMap<String, Node>,
+    /// The changes made since, in order: a crash keeps a seeded prefix of them.
+    pending: Vec<Change>,
+}
+
+/// One change to a directory's entries.
+#[derive(Debug, Clone)]
+enum Change {
+    Put(String, Node),
+    Remove(String),
+    /// From, to, and the file moved.
+    Rename(String, String, Node),
+}
+
+impl Dir {
+    fn put(&mut self, name: &str, node: Node) {
+        self.current.insert(name.to_string(), node.clone());
+        self.pending.push(Change::Put(name.to_string(), node));
+    }
+
+    fn take(&mut self, name: &str) {
+        self.current.remove(name);
+        self.pending.push(Change::Remove(name.to_string()));
+    }
+
+    /// The durable entries with the first `kept` pending changes applied.
+    fn after_crash(&self, kept: usize) -> BTreeMap<String, Node> {
+        let mut entries = self.durable.clone();
+        for change in &self.pending[..kept] {
+            match change {
+                Change::Put(name, node) => {
+                    entries.insert(name.clone(), node.clone());
+                }
+                Change::Remove(name) => {
+                    entries.remove(name);
+                }
+                Change::Rename(from, to, node) => {
+                    entries.remove(from);
+                    entries.insert(to.clone(), node.clone());
+                }
+            }
+        }
+        entries
+    }
 }
 
 /// Every directory of one disk, by id.
@@ -94,7 +137,7 @@ impl Tree {
     pub(super) fn remove(&mut self, path: &Path) -> io::Result<()> {
         self.open(path)?;
         let (dir, name) = self.parent_of(path)?;
-        self.dir_mut(dir).current.remove(name);
+        self.dir_mut(dir).take(name);
         Ok(())
     }
 
@@ -109,9 +152,22 @@ impl Tree {
         if (from_dir, from_name) == (to_dir, to_name) {
             return Ok(());
         }
-        self.dir_mut(from_dir).current.remove(from_name);
-        let to_entries = &mut self.dir_mut(to_dir).current;
-        to_entries.insert(to_name.to_string(), Node::File(cell));
+        // Within one directory, one change in its journal: the new name and the old name's
+        // removal survive together or not at all. (Across directories, which the engine never
+        // does, they are two changes.)
+        if from_dir == to_dir {
+            let dir = self.dir_mut(to_dir);
+            dir.current.remove(from_name);
+            dir.current.insert(to_name.to_string(), Node::File(cell.clone()));
+            dir.pending.push(Change::Rename(
+                from_name.to_string(),
+                to_name.to_string(),
+                Node::File(cell),
+            ));
+        } else {
+            self.dir_mut(from_dir).take(from_name);
+            self.dir_mut(to_dir).put(to_name, Node::File(cell));
+        }
         Ok(())
     }
 
@@ -137,11 +193,13 @@ impl Tree {
         let id = self.resolve_dir(&components(dir)?, dir)?;
         let entries = self.dir_mut(id);
         entries.durable = entries.current.clone();
+        entries.pending.clear();
         Ok(())
     }
 
-    /// The next boot's namespace: the durable entries of every directory reachable through
-    /// durable entries from the root, each file replaced by its crash image.
+    /// The next boot's namespace: the surviving entries (durable ones plus a seeded prefix of
+    /// the pending changes) of every directory reachable through surviving entries from the
+    /// root, each file replaced by its crash image.
     pub(super) fn reboot(&self, mode: &mut Mode<'_>, report: &mut CrashReport) -> Tree {
         let mut boot =
             Boot { old: self, new: BTreeMap::new(), files: BTreeMap::new(), mode, report };
@@ -173,15 +231,14 @@ impl Tree {
     fn add_file(&mut self, dir: u64, name: &str) -> Arc<FileCell> {
         let ino = self.alloc_ino();
         let cell = Arc::new(FileCell { ino, data: Mutex::default() });
-        let node = Node::File(cell.clone());
-        self.dir_mut(dir).current.insert(name.to_string(), node);
+        self.dir_mut(dir).put(name, Node::File(cell.clone()));
         cell
     }
 
     fn add_dir(&mut self, parent: u64, name: &str) -> u64 {
         let id = self.alloc_ino();
         self.dirs.insert(id, Dir::default());
-        self.dir_mut(parent).current.insert(name.to_string(), Node::Dir(id));
+        self.dir_mut(parent).put(name, Node::Dir(id));
         id
     }
 
@@ -214,10 +271,12 @@ struct Boot<'t, 'm, 'r> {
 impl Boot<'_, '_, '_> {
     fn copy_dir(&mut self, id: u64) {
         let old = self.old;
+        let dir = old.dir(id);
+        let kept = crash::changes_kept(self.mode, dir.pending.len());
         let mut entries = BTreeMap::new();
         // BTreeMap order makes the sequence of random draws, and so the crash, a function of
         // the seed alone.
-        for (name, node) in &old.dir(id).durable {
+        for (name, node) in &dir.after_crash(kept) {
             let node = match node {
                 Node::File(cell) => Node::File(self.copy_file(cell)),
                 Node::Dir(child) => {
@@ -227,7 +286,7 @@ impl Boot<'_, '_, '_> {
             };
             entries.insert(name.clone(), node);
         }
-        let dir = Dir { current: entries.clone(), durable: entries };
+        let dir = Dir { current: entries.clone(), durable: entries, pending: Vec::new() };
         self.new.insert(id, dir);
     }
 
