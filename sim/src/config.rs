@@ -63,11 +63,13 @@ pub struct Faults {
     pub fsync_fail: f64,
     /// Probability that a WAL write fails with ENOSPC.
     pub write_fail: f64,
+    /// Probability that a read returns one flipped bit (a transient fault: the disk is fine).
+    pub read_flip: f64,
 }
 
 impl Faults {
     pub fn any(&self) -> bool {
-        self.fsync_fail > 0.0 || self.write_fail > 0.0
+        self.fsync_fail > 0.0 || self.write_fail > 0.0 || self.read_flip > 0.0
     }
 }
 
@@ -151,6 +153,7 @@ impl ScenarioConfig {
                     Faults {
                         fsync_fail: rng.gen_range(0.02..0.3),
                         write_fail: if rng.gen_bool(0.3) { rng.gen_range(0.01..0.1) } else { 0.0 },
+                        read_flip: if rng.gen_bool(0.3) { rng.gen_range(0.005..0.05) } else { 0.0 },
                     }
                 } else {
                     Faults::default()

@@ -157,6 +157,10 @@ fn make_runtime(
         let when = Predicate::probability(faults.write_fail, rng.gen());
         fault_fs = fault_fs.with_rule(OpKind::Write, when, Effect::ENOSPC);
     }
+    if faults.read_flip > 0.0 {
+        let when = Predicate::probability(faults.read_flip, rng.gen());
+        fault_fs = fault_fs.with_rule(OpKind::Read, when, Effect::BitFlip);
+    }
     if config.bug == Some(Bug::SyncNoop) {
         fault_fs = fault_fs.with_rule(OpKind::Sync, Predicate::always(), Effect::SkipSilently);
     }
@@ -220,12 +224,18 @@ impl Process {
         }
     }
 
+    /// Whether `e` may come from a read under this cycle's faults: with bit flips on reads, a
+    /// checksum catches the flip and the read fails, which is right; wrong data never is.
+    fn read_error_allowed(&self, e: &jadedb::Error) -> bool {
+        self.faults.read_flip > 0.0 && (e.is_corruption() || matches!(e, jadedb::Error::Io { .. }))
+    }
+
     /// Opens the database and checks what it recovered (invariants 1-3).
     async fn open_and_check(&self) -> Option<Db> {
         let rt: jadedb::runtime::RuntimeRef = self.rt.clone();
         let db = match Db::open_async(DB_DIR, options(&self.config, self.cycle), rt).await {
             Ok(db) => db,
-            Err(e) if self.faults.any() && !e.is_corruption() => {
+            Err(e) if (self.faults.any() && !e.is_corruption()) || self.read_error_allowed(&e) => {
                 self.trace.event(now_ns(), || format!("open failed under faults: {e}"));
                 return None;
             }
@@ -234,7 +244,7 @@ impl Process {
                 return None;
             }
         };
-        if !check_recovered(&db, &self.shared, &self.trace).await {
+        if !check_recovered(&db, &self.shared, &self.trace, self.faults.read_flip > 0.0).await {
             return None;
         }
         *lock(&self.shared.live_db) = Some(db.clone());
@@ -310,6 +320,7 @@ impl Process {
         lock(&self.shared.stats).reads += 1;
         let value = match result {
             Ok(value) => value,
+            Err(e) if self.read_error_allowed(&e) => return,
             Err(e) => return self.shared.fail(&self.trace, format!("get failed: {e}")),
         };
         let shown =
@@ -349,6 +360,7 @@ impl Process {
         };
         let got = match walked {
             Ok(got) => got,
+            Err(e) if self.read_error_allowed(&e) => return,
             Err(e) => return self.shared.fail(&self.trace, format!("snapshot scan failed: {e}")),
         };
         if keys.len() == 1 {
@@ -361,6 +373,7 @@ impl Process {
                     );
                     return self.shared.fail(&self.trace, why);
                 }
+                Err(e) if self.read_error_allowed(&e) => return,
                 Err(e) => {
                     return self.shared.fail(&self.trace, format!("snapshot get failed: {e}"))
                 }
@@ -438,6 +451,7 @@ impl Process {
         };
         let got = match got {
             Ok(got) => got,
+            Err(e) if self.read_error_allowed(&e) => return,
             Err(e) => return self.shared.fail(&self.trace, format!("scan failed: {e}")),
         };
         self.trace.event(now_ns(), || format!("scan [{a}, {b}) -> {} keys", got.len()));
@@ -562,9 +576,15 @@ fn value(cycle: usize, client: usize, op: usize, i: usize, len: usize) -> Vec<u8
 }
 
 /// Checks a freshly opened database against the model and starts the model's next epoch.
-async fn check_recovered(db: &Db, shared: &Shared, trace: &Trace) -> bool {
+/// With `read_flips`, a read may fail with a detected corruption (never return wrong data): the
+/// check is then skipped, and the model stays as it was for the next recovery to check.
+async fn check_recovered(db: &Db, shared: &Shared, trace: &Trace, read_flips: bool) -> bool {
     let recovered: BTreeMap<Vec<u8>, Vec<u8>> = match db.scan_async(b"", None).await {
         Ok(pairs) => pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+        Err(e) if read_flips && e.is_corruption() => {
+            trace.event(now_ns(), || format!("scan after recovery failed under read faults: {e}"));
+            return false;
+        }
         Err(e) => {
             shared.fail(trace, format!("scan after recovery failed: {e}"));
             return false;

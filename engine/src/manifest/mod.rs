@@ -148,22 +148,35 @@ pub(crate) struct Replayed {
 /// Replays MANIFEST `number` of `dir`.
 pub(crate) async fn replay(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<Replayed> {
     let path = dir.join(file_name(number));
-    let file = fs.open(&path).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::corruption(dir.join(CURRENT), 0, format!("{} is missing", path.display()))
+    let data = match wal::read_log(fs, &path).await {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            let why = format!("{} is missing", path.display());
+            return Err(Error::corruption(dir.join(CURRENT), 0, why));
         }
-        _ => Error::io("opening", &path, e),
-    })?;
-    let data = crate::runtime::read_all(file.as_ref())
-        .await
-        .map_err(|e| Error::io("reading", &path, e))?;
+        other => other?,
+    };
+    let replayed = replay_edits(&data, &path, number);
+    // Damage is acted on (a torn tail dropped, corruption reported) only if a second read
+    // agrees; see `wal::confirm_read`.
+    let damaged = match &replayed {
+        Ok((_, torn)) => *torn,
+        Err(e) => e.is_corruption(),
+    };
+    if damaged {
+        wal::confirm_read(fs, &path, &data).await?;
+    }
+    replayed.map(|(r, _)| r)
+}
+
+/// Applies the edits of a MANIFEST's bytes; also says whether its tail was torn.
+fn replay_edits(data: &[u8], path: &Path, number: u64) -> Result<(Replayed, bool)> {
     // Always the newest MANIFEST: only it may have a torn tail (a crash mid-edit).
-    let framed = wal::parse_frames(&data, &path, number, true, false, "MANIFEST")?;
+    let framed = wal::parse_frames(data, path, number, true, false, "MANIFEST")?;
     let mut r =
         Replayed { version: Version::default(), log_number: 0, next_file_number: 0, last_seq: 0 };
     let mut edits = 0;
     for &(offset, payload) in framed.records.iter().filter(|(_, p)| !p.is_empty()) {
-        let bad = |why: String| Error::corruption(&path, offset, why);
+        let bad = |why: String| Error::corruption(path, offset, why);
         let edit = VersionEdit::decode(payload).map_err(bad)?;
         r.version = r.version.apply(&edit).map_err(bad)?;
         r.log_number = r.log_number.max(edit.log_number.unwrap_or(0));
@@ -172,9 +185,9 @@ pub(crate) async fn replay(fs: &dyn FileSystem, dir: &Path, number: u64) -> Resu
         edits += 1;
     }
     if edits == 0 || r.next_file_number == 0 {
-        return Err(Error::corruption(&path, 0, "MANIFEST holds no snapshot of the database"));
+        return Err(Error::corruption(path, 0, "MANIFEST holds no snapshot of the database"));
     }
-    Ok(r)
+    Ok((r, framed.torn))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 mod reader;
 mod writer;
 
-pub(crate) use reader::{parse_frames, replay};
+pub(crate) use reader::{confirm_read, parse_frames, read_log, replay};
 pub(crate) use writer::{WalFile, WalWriter};
 
 /// Size of a record header.

@@ -187,10 +187,41 @@ pub(crate) async fn replay(
     next_seq: Option<u64>,
     accept_bad_crc: bool,
 ) -> Result<ReplayedLog> {
+    let data = Bytes::from(read_log(fs, path).await?);
+    let parsed = parse_log(&data, path, number, newest, next_seq, accept_bad_crc);
+    let damaged = match &parsed {
+        Ok(log) => log.torn,
+        Err(e) => e.is_corruption(),
+    };
+    if damaged {
+        confirm_read(fs, path, &data).await?;
+    }
+    parsed
+}
+
+/// Reads a whole log file (a WAL or a MANIFEST).
+pub(crate) async fn read_log(fs: &dyn crate::runtime::FileSystem, path: &Path) -> Result<Vec<u8>> {
     let file = fs.open(path).await.map_err(|e| Error::io("opening", path, e))?;
-    let data =
-        crate::runtime::read_all(file.as_ref()).await.map_err(|e| Error::io("reading", path, e))?;
-    parse_log(&Bytes::from(data), path, number, newest, next_seq, accept_bad_crc)
+    crate::runtime::read_all(file.as_ref()).await.map_err(|e| Error::io("reading", path, e))
+}
+
+/// Reads the log again and checks it reads the same. Done before acting on damage: a transient
+/// read fault can make the last whole record look torn, and cutting it as a torn tail would
+/// drop a write that was synced; or make a sound log look corrupt. Two reads that differ mean
+/// the storage cannot be trusted right now, so the open fails with an I/O error instead.
+pub(crate) async fn confirm_read(
+    fs: &dyn crate::runtime::FileSystem,
+    path: &Path,
+    first: &[u8],
+) -> Result<()> {
+    if read_log(fs, path).await? == first {
+        return Ok(());
+    }
+    let unstable = std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "two reads of the log returned different bytes; not acting on damage an unstable read shows",
+    );
+    Err(Error::io("re-reading", path, unstable))
 }
 
 #[cfg(test)]
