@@ -10,9 +10,10 @@
 //!
 //! Running (`run`): the inputs are merged by [`merge::MergeIter`], which drops shadowed
 //! versions and obsolete tombstones; outputs are cut at `target_file_bytes`, never inside one
-//! user key (so tables of one level never share a key). The outputs are synced and named
-//! durably, then one MANIFEST edit swaps inputs for outputs; the inputs are deleted only once
-//! the edit is durable and no reader holds a version naming them.
+//! user key (so tables of one level never share a key); between outputs a waiting memtable is
+//! flushed. The outputs are synced and named durably, then one MANIFEST edit swaps inputs for
+//! outputs; the inputs are deleted only once the edit is durable and no reader holds a version
+//! naming them.
 
 mod merge;
 
@@ -141,7 +142,7 @@ pub(crate) async fn run(
         tracing::debug!(table = c.inputs[0].1.number, level = c.output_level, "moved");
         return Ok(Vec::new());
     }
-    let outputs = write_outputs(db, &c).await?;
+    let outputs = write_outputs(db, &c, manifest).await?;
     let written: u64 = outputs.iter().map(|f| f.file_bytes).sum();
     let read: u64 = c.inputs.iter().map(|(_, f)| f.file_bytes).sum();
     Counters::add(&db.counters.compaction_bytes_read, read);
@@ -154,8 +155,15 @@ pub(crate) async fn run(
     Ok(c.inputs.into_iter().map(|(_, f)| f).collect())
 }
 
-/// Merges the inputs into new tables of the output level, synced and named durably.
-async fn write_outputs(db: &Arc<DbInner>, c: &Compaction) -> Result<Vec<FileMeta>> {
+/// Merges the inputs into new tables of the output level, synced and named durably. Between
+/// output tables it flushes a memtable that is waiting, so a long compaction does not hold up
+/// flushes (and the writers stalled on them): a flush only adds a level-0 table newer than
+/// every input, which changes nothing the compaction decided.
+async fn write_outputs(
+    db: &Arc<DbInner>,
+    c: &Compaction,
+    manifest: &mut Manifest,
+) -> Result<Vec<FileMeta>> {
     let mut pinned = db.pinned_snapshots();
     if db.options.has_bug(crate::options::PlantedBug::CompactionIgnoresSnapshots) {
         pinned.clear();
@@ -184,6 +192,7 @@ async fn write_outputs(db: &Arc<DbInner>, c: &Compaction) -> Result<Vec<FileMeta
         if new_key && full {
             let (number, w) = writer.take().expect("checked");
             outputs.push(crate::flush::file_meta(number, &w.finish().await?));
+            crate::flush::flush_oldest(db, manifest).await?;
         }
         if new_key {
             last_key.clear();
