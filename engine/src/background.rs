@@ -35,10 +35,10 @@ pub(crate) struct RangeRequest {
 }
 
 /// Counts a background job as running for as long as it lives, however it ends.
-struct Running<'a>(&'a AtomicU64);
+pub(crate) struct Running<'a>(&'a AtomicU64);
 
 impl<'a> Running<'a> {
-    fn start(gauge: &'a AtomicU64) -> Self {
+    pub(crate) fn start(gauge: &'a AtomicU64) -> Self {
         gauge.fetch_add(1, Ordering::Relaxed);
         Running(gauge)
     }
@@ -97,11 +97,9 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
 impl Worker {
     /// Does the most urgent job, if any; returns whether it did one.
     async fn step(&mut self, db: &Arc<DbInner>) -> Result<bool> {
-        let flushing = Running::start(&db.counters.flushes_running);
         if crate::flush::flush_oldest(db, &mut self.manifest).await? {
             return Ok(true);
         }
-        drop(flushing);
         if self.range_step(db).await? {
             return Ok(true);
         }

@@ -61,6 +61,8 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties) -> FileMeta {
 /// did.
 pub(crate) async fn flush_oldest(db: &Arc<DbInner>, manifest: &mut Manifest) -> Result<bool> {
     let Some(job) = db.flush_candidate() else { return Ok(false) };
+    // Counted wherever it runs: on its own, or between a compaction's output tables.
+    let _running = crate::background::Running::start(&db.counters.flushes_running);
     let number = db.new_file_number();
     let meta = write_table(db.rt.as_ref(), &db.dir, &db.options, number, &job.mem).await?;
     let mut edit = VersionEdit {

@@ -219,3 +219,41 @@ fn a_flipped_bit_on_reading_the_wal_never_loses_a_synced_write() {
         db.close().unwrap();
     }
 }
+
+/// Regression (found in review): `CURRENT` had no checksum, so a flipped bit could make it name
+/// an older MANIFEST still on disk; open then took the live tables for orphans and deleted them.
+/// Now any damage to `CURRENT` fails the open, and nothing is deleted.
+#[test]
+fn a_flipped_bit_on_reading_current_never_opens_a_stale_manifest() {
+    for seed in 0..30 {
+        let fs = MemFs::new();
+        // Old MANIFESTs stay on disk: deleting them fails.
+        let sticky = || {
+            FaultFs::new(fs.clone()).with_rule(
+                OpKind::Remove,
+                Predicate::path_contains("MANIFEST-"),
+                Effect::EIO,
+            )
+        };
+        for (i, key) in [b"k1", b"k2"].iter().enumerate() {
+            let db = Db::open("/db", Options::default(), MemRuntime::over(sticky())).unwrap();
+            db.put(*key, &[i as u8; 10], WriteOptions::synced()).unwrap();
+            db.flush().unwrap();
+            db.close().unwrap();
+        }
+        let flaky = sticky().with_seed(seed).with_rule(
+            OpKind::Read,
+            Predicate::path_ends_with("CURRENT").and(Predicate::nth(1)),
+            Effect::BitFlip,
+        );
+        match Db::open("/db", Options::default(), MemRuntime::over(flaky)) {
+            Err(Error::Io { op, .. }) => assert_eq!(op, "re-reading", "seed {seed}"),
+            Err(other) => panic!("seed {seed}: expected an unstable-read error, got {other}"),
+            Ok(_) => panic!("seed {seed}: opened through a damaged CURRENT"),
+        }
+        let db = Db::open("/db", Options::default(), MemRuntime::new(&fs)).unwrap();
+        assert_eq!(db.get(b"k1").unwrap().as_deref(), Some(&[0u8; 10][..]), "seed {seed}");
+        assert_eq!(db.get(b"k2").unwrap().as_deref(), Some(&[1u8; 10][..]), "seed {seed}");
+        db.close().unwrap();
+    }
+}

@@ -109,7 +109,7 @@ impl Manifest {
 async fn set_current(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
     let temp = dir.join(CURRENT_TEMP);
     let current = dir.join(CURRENT);
-    let contents = format!("{}\n", file_name(number));
+    let contents = current_contents(number);
     let file = fs.create(&temp).await.map_err(|e| Error::io("creating", &temp, e))?;
     file.write_at(0, contents.as_bytes()).await.map_err(|e| Error::io("writing", &temp, e))?;
     file.sync_data().await.map_err(|e| Error::io("syncing", &temp, e))?;
@@ -118,22 +118,43 @@ async fn set_current(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()>
 }
 
 /// The number of the MANIFEST that `CURRENT` names, or `None` if there is no `CURRENT`.
+/// What `CURRENT` holds when it names MANIFEST `number`: the name on one line, and on the
+/// next the crc32 of the first line in hex. The checksum matters more here than anywhere: a
+/// damaged `CURRENT` that still named an older MANIFEST would make every newer table look
+/// unreferenced, and open would delete them.
+fn current_contents(number: u64) -> String {
+    let name = file_name(number);
+    format!("{name}\n{:08x}\n", crc32fast::hash(name.as_bytes()))
+}
+
+/// The MANIFEST number `data` (the bytes of `CURRENT`) names, if it is well formed.
+fn parse_current(data: &[u8]) -> Option<u64> {
+    let number = parse_file_name(std::str::from_utf8(data).ok()?.lines().next()?)?;
+    (current_contents(number).as_bytes() == data).then_some(number)
+}
+
+/// The number of the MANIFEST that `CURRENT` names, or `None` if there is no `CURRENT`. A
+/// damaged `CURRENT` is corruption; if a second read disagrees, an I/O error (a transient read
+/// fault) instead, so the open can be retried.
 pub(crate) async fn read_current(fs: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
     let path = dir.join(CURRENT);
-    let file = match fs.open(&path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("opening", &path, e)),
+    let data = match wal::read_log(fs, &path).await {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        other => other?,
     };
-    let data = crate::runtime::read_all(file.as_ref())
-        .await
-        .map_err(|e| Error::io("reading", &path, e))?;
-    let number = std::str::from_utf8(&data)
-        .ok()
-        .and_then(|s| s.strip_suffix('\n'))
-        .and_then(parse_file_name)
-        .ok_or_else(|| Error::corruption(&path, 0, "CURRENT does not name a MANIFEST"))?;
-    Ok(Some(number))
+    match parse_current(&data) {
+        Some(number) => Ok(Some(number)),
+        None => {
+            wal::confirm_read(fs, &path, &data).await?;
+            Err(Error::corruption(
+                &path,
+                0,
+                "CURRENT does not name a MANIFEST with a matching checksum",
+            ))
+        }
+    }
 }
 
 /// What replaying a MANIFEST gives.
@@ -193,6 +214,21 @@ fn replay_edits(data: &[u8], path: &Path, number: u64) -> Result<(Replayed, bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn current_names_its_manifest_with_a_checksum_that_catches_any_flip() {
+        // The example in docs/format.md.
+        assert_eq!(current_contents(2), "MANIFEST-000002\nc30c0e99\n");
+        let good = current_contents(12);
+        assert_eq!(parse_current(good.as_bytes()), Some(12));
+        for bit in 0..good.len() * 8 {
+            let mut bad = good.clone().into_bytes();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(parse_current(&bad), None, "flip of bit {bit} went unnoticed");
+        }
+        assert_eq!(parse_current(b"MANIFEST-000012\n"), None, "no checksum");
+        assert_eq!(parse_current(b""), None);
+    }
 
     #[test]
     fn file_names_round_trip() {
