@@ -10,7 +10,6 @@
 //! its capacity after an operation returns, and the least recently used block is evicted
 //! first. The cache only ever holds blocks whose checksum was verified, so a hit needs no
 //! second check. Usage counts block bytes only, not the bookkeeping around them.
-#![allow(dead_code)] // wired in by flush and the read path
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -112,6 +111,7 @@ impl BlockCache {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).usage).sum()
     }
 
+    #[cfg(test)]
     pub(crate) fn capacity_bytes(&self) -> usize {
         self.capacity_bytes
     }

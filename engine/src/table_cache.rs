@@ -8,7 +8,6 @@
 //! Invariant: at most `open_files_max` tables are held, and the mutex is never held across an
 //! `.await`: a miss opens the table unlocked, then inserts it (if two tasks open the same table
 //! at once, the first insert wins and the other copy is dropped).
-#![allow(dead_code)] // wired in by flush and the read path
 
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
@@ -134,11 +133,13 @@ impl TableCache {
     }
 
     /// How many tables are open (held by the cache).
+    #[cfg(test)]
     pub(crate) fn open_tables(&self) -> usize {
         self.lock().tables.len()
     }
 
     /// Whether table `file_number` is held open.
+    #[cfg(test)]
     pub(crate) fn is_open(&self, file_number: u64) -> bool {
         self.lock().tables.contains_key(&file_number)
     }

@@ -140,11 +140,6 @@ impl BlockBuilder {
         self.entries == 0
     }
 
-    /// The key of the last entry added.
-    pub(crate) fn last_key(&self) -> &[u8] {
-        &self.last_key
-    }
-
     /// The finished contents followed by the trailer; the builder starts a new block.
     pub(crate) fn finish_sealed(&mut self, block_type: BlockType) -> Vec<u8> {
         let mut out = std::mem::take(&mut self.buf);
@@ -213,10 +208,6 @@ impl Block {
     fn restart(&self, i: usize) -> usize {
         u32_at(&self.data, self.restarts_at + 4 * i).unwrap_or(0)
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.data.len()
-    }
 }
 
 /// A cursor over the entries of one block, both directions.
@@ -255,11 +246,6 @@ impl BlockIter {
 
     pub(crate) fn valid(&self) -> bool {
         self.current < self.block.restarts_at
-    }
-
-    /// The encoded internal key of the current entry.
-    pub(crate) fn key(&self) -> &[u8] {
-        &self.key
     }
 
     pub(crate) fn user_key(&self) -> &[u8] {

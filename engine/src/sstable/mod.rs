@@ -10,7 +10,6 @@
 //! `Corruption` error naming the file and the offset of the damaged block, never as wrong data.
 //! Decoders take arbitrary bytes: malformed input gives an error, never a panic or an endless
 //! loop.
-#![allow(dead_code)] // wired in by flush and the read path
 
 mod block;
 mod filter;
@@ -26,7 +25,6 @@ mod robustness_tests;
 #[cfg(test)]
 mod tests;
 
-#[allow(unused_imports)] // flush and the read path name these once wired in
 pub(crate) use {iter::TableIter, reader::Table, writer::TableWriter};
 
 use bytes::Bytes;

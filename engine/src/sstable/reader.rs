@@ -86,6 +86,7 @@ impl Table {
         &self.properties
     }
 
+    #[cfg(test)]
     pub(crate) fn file_number(&self) -> u64 {
         self.file_number
     }
@@ -95,6 +96,7 @@ impl Table {
     }
 
     /// Whether the filter admits `user_key` (always true without a filter).
+    #[cfg(test)]
     pub(crate) fn may_contain(&self, user_key: &[u8]) -> bool {
         self.filter.as_ref().is_none_or(|f| f.may_contain(user_key))
     }

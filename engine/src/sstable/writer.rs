@@ -145,6 +145,7 @@ impl TableWriter {
     }
 
     /// Entries added so far.
+    #[cfg(test)]
     pub(crate) fn entries(&self) -> u64 {
         self.stats.entries
     }
