@@ -18,11 +18,12 @@ use crate::compaction::{self, Pointers};
 use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::runtime::JoinHandle;
+use crate::runtime::{buggify, JoinHandle};
 use crate::signal::{Doorbell, Signal};
 use crate::version::{FileMeta, LEVELS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
 
 /// A `compact_range` call: the range, and where to tell its caller the outcome.
 #[derive(Debug)]
@@ -97,6 +98,10 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
 impl Worker {
     /// Does the most urgent job, if any; returns whether it did one.
     async fn step(&mut self, db: &Arc<DbInner>) -> Result<bool> {
+        if buggify(db.rt.as_ref(), "background.delay") {
+            // A slow disk or a busy machine: every job may start late.
+            db.rt.sleep(Duration::from_millis(1 + db.rt.random_u64() % 20)).await;
+        }
         if crate::flush::flush_oldest(db, &mut self.manifest).await? {
             return Ok(true);
         }

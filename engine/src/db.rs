@@ -23,7 +23,7 @@ use crate::manifest::{Manifest, VersionEdit};
 use crate::memtable::{Memtable, Slot};
 use crate::metrics::{Counters, Metrics};
 use crate::options::{Options, WriteOptions};
-use crate::runtime::{FileLock, JoinHandle, RuntimeRef};
+use crate::runtime::{FileLock, JoinHandle, Phase, PhaseGuard, RuntimeRef};
 use crate::signal::{Doorbell, Notify, Signal};
 use crate::sstable::ReadStats;
 use crate::table_cache::TableCache;
@@ -324,6 +324,7 @@ impl Db {
 
     /// See [`Db::close`].
     pub async fn close_async(&self) -> Result<()> {
+        let _phase = PhaseGuard::enter(self.inner.rt.as_ref(), Phase::Close);
         self.inner.closed.store(true, Ordering::Release);
         // Every close, not just the first, goes through the pipeline: a second or concurrent
         // close then returns only once the log is sealed, and a close whose future was dropped
@@ -603,6 +604,7 @@ impl DbInner {
         }
         self.changed.notify_all();
         if manifest.bytes() > self.options.manifest_bytes_max {
+            let _phase = PhaseGuard::enter(self.rt.as_ref(), Phase::ManifestRotation);
             let number = self.new_file_number();
             let snapshot = manifest.snapshot_edit(&self.current(), self.peek_next_file_number());
             let old = manifest.number();

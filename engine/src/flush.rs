@@ -12,7 +12,7 @@ use crate::manifest::{Manifest, VersionEdit};
 use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::{Options, PlantedBug};
-use crate::runtime::Runtime;
+use crate::runtime::{Phase, PhaseGuard, Runtime};
 use crate::sstable::{self, TableProperties, TableWriter};
 use crate::version::FileMeta;
 use std::path::Path;
@@ -79,6 +79,7 @@ pub(crate) async fn flush_oldest(db: &Arc<DbInner>, manifest: &mut Manifest) -> 
     if db.options.has_bug(PlantedBug::DeleteWalBeforeManifest) {
         remove_wal(db, &wal).await;
     }
+    let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::FlushInstall);
     db.log_and_apply(manifest, edit, Some(&job.mem)).await?;
     Counters::add(&db.counters.flushes, 1);
     tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");

@@ -15,7 +15,7 @@ use crate::manifest::{self, Manifest, VersionEdit};
 use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::{Options, PlantedBug};
-use crate::runtime::{parent_dir, FileLock, RuntimeRef};
+use crate::runtime::{parent_dir, FileLock, Phase, PhaseGuard, RuntimeRef};
 use crate::sstable;
 use crate::version::Version;
 use crate::wal::{self, WalWriter};
@@ -48,6 +48,8 @@ struct Base {
 }
 
 pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result<Db> {
+    let observer = RuntimeRef::clone(&rt);
+    let _phase = PhaseGuard::enter(observer.as_ref(), Phase::Recovery);
     let fs = rt.fs();
     fs.create_dir_all(dir).await.map_err(|e| Error::io("creating directory", dir, e))?;
     let parent = parent_dir(dir);

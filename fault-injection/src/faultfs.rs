@@ -59,6 +59,8 @@ struct Rule {
     op: OpKind,
     when: Predicate,
     effect: Effect,
+    /// How many times this rule fired.
+    fired: AtomicU64,
 }
 
 /// The state every clone of a wrapper and every file it opened share.
@@ -80,6 +82,7 @@ impl Control {
         let rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
         let rule = rules.iter().find(|r| r.op == call.op && r.when.matches(call))?;
         self.fired.fetch_add(1, Ordering::Relaxed);
+        rule.fired.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(op = ?call.op, path = %call.path.display(), effect = ?rule.effect, "injected fault");
         Some(rule.effect)
     }
@@ -156,7 +159,13 @@ impl<F: FileSystem + ?Sized> FaultFs<F> {
     pub fn add_rule(&self, op: OpKind, when: Predicate, effect: Effect) {
         assert!(effect.applies_to(op), "{effect:?} cannot apply to {op:?}");
         let mut rules = self.ctl.rules.lock().unwrap_or_else(PoisonError::into_inner);
-        rules.push(Rule { op, when, effect });
+        rules.push(Rule { op, when, effect, fired: AtomicU64::new(0) });
+    }
+
+    /// How many times each rule fired, in the order the rules were added.
+    pub fn fired_per_rule(&self) -> Vec<u64> {
+        let rules = self.ctl.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        rules.iter().map(|r| r.fired.load(Ordering::Relaxed)).collect()
     }
 
     /// Removes every rule.

@@ -10,6 +10,6 @@ pub mod predicate;
 pub mod runtime;
 
 pub use faultfs::{Effect, FaultFs};
-pub use memfs::{CrashReport, MemFs, MemFsStats};
+pub use memfs::{CrashModel, CrashReport, FileInfo, Found, MemFs, MemFsStats};
 pub use predicate::{Call, OpKind, Predicate};
 pub use runtime::MemRuntime;

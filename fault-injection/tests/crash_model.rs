@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use jadedb::runtime::FileSystem;
 use jadedb_fault::memfs::{BLOCK_SIZE, SECTOR_SIZE};
-use jadedb_fault::{MemFs, Predicate};
+use jadedb_fault::{CrashModel, MemFs, Predicate};
 use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
@@ -270,4 +270,122 @@ fn namespace_errors_have_proper_kinds() {
     mkdir(&fs, "/db/sub");
     assert_eq!(list(&fs, "/db"), ["a", "b", "sub"]);
     assert_eq!(list(&fs, "db"), ["a", "b", "sub"], "relative paths start at the root");
+}
+
+#[test]
+fn a_process_crash_keeps_every_completed_write_and_a_later_power_loss_still_drops_them() {
+    for seed in 0..SEEDS {
+        let fs = disk();
+        let file = durable_file(&fs, b"old!");
+        fs.set_sync_fault(Some(Predicate::nth(1)));
+        write(&*file, 0, b"new!");
+        sync(&*file).expect_err("the injected fsync failure");
+        let unsynced = create(&fs, "/db/unsynced");
+        write(&*unsynced, 0, b"cached");
+
+        let restarted = fs.process_crash();
+        assert!(fs.is_crashed());
+        assert!(pollster::block_on(file.write_at(0, b"late")).is_err(), "old handles are dead");
+        // The page cache outlived the process: the page whose fsync failed is still readable,
+        // and so is the file whose name was never synced.
+        assert_eq!(contents(&restarted, "/db/f").unwrap(), b"new!", "seed={seed}");
+        assert_eq!(contents(&restarted, "/db/unsynced").unwrap(), b"cached", "seed={seed}");
+        // Nothing became durable by the restart.
+        let after = restarted.crash(&mut rng(seed));
+        assert_eq!(contents(&after, "/db/f").unwrap(), b"old!", "seed={seed}");
+        // Its name and bytes were never synced: gone, or any crash image of them.
+        let lost = contents(&after, "/db/unsynced");
+        assert!(lost.is_none_or(|bytes| bytes.len() <= b"cached".len()), "seed={seed}");
+    }
+}
+
+#[test]
+fn with_sector_tearing_any_unsynced_write_may_come_back_torn() {
+    let mut torn_first = 0;
+    for seed in 0..SEEDS {
+        let fs = disk();
+        fs.set_crash_model(CrashModel { tear_sectors: true, ..CrashModel::default() });
+        let file = durable_file(&fs, &vec![0xAA; 2 * BLOCK_SIZE]);
+        // Two unsynced writes: the first is not the last write, so only sector tearing of
+        // unsynced blocks can split it.
+        write(&*file, 0, &vec![0xBB; BLOCK_SIZE]);
+        write(&*file, BLOCK_SIZE as u64, &vec![0xCC; BLOCK_SIZE]);
+        let (after, report) = fs.crash_with_report(&mut rng(seed));
+        let got = contents(&after, "/db/f").unwrap();
+        let first: Vec<u8> =
+            got[..BLOCK_SIZE].chunks(SECTOR_SIZE).map(|s| sector_value(s, seed)).collect();
+        if first.contains(&0xAA) && first.contains(&0xBB) {
+            torn_first += 1;
+            assert!(report.blocks_torn > 0, "seed={seed}");
+        }
+    }
+    assert!(torn_first > 0, "no seed tore a write that was not the last");
+}
+
+#[test]
+fn without_ordered_metadata_a_later_change_may_survive_an_earlier_one() {
+    let mut out_of_order = 0;
+    for seed in 0..SEEDS {
+        let fs = disk();
+        fs.set_crash_model(CrashModel { unordered_dirs: true, ..CrashModel::default() });
+        for name in ["a", "b", "c"] {
+            drop(create(&fs, &format!("/db/{name}")));
+        }
+        let (after, report) = fs.crash_with_report(&mut rng(seed));
+        let present: Vec<bool> = ["a", "b", "c"]
+            .iter()
+            .map(|n| contents(&after, &format!("/db/{n}")).is_some())
+            .collect();
+        if !present.windows(2).all(|w| w[0] || !w[1]) {
+            out_of_order += 1;
+            assert!(report.dir_changes_out_of_order > 0, "seed={seed}: {present:?}");
+        }
+    }
+    assert!(out_of_order > 0, "no seed kept a later change without an earlier one");
+}
+
+#[test]
+fn damage_at_rest_persists_across_crashes_and_only_hits_synced_bytes() {
+    let fs = disk();
+    let file = durable_file(&fs, &pattern(3 * SECTOR_SIZE, 7));
+    // A later unsynced write dirties the block it lands in: nothing there is at rest.
+    let other = create(&fs, "/db/g");
+    sync_dir(&fs, "/db");
+    write(&*other, 0, b"synced");
+    sync(&*other).unwrap();
+    write(&*other, 6, b" and an unsynced tail");
+    assert!(!fs.rot_at_rest(Path::new("/db/g"), 2, 0x01).unwrap(), "not at rest");
+    let path = Path::new("/db/f");
+    assert!(fs.rot_at_rest(path, 5, 0x10).unwrap());
+    assert!(fs.break_sector(path, SECTOR_SIZE as u64 * 2 + 9).unwrap());
+    let mut expected = pattern(3 * SECTOR_SIZE, 7);
+    expected[5] ^= 0x10;
+    let mut buf = vec![0u8; 2 * SECTOR_SIZE];
+    pollster::block_on(jadedb::runtime::read_exact_at(&*file, 0, &mut buf)).unwrap();
+    assert_eq!(buf, expected[..2 * SECTOR_SIZE], "reads see the rot");
+    let err = pollster::block_on(file.read_at(2 * SECTOR_SIZE as u64, &mut buf)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(5));
+
+    let after = fs.crash(&mut rng(3)).process_crash();
+    let reopened = open(&after, "/db/f").unwrap();
+    let mut buf = vec![0u8; 16];
+    pollster::block_on(jadedb::runtime::read_exact_at(&*reopened, 0, &mut buf)).unwrap();
+    assert_eq!(buf, expected[..16], "the rot outlived both kinds of crash");
+    assert!(pollster::block_on(reopened.read_at(2 * SECTOR_SIZE as u64, &mut buf)).is_err());
+}
+
+#[test]
+fn find_says_whether_a_needle_is_durable_up_to_its_end() {
+    let fs = disk();
+    let file = durable_file(&fs, b"....synced-needle....");
+    write(&*file, 21, b"..unsynced-needle");
+    let dir = Path::new("/db");
+    let synced = fs.find(dir, "f", b"synced-needle").unwrap().unwrap();
+    assert_eq!((synced.offset, synced.durable_prefix), (4, true));
+    let unsynced = fs.find(dir, "f", b"unsynced-needle").unwrap().unwrap();
+    assert_eq!((unsynced.offset, unsynced.durable_prefix), (23, false));
+    assert_eq!(fs.find(dir, ".log", b"synced-needle").unwrap(), None, "only matching names");
+    let files = fs.files(dir).unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!((files[0].durable_len, files[0].current_len), (21, 38));
 }

@@ -115,8 +115,10 @@ fn rules_switch_at_run_time_across_clones() {
     let (_, fs) = wrapped();
     let handle = fs.clone();
     let file = create(&fs, "/db/f");
+    handle.add_rule(OpKind::Write, Predicate::never(), Effect::EIO);
     handle.add_rule(OpKind::Sync, Predicate::always(), Effect::Error(io::ErrorKind::Other));
     assert!(sync(&*file).is_err(), "a rule added through a clone reaches open files");
+    assert_eq!(fs.fired_per_rule(), [0, 1], "each rule counts its own firings");
     handle.set_enabled(false);
     assert!(sync(&*file).is_ok());
     handle.set_enabled(true);

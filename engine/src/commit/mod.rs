@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::PlantedBug;
+use crate::runtime::{buggify, Phase, PhaseGuard};
 use crate::signal::{Signal, Wait};
 use crate::wal::WalWriter;
 use bytes::Bytes;
@@ -314,18 +315,29 @@ async fn lead(db: &Arc<DbInner>, mut token: LeadToken, own: Pending) {
         db.rt.sleep(db.options.commit_window).await;
     }
     let mut members = vec![own];
-    db.pipeline.take_group(&mut members, db.options.commit_group_bytes_max);
+    // A group of one: the smallest group the pipeline must handle.
+    let bytes_max = if buggify(db.rt.as_ref(), "commit.small_group") {
+        1
+    } else {
+        db.options.commit_group_bytes_max
+    };
+    db.pipeline.take_group(&mut members, bytes_max);
     let mut group = GroupGuard { db, members, ticket: None };
     let written = write_stage(db, token.state(), &mut group.members).await;
     drop(token);
     match written {
         Ok(Written { ticket, memtable, want_sync }) => {
-            // Nothing below awaits, so the group cannot be cancelled halfway through.
             group.ticket = Some(ticket);
             if want_sync {
                 // After letting go of leadership: the sync task does not wait for this leader.
                 db.sync_bell.ring();
             }
+            if buggify(db.rt.as_ref(), "commit.yield_before_apply") {
+                // The next group is written, applied or published while this one waits; a
+                // cancellation here is handled by the guard like any other.
+                crate::runtime::yield_now().await;
+            }
+            // Nothing below awaits, so the group cannot be cancelled halfway through.
             apply(db, &memtable, &mut group.members);
             db.publish_queue.mark_applied(ticket);
             group.members.clear();
@@ -359,7 +371,11 @@ async fn write_stage(
     }
     throttle_for_level0(db).await?;
     let asked = members[0].barrier == Barrier::Rotate && !db.active_memtable().is_empty();
-    if asked || db.active_memtable_full() {
+    // A rotation (and so a flush) at an odd moment: any memtable may be retired early.
+    let early = !asked
+        && buggify(db.rt.as_ref(), "commit.rotate_early")
+        && !db.active_memtable().is_empty();
+    if asked || early || db.active_memtable_full() {
         rotate(db, state).await?;
     }
     encode_group(state, members);
@@ -429,6 +445,7 @@ fn apply(db: &DbInner, memtable: &Memtable, members: &mut [Pending]) {
 /// writer, since the leader holds the pipeline) while `memtables_max` memtables are held.
 async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
     stall_until(db, |db| db.memtable_count() < db.options.memtables_max).await?;
+    let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::WalRotation);
     // Recovery treats any damage in a log that is not the newest as corruption, which is only
     // true if that log was wholly synced (and cut to its length) before a newer one could exist.
     state.wal.finish(&db.counters.wal_syncs).await?;

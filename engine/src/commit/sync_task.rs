@@ -11,9 +11,10 @@
 //! task), nothing would sync queued groups any more, so the database is poisoned and they fail.
 
 use crate::db::DbInner;
-use crate::runtime::JoinHandle;
+use crate::runtime::{buggify, JoinHandle};
 use crate::signal::Doorbell;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// Starts the sync task of `db`.
 pub(crate) fn start(db: &Arc<DbInner>) -> JoinHandle {
@@ -38,6 +39,10 @@ async fn sync_wanted(db: &DbInner) {
             // A group being appended now would miss this fsync and wait for all of the next
             // one; waiting for its append costs far less.
             release.wait().await;
+        }
+        if buggify(db.rt.as_ref(), "sync.delay") {
+            // A slow fsync queue: more groups pile up behind the next fsync.
+            db.rt.sleep(Duration::from_millis(1 + db.rt.random_u64() % 4)).await;
         }
         let Some((wal, end)) = db.publish_queue.sync_wanted() else { break };
         if let Err(err) = wal.sync_to(end, &db.counters.wal_syncs).await {

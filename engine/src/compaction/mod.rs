@@ -21,6 +21,7 @@ use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, VersionEdit};
 use crate::metrics::Counters;
+use crate::runtime::{buggify, Phase, PhaseGuard};
 use crate::sstable::{self, TableWriter};
 use crate::version::{FileMeta, Version, LEVELS};
 use merge::{MergeIter, Retention};
@@ -138,6 +139,7 @@ pub(crate) async fn run(
     };
     if c.is_trivial_move() {
         edit.added.push((c.output_level as u8, FileMeta::clone(&c.inputs[0].1)));
+        let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::CompactionInstall);
         db.log_and_apply(manifest, edit, None).await?;
         tracing::debug!(table = c.inputs[0].1.number, level = c.output_level, "moved");
         return Ok(Vec::new());
@@ -149,6 +151,7 @@ pub(crate) async fn run(
     Counters::add(&db.counters.compaction_bytes_written, written);
     edit.next_file_number = Some(db.peek_next_file_number());
     edit.added.extend(outputs.into_iter().map(|f| (c.output_level as u8, f)));
+    let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::CompactionInstall);
     db.log_and_apply(manifest, edit, None).await?;
     Counters::add(&db.counters.compactions, 1);
     tracing::debug!(inputs = c.inputs.len(), level = c.output_level, read, written, "compacted");
@@ -192,6 +195,10 @@ async fn write_outputs(
         if new_key && full {
             let (number, w) = writer.take().expect("checked");
             outputs.push(crate::flush::file_meta(number, &w.finish().await?));
+            if buggify(db.rt.as_ref(), "compaction.delay") {
+                // A long compaction: flushes and writes keep going meanwhile.
+                db.rt.sleep(std::time::Duration::from_millis(1 + db.rt.random_u64() % 10)).await;
+            }
             crate::flush::flush_oldest(db, manifest).await?;
         }
         if new_key {

@@ -17,7 +17,7 @@ mod edit;
 pub(crate) use edit::VersionEdit;
 
 use crate::error::{Error, Result};
-use crate::runtime::{FileSystem, Runtime};
+use crate::runtime::{FileSystem, Phase, PhaseGuard, Runtime};
 use crate::version::{FileMeta, Version};
 use crate::wal::{self, WalWriter};
 use std::path::Path;
@@ -62,6 +62,7 @@ impl Manifest {
         let log = WalWriter::new(file, path, number, 0, 0);
         let mut manifest = Manifest { log, number, buf: Vec::new(), log_number: 0, last_seq: 0 };
         manifest.append(snapshot, syncs).await?;
+        let _phase = PhaseGuard::enter(rt, Phase::CurrentReplacement);
         set_current(rt.fs(), dir, number).await?;
         Ok(manifest)
     }

@@ -43,6 +43,122 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
 
     /// A random number. Under the simulator the sequence is fixed by the scenario's seed.
     fn random_u64(&self) -> u64;
+
+    /// Told when the engine enters (`entered`) or leaves a named [`Phase`] of its work. For
+    /// observers: the simulator crashes the process inside chosen phases and counts where its
+    /// crashes landed. Phases nest and may overlap across tasks. The default does nothing.
+    fn phase(&self, phase: Phase, entered: bool) {
+        let _ = (phase, entered);
+    }
+
+    /// Whether the in-code fault point `point` fires now (FoundationDB's BUGGIFY): a background
+    /// job delayed, a memtable rotated early, a smaller commit group, a yield between steps that
+    /// usually run back to back. The engine asks only when built with its `buggify` feature,
+    /// which only the simulator enables; the default never fires.
+    fn buggify(&self, point: &'static str) -> bool {
+        let _ = point;
+        false
+    }
+}
+
+/// Named stretches of engine work that a crash may land inside, reported through
+/// [`Runtime::phase`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Opening a database: reading `CURRENT`, the MANIFEST and the WALs, flushing the replayed
+    /// writes, writing a fresh MANIFEST and WAL, deleting what is obsolete.
+    Recovery,
+    /// Retiring a full memtable: finishing its WAL and creating the next one.
+    WalRotation,
+    /// Recording a flushed table in the MANIFEST, swapping it for its memtable and deleting the
+    /// memtable's WAL.
+    FlushInstall,
+    /// Recording a compaction's outputs (or a moved table) in the MANIFEST and swapping them for
+    /// its inputs.
+    CompactionInstall,
+    /// Writing a fresh MANIFEST once the live one has grown past its limit, and deleting the old.
+    ManifestRotation,
+    /// Pointing `CURRENT` at a new MANIFEST: temporary file, sync, rename, directory sync.
+    CurrentReplacement,
+    /// `Db::close`: sealing the WAL and stopping the background tasks.
+    Close,
+}
+
+impl Phase {
+    /// Every phase.
+    pub const ALL: [Phase; 7] = [
+        Phase::Recovery,
+        Phase::WalRotation,
+        Phase::FlushInstall,
+        Phase::CompactionInstall,
+        Phase::ManifestRotation,
+        Phase::CurrentReplacement,
+        Phase::Close,
+    ];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Recovery => "recovery",
+            Phase::WalRotation => "WAL rotation",
+            Phase::FlushInstall => "flush install",
+            Phase::CompactionInstall => "compaction install",
+            Phase::ManifestRotation => "MANIFEST rotation",
+            Phase::CurrentReplacement => "CURRENT replacement",
+            Phase::Close => "close",
+        }
+    }
+}
+
+/// Reports a phase to the runtime for as long as it lives: entered when made, left when
+/// dropped, however the work ends (a returned error, a cancelled future).
+pub(crate) struct PhaseGuard<'a> {
+    rt: &'a dyn Runtime,
+    phase: Phase,
+}
+
+impl<'a> PhaseGuard<'a> {
+    pub(crate) fn enter(rt: &'a dyn Runtime, phase: Phase) -> Self {
+        rt.phase(phase, true);
+        PhaseGuard { rt, phase }
+    }
+}
+
+impl Drop for PhaseGuard<'_> {
+    fn drop(&mut self) {
+        self.rt.phase(self.phase, false);
+    }
+}
+
+/// Whether the in-code fault point `point` fires (see [`Runtime::buggify`]). Without the
+/// `buggify` feature this is `false` and the code behind it compiles away.
+#[inline]
+pub(crate) fn buggify(rt: &dyn Runtime, point: &'static str) -> bool {
+    #[cfg(feature = "buggify")]
+    {
+        rt.buggify(point)
+    }
+    #[cfg(not(feature = "buggify"))]
+    {
+        let _ = (rt, point);
+        false
+    }
+}
+
+/// Completes on its second poll: lets every other ready task run once between two steps that
+/// usually run back to back (a `buggify` point).
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Waits for a task started with [`Runtime::spawn`].

@@ -1,5 +1,6 @@
 //! What one file holds on the next boot: its durable image plus a seeded choice of its unsynced
-//! blocks, a possibly torn last write, and holes of zeros or garbage.
+//! blocks (or, with [`CrashModel::tear_sectors`], of their 512-byte sectors), a possibly torn
+//! last write, and holes of zeros or garbage; and which unsynced directory changes survive.
 //!
 //! Invariant: a crash image differs from the durable image only inside blocks written since the
 //! last successful sync, and only in its length within the range between the durable and the
@@ -23,21 +24,57 @@ pub struct CrashReport {
     pub blocks_garbage: u64,
     /// Last writes torn at sector granularity.
     pub torn_writes: u64,
+    /// Unsynced blocks whose sectors landed independently, some new and some old
+    /// ([`CrashModel::tear_sectors`]): any unsynced write, not only the last, may be torn.
+    pub blocks_torn: u64,
+    /// Unsynced directory changes that survived while an earlier one of the same directory did
+    /// not ([`CrashModel::unordered_dirs`]).
+    pub dir_changes_out_of_order: u64,
+}
+
+/// Which of the crash behaviours that real file systems differ on this disk shows. The default
+/// is the behaviour of ext4 with its ordered journal on a disk with atomic 4 KiB blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrashModel {
+    /// Unsynced blocks may land sector by sector: each 512-byte sector of a block written since
+    /// the last sync independently keeps its new or its old content, so every unsynced write,
+    /// not only the last, may come back torn (a disk without atomic 4 KiB writes).
+    pub tear_sectors: bool,
+    /// Unsynced directory changes survive as any subset, not only as a prefix in the order
+    /// they were made (a file system without ordered metadata, such as ext2 or ext4 with
+    /// `data=writeback`): a rename may survive without the create before it.
+    pub unordered_dirs: bool,
 }
 
 /// How a crash treats unsynced data.
 pub(super) enum Mode<'a> {
     /// Keep a seeded subset of it.
-    Seeded(&'a mut ChaCha8Rng),
+    Seeded(&'a mut ChaCha8Rng, CrashModel),
     /// Drop all of it: the next boot sees exactly the durable images.
     DurableOnly,
 }
 
-/// How many of a directory's `pending` unsynced changes survive: a seeded prefix length.
-pub(super) fn changes_kept(mode: &mut Mode<'_>, pending: usize) -> usize {
+/// Which of a directory's `pending` unsynced changes survive, in the order they were made: a
+/// seeded prefix, or with [`CrashModel::unordered_dirs`] a seeded subset.
+pub(super) fn changes_kept(
+    mode: &mut Mode<'_>,
+    pending: usize,
+    report: &mut CrashReport,
+) -> Vec<bool> {
     match mode {
-        Mode::Seeded(rng) if pending > 0 => rng.gen_range(0..=pending),
-        _ => 0,
+        Mode::Seeded(rng, model) if pending > 0 => {
+            if model.unordered_dirs && rng.gen_bool(0.5) {
+                let kept: Vec<bool> = (0..pending).map(|_| rng.gen_bool(0.5)).collect();
+                let first_lost = kept.iter().position(|&k| !k).unwrap_or(pending);
+                let later_kept = kept[first_lost..].iter().filter(|&&k| k).count();
+                report.dir_changes_out_of_order += later_kept as u64;
+                kept
+            } else {
+                let n = rng.gen_range(0..=pending);
+                (0..pending).map(|i| i < n).collect()
+            }
+        }
+        _ => vec![false; pending],
     }
 }
 
@@ -45,12 +82,17 @@ pub(super) fn changes_kept(mode: &mut Mode<'_>, pending: usize) -> usize {
 pub(super) fn image(file: &FileData, mode: &mut Mode<'_>, report: &mut CrashReport) -> Vec<u8> {
     report.files += 1;
     match mode {
-        Mode::Seeded(rng) => seeded_image(file, rng, report),
+        Mode::Seeded(rng, model) => seeded_image(file, rng, *model, report),
         Mode::DurableOnly => file.durable.clone(),
     }
 }
 
-fn seeded_image(file: &FileData, rng: &mut ChaCha8Rng, report: &mut CrashReport) -> Vec<u8> {
+fn seeded_image(
+    file: &FileData,
+    rng: &mut ChaCha8Rng,
+    model: CrashModel,
+    report: &mut CrashReport,
+) -> Vec<u8> {
     let len = crash_len(file, rng);
     let mut img = file.durable.clone();
     img.resize(len, 0);
@@ -60,7 +102,12 @@ fn seeded_image(file: &FileData, rng: &mut ChaCha8Rng, report: &mut CrashReport)
         if range.is_empty() {
             break;
         }
-        apply_block(&mut img, file, range, rng, report);
+        if model.tear_sectors && rng.gen_bool(0.25) {
+            tear_block(&mut img, file, range, rng);
+            report.blocks_torn += 1;
+        } else {
+            apply_block(&mut img, file, range, rng, report);
+        }
     }
     if let Some(write) = &file.last_write {
         if rng.gen_bool(0.5) {
@@ -108,6 +155,21 @@ fn apply_block(
             }
             report.blocks_garbage += 1;
         }
+    }
+}
+
+/// Lands an unsynced block sector by sector: each sector keeps its new or its old content
+/// (zeros past the durable end).
+fn tear_block(img: &mut [u8], file: &FileData, range: Range<usize>, rng: &mut ChaCha8Rng) {
+    let mut start = range.start;
+    while start < range.end {
+        let end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(range.end);
+        if rng.gen_bool(0.5) {
+            copy_new(img, file, start..end);
+        } else {
+            copy_old(img, file, start..end);
+        }
+        start = end;
     }
 }
 
@@ -182,7 +244,11 @@ mod tests {
         for seed in 0..500 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let file = random_file(&mut rng, true);
-            let img = image(&file, &mut Mode::Seeded(&mut rng), &mut CrashReport::default());
+            let img = image(
+                &file,
+                &mut Mode::Seeded(&mut rng, CrashModel::default()),
+                &mut CrashReport::default(),
+            );
             let (d, c) = (file.durable.len(), file.current.len());
             assert!((d.min(c)..=d.max(c)).contains(&img.len()), "seed={seed}");
             for (i, &byte) in img.iter().enumerate() {
@@ -200,7 +266,11 @@ mod tests {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let mut file = random_file(&mut rng, false);
             file.sync();
-            let img = image(&file, &mut Mode::Seeded(&mut rng), &mut CrashReport::default());
+            let img = image(
+                &file,
+                &mut Mode::Seeded(&mut rng, CrashModel::default()),
+                &mut CrashReport::default(),
+            );
             assert_eq!(img, file.current, "seed={seed}");
         }
     }
@@ -212,7 +282,11 @@ mod tests {
             let mut file = random_file(&mut rng, true);
             file.sync();
             // Nothing is unsynced now, so every seed gives the durable image, lost bytes and all.
-            let img = image(&file, &mut Mode::Seeded(&mut rng), &mut CrashReport::default());
+            let img = image(
+                &file,
+                &mut Mode::Seeded(&mut rng, CrashModel::default()),
+                &mut CrashReport::default(),
+            );
             assert_eq!(img, file.durable, "seed={seed}");
         }
     }

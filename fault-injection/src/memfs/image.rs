@@ -1,10 +1,10 @@
-//! One file's contents as the disk holds them: a current image, a durable image, and the record
-//! of which 4 KiB blocks differ between the two.
+//! One file's contents as the disk holds them: a current image, a durable image, the record of
+//! which 4 KiB blocks differ between the two, and the sectors the medium can no longer read.
 //!
 //! Invariant: every byte where the current image may differ from what a successful sync would
 //! leave in the durable image lies in a block of `dirty`, except bytes whose sync failed (those
-//! are deliberately forgotten, so a later sync does not make them durable) and zeros that either
-//! image gains by growing.
+//! are deliberately forgotten, so a later sync does not make them durable), zeros that either
+//! image gains by growing, and bits rotted at rest (which change both images alike).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -34,26 +34,66 @@ pub(super) struct FileData {
     pub(super) dirty: BTreeSet<usize>,
     /// The byte range of the last write, while it is unsynced: a crash may tear it.
     pub(super) last_write: Option<Range<usize>>,
+    /// Sectors (by index) whose reads fail with EIO: latent sector errors of the medium. They
+    /// outlive crashes; a write covering a whole sector remaps it, as drives do.
+    pub(super) bad_sectors: BTreeSet<u64>,
 }
 
 impl FileData {
-    /// A file as found on a fresh boot: everything on it is durable.
-    pub(super) fn booted(image: Vec<u8>) -> Self {
+    /// A file as found on a fresh boot: everything on it is durable; its bad sectors stay bad.
+    pub(super) fn booted(image: Vec<u8>, bad_sectors: BTreeSet<u64>) -> Self {
         FileData {
             current: image.clone(),
             durable: image,
             dirty: BTreeSet::new(),
             last_write: None,
+            bad_sectors,
         }
     }
 
-    /// Copies bytes at `offset` into `buf`; returns how many (0 at or past the end).
-    pub(super) fn read(&self, offset: u64, buf: &mut [u8]) -> usize {
+    /// Copies bytes at `offset` into `buf`; returns how many (0 at or past the end). Fails with
+    /// EIO if the range touches a bad sector.
+    pub(super) fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let len = self.current.len();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
         let end = start.saturating_add(buf.len()).min(len);
+        if start < end {
+            let sectors = (start / SECTOR_SIZE) as u64..=((end - 1) / SECTOR_SIZE) as u64;
+            if self.bad_sectors.range(sectors).next().is_some() {
+                return Err(io::Error::from_raw_os_error(super::EIO));
+            }
+        }
         buf[..end - start].copy_from_slice(&self.current[start..end]);
-        end - start
+        Ok(end - start)
+    }
+
+    /// Whether byte `offset` is synced: inside the durable image, in a block no unsynced write
+    /// touched, and read back as it is stored.
+    pub(super) fn is_synced(&self, offset: usize) -> bool {
+        offset < self.durable.len()
+            && offset < self.current.len()
+            && !self.dirty.contains(&(offset / BLOCK_SIZE))
+            && self.durable[offset] == self.current[offset]
+    }
+
+    /// Rots byte `offset` at rest: flips the bits of `mask` in the stored copy, which every later
+    /// read and every crash image then shows. Only synced bytes rot (see `is_synced`); returns
+    /// whether this one did.
+    pub(super) fn rot(&mut self, offset: usize, mask: u8) -> bool {
+        if mask == 0 || !self.is_synced(offset) {
+            return false;
+        }
+        self.durable[offset] ^= mask;
+        self.current[offset] ^= mask;
+        true
+    }
+
+    /// Marks the sector holding byte `offset` unreadable, if that byte is synced.
+    pub(super) fn break_sector(&mut self, offset: usize) -> bool {
+        if !self.is_synced(offset) {
+            return false;
+        }
+        self.bad_sectors.insert((offset / SECTOR_SIZE) as u64)
     }
 
     /// Writes `data` at `offset`, zero-filling any gap past the end.
@@ -67,6 +107,15 @@ impl FileData {
             self.current.resize(range.end, 0);
         }
         self.current[range.clone()].copy_from_slice(data);
+        // A whole-sector write remaps the sector; a partial one leaves it bad.
+        let first = range.start.div_ceil(SECTOR_SIZE) as u64;
+        let end = (range.end / SECTOR_SIZE) as u64;
+        if !self.bad_sectors.is_empty() && first < end {
+            let remapped: Vec<u64> = self.bad_sectors.range(first..end).copied().collect();
+            for sector in remapped {
+                self.bad_sectors.remove(&sector);
+            }
+        }
         self.mark_dirty(range.clone());
         self.last_write = Some(range);
         Ok(())
@@ -193,10 +242,29 @@ mod tests {
         let mut f = FileData::default();
         f.write(0, b"hello").unwrap();
         let mut buf = [0u8; 8];
-        assert_eq!(f.read(3, &mut buf), 2);
+        assert_eq!(f.read(3, &mut buf).unwrap(), 2);
         assert_eq!(&buf[..2], b"lo");
-        assert_eq!(f.read(5, &mut buf), 0);
-        assert_eq!(f.read(u64::MAX, &mut buf), 0);
+        assert_eq!(f.read(5, &mut buf).unwrap(), 0);
+        assert_eq!(f.read(u64::MAX, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn only_synced_bytes_rot_and_bad_sectors_fail_reads_until_rewritten() {
+        let mut f = FileData::default();
+        f.write(0, &[1u8; 2 * SECTOR_SIZE]).unwrap();
+        assert!(!f.rot(0, 0xff), "unsynced bytes are not at rest");
+        f.sync();
+        assert!(f.rot(10, 0x04));
+        assert_eq!((f.current[10], f.durable[10]), (5, 5));
+        assert!(f.break_sector(SECTOR_SIZE + 3));
+        let mut buf = [0u8; 16];
+        assert_eq!(f.read(0, &mut buf).unwrap(), 16, "the first sector still reads");
+        let err = f.read(SECTOR_SIZE as u64 - 4, &mut buf).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(super::super::EIO));
+        f.write(SECTOR_SIZE as u64 + 1, b"partial").unwrap();
+        assert!(f.read(SECTOR_SIZE as u64, &mut buf).is_err(), "a partial write remaps nothing");
+        f.write(SECTOR_SIZE as u64, &[2u8; SECTOR_SIZE]).unwrap();
+        assert_eq!(f.read(SECTOR_SIZE as u64, &mut buf).unwrap(), 16);
     }
 
     #[test]

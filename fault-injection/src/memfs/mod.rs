@@ -11,17 +11,31 @@
 //!   survive a crash, as an ordered journal (ext4's) may commit them on its own: the crash keeps
 //!   a seeded prefix of each directory's unsynced changes, in the order they were made. So a
 //!   name removed without a directory sync may be gone after the crash, or back.
-//! - A crash builds the next boot's disk from that namespace. Each surviving file gets
-//!   its durable image plus, chosen by the seed, some of the 4 KiB blocks written since its last
-//!   sync: each such block independently keeps its new content, keeps its old content, or (past
-//!   the durable end) turns to garbage. The size lands between the durable and the current size;
-//!   bytes past the durable end that no kept block covers read as zeros. The last unsynced write
-//!   may also be torn: only a prefix, or an arbitrary subset, of its 512-byte sectors landed.
+//! - There are two kinds of crash, and each keeps something different:
+//!   - A *power loss* ([`MemFs::crash`]) builds the next boot's disk from that namespace. Each
+//!     surviving file gets its durable image plus, chosen by the seed, some of the 4 KiB blocks
+//!     written since its last sync: each such block independently keeps its new content, keeps
+//!     its old content, or (past the durable end) turns to garbage. The size lands between the
+//!     durable and the current size; bytes past the durable end that no kept block covers read
+//!     as zeros. The last unsynced write may also be torn: only a prefix, or an arbitrary
+//!     subset, of its 512-byte sectors landed. Everything then is durable.
+//!   - A *process crash* ([`MemFs::process_crash`]) kills only the process: the page cache
+//!     survives, so the next boot reads every completed write and sees every name as the dead
+//!     process left it, including data whose fsync failed. Nothing becomes more durable than it
+//!     was: unsynced bytes, names and failed-fsync pages are still lost by a later power loss.
+//! - [`CrashModel`] switches two behaviours real file systems differ on: whether unsynced blocks
+//!   land sector by sector (so any unsynced write may be torn, not only the last), and whether
+//!   unsynced directory changes survive out of order (no ordered metadata journal).
 //! - A failed `sync_data` returns an error once. The blocks it covered are marked clean without
 //!   becoming durable, as on ext4 and XFS: reads still return the new bytes, a later successful
-//!   sync does not make them durable, and a crash reverts them to their durable content.
-//! - After a crash the old disk is dead: every call on it or on a file opened from it fails, so
-//!   a task that outlived the crash cannot change the next boot's disk. Locks do not survive.
+//!   sync does not make them durable, and a power loss reverts them to their durable content.
+//! - Data at rest can be damaged ([`MemFs::rot_at_rest`], [`MemFs::break_sector`]): a synced
+//!   byte may rot (bits flip in the stored copy, persistently, in every later read and crash
+//!   image), and a sector holding synced data may become unreadable (reads touching it fail with
+//!   EIO, across crashes, until a write covering the whole sector remaps it).
+//! - After a crash of either kind the old disk is dead: every call on it or on a file opened
+//!   from it fails, so a task that outlived the crash cannot change the next boot's disk. Locks
+//!   do not survive.
 //!
 //! Every call completes inline. Iteration is over `BTreeMap`s, so a crash is a function of the
 //! disk's history and the seed alone.
@@ -30,7 +44,7 @@ mod crash;
 mod image;
 mod tree;
 
-pub use crash::CrashReport;
+pub use crash::{CrashModel, CrashReport};
 pub use image::{BLOCK_SIZE, FILE_SIZE_MAX, SECTOR_SIZE};
 
 use crate::predicate::{Call, OpKind, Predicate};
@@ -80,21 +94,30 @@ struct State {
     locks: BTreeSet<u64>,
     sync_fault: Option<Predicate>,
     stats: MemFsStats,
+    /// Carried from boot to boot: it is what the file system is, not what happened to it.
+    model: CrashModel,
 }
 
 impl MemFs {
     /// An empty disk holding only the root directory `/`.
     pub fn new() -> Self {
-        Self::from_tree(Tree::new())
+        Self::from_tree(Tree::new(), CrashModel::default())
     }
 
-    fn from_tree(tree: Tree) -> Self {
+    /// Chooses how later power losses treat unsynced data and directory changes. Kept by every
+    /// later boot of this disk.
+    pub fn set_crash_model(&self, model: CrashModel) {
+        self.shared.lock().model = model;
+    }
+
+    fn from_tree(tree: Tree, model: CrashModel) -> Self {
         let state = State {
             crashed: false,
             tree,
             locks: BTreeSet::new(),
             sync_fault: None,
             stats: MemFsStats::default(),
+            model,
         };
         MemFs { shared: Arc::new(Shared { state: Mutex::new(state) }) }
     }
@@ -109,7 +132,77 @@ impl MemFs {
 
     /// [`MemFs::crash`], also saying what happened to unsynced data.
     pub fn crash_with_report(&self, rng: &mut ChaCha8Rng) -> (MemFs, CrashReport) {
-        self.reboot(Mode::Seeded(rng))
+        let model = self.shared.lock().model;
+        self.reboot(Mode::Seeded(rng, model))
+    }
+
+    /// Kills the process using this disk, not the machine, and returns the disk its next run
+    /// sees: every completed write and name change, durable or not (see the module comment).
+    /// This disk handle and every file opened from it are dead afterwards.
+    ///
+    /// Panics if this disk has already crashed.
+    pub fn process_crash(&self) -> MemFs {
+        let mut state = self.shared.lock();
+        assert!(!state.crashed, "this disk already crashed; crash the one its crash returned");
+        state.crashed = true;
+        // The files themselves carry over: the dead handles cannot reach them any more, because
+        // every call through them checks this (now crashed) state first.
+        let tree = std::mem::replace(&mut state.tree, Tree::new());
+        MemFs::from_tree(tree, state.model)
+    }
+
+    /// Rots the byte at `offset` of `path` at rest, flipping the bits of `mask`, if it is synced
+    /// (in the durable image, in a block no unsynced write touched). Returns whether it rotted.
+    pub fn rot_at_rest(&self, path: &Path, offset: u64, mask: u8) -> io::Result<bool> {
+        let state = self.shared.live()?;
+        let cell = state.tree.open(path)?;
+        let rotted = usize::try_from(offset).is_ok_and(|at| cell.data().rot(at, mask));
+        Ok(rotted)
+    }
+
+    /// Makes the sector holding byte `offset` of `path` unreadable (a latent sector error), if
+    /// that byte is synced. Returns whether it broke.
+    pub fn break_sector(&self, path: &Path, offset: u64) -> io::Result<bool> {
+        let state = self.shared.live()?;
+        let cell = state.tree.open(path)?;
+        let broke = usize::try_from(offset).is_ok_and(|at| cell.data().break_sector(at));
+        Ok(broke)
+    }
+
+    /// The files directly in `dir` with their sizes, for choosing where damage lands.
+    pub fn files(&self, dir: &Path) -> io::Result<Vec<FileInfo>> {
+        let state = self.shared.live()?;
+        let mut files = Vec::new();
+        for name in state.tree.list(dir)? {
+            let path = dir.join(&name);
+            let Ok(cell) = state.tree.open(&path) else { continue }; // a directory
+            let data = cell.data();
+            let (durable_len, current_len) = (data.durable.len() as u64, data.current.len() as u64);
+            files.push(FileInfo { name, durable_len, current_len });
+        }
+        Ok(files)
+    }
+
+    /// Looks for `needle` in the files of `dir` whose names end with `suffix`, as reads see
+    /// them, and says where it is and whether everything up to its end is durable: what a
+    /// simulator checks when a write is acknowledged as synced.
+    pub fn find(&self, dir: &Path, suffix: &str, needle: &[u8]) -> io::Result<Option<Found>> {
+        let state = self.shared.live()?;
+        for name in state.tree.list(dir)? {
+            if !name.ends_with(suffix) {
+                continue;
+            }
+            let path = dir.join(&name);
+            let Ok(cell) = state.tree.open(&path) else { continue };
+            let data = cell.data();
+            if let Some(at) = find_bytes(&data.current, needle) {
+                let end = at + needle.len();
+                let durable_prefix =
+                    data.durable.len() >= end && data.durable[..end] == data.current[..end];
+                return Ok(Some(Found { path, offset: at as u64, durable_prefix }));
+            }
+        }
+        Ok(None)
     }
 
     /// Crashes this disk keeping exactly the durable state: every unsynced byte and name is
@@ -141,12 +234,43 @@ impl MemFs {
         state.crashed = true;
         let mut report = CrashReport::default();
         let tree = state.tree.reboot(&mut mode, &mut report);
-        (MemFs::from_tree(tree), report)
+        (MemFs::from_tree(tree, state.model), report)
     }
 
     fn file(&self, cell: Arc<FileCell>, path: &Path) -> Box<dyn File> {
         Box::new(MemFile { shared: self.shared.clone(), cell, path: path.to_path_buf() })
     }
+}
+
+/// A file of a directory, as [`MemFs::files`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The file's name in the directory.
+    pub name: String,
+    /// Bytes that survive a power loss.
+    pub durable_len: u64,
+    /// Bytes reads see.
+    pub current_len: u64,
+}
+
+/// Where [`MemFs::find`] found its needle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The file holding it.
+    pub path: PathBuf,
+    /// Where it starts.
+    pub offset: u64,
+    /// Whether the file's durable image holds exactly what reads see, from its start to the
+    /// needle's end: a power loss now would keep the needle and everything before it.
+    pub durable_prefix: bool,
+}
+
+/// The first position of `needle` in `haystack`. Needles are unique strings a simulator wrote,
+/// so matching the first byte before comparing the rest is fast enough.
+fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, _) = needle.split_first()?;
+    let last_start = haystack.len().checked_sub(needle.len())?;
+    (0..=last_start).find(|&i| haystack[i] == first && haystack[i..].starts_with(needle))
 }
 
 // The simulator shares one disk between tasks and keeps it across a node's restart.
@@ -276,7 +400,7 @@ impl State {
 
 impl File for MemFile {
     fn read_at<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> IoFuture<'a, usize> {
-        ready(self.with(|_, data| Ok(data.read(offset, buf))))
+        ready(self.with(|_, data| data.read(offset, buf)))
     }
 
     fn write_at<'a>(&'a self, offset: u64, buf: &'a [u8]) -> IoFuture<'a, ()> {

@@ -66,10 +66,11 @@ impl Dir {
         self.pending.push(Change::Remove(name.to_string()));
     }
 
-    /// The durable entries with the first `kept` pending changes applied.
-    fn after_crash(&self, kept: usize) -> BTreeMap<String, Node> {
+    /// The durable entries with the pending changes `kept` marks applied, in order.
+    fn after_crash(&self, kept: &[bool]) -> BTreeMap<String, Node> {
         let mut entries = self.durable.clone();
-        for change in &self.pending[..kept] {
+        let survivors = self.pending.iter().zip(kept).filter(|(_, &k)| k).map(|(c, _)| c);
+        for change in survivors {
             match change {
                 Change::Put(name, node) => {
                     entries.insert(name.clone(), node.clone());
@@ -272,11 +273,11 @@ impl Boot<'_, '_, '_> {
     fn copy_dir(&mut self, id: u64) {
         let old = self.old;
         let dir = old.dir(id);
-        let kept = crash::changes_kept(self.mode, dir.pending.len());
+        let kept = crash::changes_kept(self.mode, dir.pending.len(), self.report);
         let mut entries = BTreeMap::new();
         // BTreeMap order makes the sequence of random draws, and so the crash, a function of
         // the seed alone.
-        for (name, node) in &dir.after_crash(kept) {
+        for (name, node) in &dir.after_crash(&kept) {
             let node = match node {
                 Node::File(cell) => Node::File(self.copy_file(cell)),
                 Node::Dir(child) => {
@@ -294,8 +295,10 @@ impl Boot<'_, '_, '_> {
         if let Some(done) = self.files.get(&cell.ino) {
             return done.clone();
         }
-        let image = crash::image(&cell.data(), self.mode, self.report);
-        let data = Mutex::new(FileData::booted(image));
+        let old = cell.data();
+        let image = crash::image(&old, self.mode, self.report);
+        let data = Mutex::new(FileData::booted(image, old.bad_sectors.clone()));
+        drop(old);
         let copy = Arc::new(FileCell { ino: cell.ino, data });
         self.files.insert(cell.ino, copy.clone());
         copy
