@@ -1,6 +1,14 @@
 //! What a scenario does, drawn from its seed ("swarm testing"): each seed picks its own mix of
-//! clients, key space, sync ratio, engine options and faults, so rare combinations get explored.
+//! clients, key space, sync ratio, engine options, crash plans and faults, so rare combinations
+//! get explored.
+//!
+//! A scenario is a few crash cycles. Each cycle starts a process that opens the database, runs
+//! the clients and is then crashed, either at a virtual time or at an engine event (right after
+//! the N-th file call of a kind, or inside a named phase of the engine's work), by one of two
+//! kinds of crash (power loss or process crash). Faults are a per-seed palette: each kind of
+//! fault is in it or not, and each faulty cycle draws a rate for every kind in the palette.
 
+use jadedb::runtime::Phase;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
@@ -56,20 +64,243 @@ impl fmt::Display for Bug {
     }
 }
 
-/// The faults of one crash cycle.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// The kinds of fault the simulator injects. Each is in a seed's palette or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// An fsync fails with EIO and the data it covered is lost, though reads still see it.
+    Sync,
+    /// A directory fsync fails with EIO.
+    SyncDir,
+    /// A read fails with EIO.
+    ReadEio,
+    /// A write fails with EIO.
+    WriteEio,
+    /// Creating a file fails with EIO.
+    Create,
+    /// Opening a file fails with EIO.
+    Open,
+    /// A rename fails with EIO.
+    Rename,
+    /// A remove fails with EIO.
+    Remove,
+    /// Listing a directory fails with EIO.
+    List,
+    /// A truncate fails with EIO.
+    Truncate,
+    /// A write fails with ENOSPC.
+    NoSpaceWrite,
+    /// Creating a file or directory, or renaming one, fails with ENOSPC.
+    NoSpaceMeta,
+    /// A read returns fewer bytes than asked.
+    ShortRead,
+    /// A read returns one flipped bit (transient: the next read is fine).
+    ReadFlip,
+    /// Bits of synced data rot at rest, persistently (applied at a boot).
+    BitRot,
+    /// A sector holding synced data becomes unreadable, persistently (applied at a boot).
+    BadSector,
+    /// A background job panics (an in-code fault point).
+    Panic,
+}
+
+impl FaultKind {
+    /// Every kind, in report order.
+    pub const ALL: [FaultKind; 17] = [
+        FaultKind::Sync,
+        FaultKind::SyncDir,
+        FaultKind::ReadEio,
+        FaultKind::WriteEio,
+        FaultKind::Create,
+        FaultKind::Open,
+        FaultKind::Rename,
+        FaultKind::Remove,
+        FaultKind::List,
+        FaultKind::Truncate,
+        FaultKind::NoSpaceWrite,
+        FaultKind::NoSpaceMeta,
+        FaultKind::ShortRead,
+        FaultKind::ReadFlip,
+        FaultKind::BitRot,
+        FaultKind::BadSector,
+        FaultKind::Panic,
+    ];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Sync => "fsync EIO",
+            FaultKind::SyncDir => "sync_dir EIO",
+            FaultKind::ReadEio => "read EIO",
+            FaultKind::WriteEio => "write EIO",
+            FaultKind::Create => "create EIO",
+            FaultKind::Open => "open EIO",
+            FaultKind::Rename => "rename EIO",
+            FaultKind::Remove => "remove EIO",
+            FaultKind::List => "list EIO",
+            FaultKind::Truncate => "truncate EIO",
+            FaultKind::NoSpaceWrite => "ENOSPC on writes",
+            FaultKind::NoSpaceMeta => "ENOSPC on metadata",
+            FaultKind::ShortRead => "short reads",
+            FaultKind::ReadFlip => "read bit flips",
+            FaultKind::BitRot => "bit rot at rest",
+            FaultKind::BadSector => "bad sectors",
+            FaultKind::Panic => "background panics",
+        }
+    }
+
+    /// Whether a read through the engine may fail while this fault is on: the fault reaches
+    /// what reads see. ENOSPC, failed syncs and failed metadata calls never may: a database
+    /// that can no longer write must keep serving reads.
+    pub fn may_fail_reads(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ReadEio
+                | FaultKind::Open
+                | FaultKind::ReadFlip
+                | FaultKind::BitRot
+                | FaultKind::BadSector
+        )
+    }
+
+    /// Whether this fault damages data at rest (the engine may then refuse with `Corruption`
+    /// or an I/O error, forever, but never lose data silently).
+    pub fn at_rest(self) -> bool {
+        matches!(self, FaultKind::BitRot | FaultKind::BadSector)
+    }
+
+    /// The per-call probability range a faulty cycle draws a rate from: calls a cycle makes
+    /// a handful of times (renames, listings, directory syncs) fail more often per call than
+    /// calls it makes thousands of times (reads, writes), so each kind fires in a fair share
+    /// of the cycles that have it.
+    fn rates(self) -> (f64, f64) {
+        match self {
+            FaultKind::Sync => (0.02, 0.3),
+            FaultKind::ReadFlip => (0.005, 0.05),
+            FaultKind::ReadEio | FaultKind::WriteEio | FaultKind::NoSpaceWrite => (0.005, 0.05),
+            FaultKind::ShortRead => (0.05, 0.5),
+            // Rot and bad sectors: the chance that a boot damages one place.
+            FaultKind::BitRot | FaultKind::BadSector => (0.3, 0.9),
+            FaultKind::Panic => (0.02, 0.2),
+            FaultKind::SyncDir
+            | FaultKind::Create
+            | FaultKind::Open
+            | FaultKind::Rename
+            | FaultKind::Remove
+            | FaultKind::List
+            | FaultKind::Truncate
+            | FaultKind::NoSpaceMeta => (0.05, 0.5),
+        }
+    }
+}
+
+/// The per-call rates of each fault kind in one cycle; zero means off.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Faults {
-    /// Probability that a WAL fsync fails (ext4 semantics: the data it covered is lost).
-    pub fsync_fail: f64,
-    /// Probability that a WAL write fails with ENOSPC.
-    pub write_fail: f64,
-    /// Probability that a read returns one flipped bit (a transient fault: the disk is fine).
-    pub read_flip: f64,
+    rates: Vec<(FaultKind, f64)>,
 }
 
 impl Faults {
+    /// The rate of `kind` (zero if it is off).
+    pub fn rate(&self, kind: FaultKind) -> f64 {
+        self.rates.iter().find(|(k, _)| *k == kind).map_or(0.0, |(_, r)| *r)
+    }
+
+    /// Whether any fault is on.
     pub fn any(&self) -> bool {
-        self.fsync_fail > 0.0 || self.write_fail > 0.0 || self.read_flip > 0.0
+        !self.rates.is_empty()
+    }
+
+    /// Whether a read may fail under these faults (see [`FaultKind::may_fail_reads`]).
+    pub fn may_fail_reads(&self) -> bool {
+        self.rates.iter().any(|(k, _)| k.may_fail_reads())
+    }
+
+    /// The kinds that are on.
+    pub fn kinds(&self) -> impl Iterator<Item = FaultKind> + '_ {
+        self.rates.iter().map(|(k, _)| *k)
+    }
+}
+
+/// What a crash keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashKind {
+    /// The machine loses power: only synced data and names survive (and a seeded choice of the
+    /// rest, as `MemFs::crash` says).
+    PowerLoss,
+    /// Only the process dies: the page cache survives, with every completed write, including
+    /// pages whose fsync failed.
+    ProcessCrash,
+}
+
+/// File calls a crash may be aimed right after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CallKind {
+    Sync,
+    SyncDir,
+    Rename,
+    Remove,
+    Create,
+}
+
+impl CallKind {
+    /// Every kind, in report order.
+    pub const ALL: [CallKind; 5] =
+        [CallKind::Sync, CallKind::SyncDir, CallKind::Rename, CallKind::Remove, CallKind::Create];
+
+    /// The name of the file call, as the trace writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallKind::Sync => "sync",
+            CallKind::SyncDir => "sync_dir",
+            CallKind::Rename => "rename",
+            CallKind::Remove => "remove",
+            CallKind::Create => "create",
+        }
+    }
+
+    /// The call kind a file call's trace name stands for, if a crash can be aimed after it.
+    pub fn of(op: &str) -> Option<CallKind> {
+        CallKind::ALL.into_iter().find(|k| k.name() == op)
+    }
+
+    /// How many calls of this kind a cycle typically makes: the N of "after the N-th" is drawn
+    /// up to this.
+    fn typical(self) -> u32 {
+        match self {
+            CallKind::Sync => 40,
+            CallKind::SyncDir => 10,
+            CallKind::Rename => 3,
+            CallKind::Remove => 6,
+            CallKind::Create => 10,
+        }
+    }
+}
+
+/// Where a cycle's crash is aimed. Whatever the aim, the crash comes at the cycle's deadline
+/// at the latest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// At the cycle's deadline, wherever the engine is then.
+    Time,
+    /// Right after the `nth` file call of `kind` completes on disk (the process never sees it
+    /// return).
+    AfterCall { kind: CallKind, nth: u32 },
+    /// Right after the `nth` file call made while the engine is inside `phase`.
+    InPhase { phase: Phase, nth: u32 },
+}
+
+/// How many file calls a phase typically makes: the N of "inside, after the N-th call" is drawn
+/// up to this.
+fn typical_calls(phase: Phase) -> u32 {
+    match phase {
+        Phase::Recovery => 30,
+        Phase::WalRotation => 3,
+        Phase::FlushInstall => 6,
+        Phase::CompactionInstall => 5,
+        Phase::ManifestRotation => 12,
+        Phase::CurrentReplacement => 5,
+        Phase::Close => 2,
+        _ => 4,
     }
 }
 
@@ -105,101 +336,280 @@ impl TableConfig {
             target_file_bytes: *pick(rng, &[1, 512, 4096, 8 << 20]),
         }
     }
+
+    /// Options at scale: small enough tables that a run makes hundreds of them over several
+    /// levels, with limits (one open table at the least) still at their edges, but no extreme
+    /// that throttles ten thousand operations to a crawl.
+    fn for_scale(rng: &mut ChaCha8Rng) -> Self {
+        TableConfig {
+            memtables_max: *pick(rng, &[3, 5]),
+            block_bytes: *pick(rng, &[512, 4096]),
+            l0_compaction_files: 4,
+            l0_stall_files: (20, 36),
+            level1_bytes_max: 128 << 10,
+            target_file_bytes: 16 << 10,
+            manifest_bytes_max: *pick(rng, &[4096, 64 << 20]),
+            ..TableConfig::draw(rng)
+        }
+    }
+
+    /// Options for measuring commit latency: no extreme that stalls writers by design, and
+    /// memtables enough to absorb a burst while the one background worker compacts.
+    fn for_latency(rng: &mut ChaCha8Rng) -> Self {
+        TableConfig {
+            memtables_max: 5,
+            block_bytes: 4096,
+            l0_stall_files: (20, 36),
+            level1_bytes_max: 64 << 10,
+            target_file_bytes: 16 << 10,
+            manifest_bytes_max: 64 << 20,
+            ..TableConfig::draw(rng)
+        }
+    }
+}
+
+/// One crash cycle: a process from open to crash.
+#[derive(Clone, Debug)]
+pub struct Cycle {
+    pub crash_kind: CrashKind,
+    pub point: CrashPoint,
+    /// Virtual milliseconds from the start of the process to the crash, if the aimed point has
+    /// not come by then.
+    pub deadline_ms: u64,
+    /// Close the database cleanly once the clients finish.
+    pub close: bool,
+    pub faults: Faults,
+    pub memtable_bytes_max: usize,
+    /// Reopening may change every table option.
+    pub tables: TableConfig,
+}
+
+/// File-call latencies of a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latency {
+    /// Seeded: an fsync costs 1 to 4 virtual milliseconds, everything else one.
+    Random,
+    /// Every fsync costs exactly this many milliseconds and everything else one: commit
+    /// latency is then measured against it.
+    FixedSync(u64),
+}
+
+/// In-code fault points (the engine's `buggify`): whether they fire in this scenario, and how
+/// often an enabled point fires when asked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Buggify {
+    /// Each point is enabled for the whole scenario with this probability.
+    pub enabled: f64,
+    /// An enabled point fires with this probability each time the engine asks.
+    pub fire: f64,
 }
 
 /// Everything a scenario does, fixed by its seed.
 #[derive(Clone, Debug)]
 pub struct ScenarioConfig {
     pub seed: u64,
+    /// Where the database lives; sometimes several directories deep, so that creating the
+    /// directories must make each one durable.
+    pub db_dir: &'static str,
     pub clients: usize,
     pub ops_per_client: usize,
-    pub cycles: usize,
     pub keys: usize,
     pub value_bytes_max: usize,
+    /// Out of 1,000 values, how many may be as large as `value_bytes_max`; the rest stay
+    /// under 200 bytes. 1,000 means every value is drawn up to the maximum.
+    pub large_values_per_mille: u32,
     pub sync_percent: u32,
     pub read_percent: u32,
-    /// Of client operations, the percentage that are `compact_range` calls.
+    /// Of client operations, the percentage that are `compact_range` or `flush` calls.
     pub compact_percent: u32,
     pub delete_percent: u32,
     pub batch_percent: u32,
     pub batch_ops_max: usize,
-    pub memtable_bytes_max: Vec<usize>,
-    /// Per cycle: reopening may change every table option.
-    pub tables: Vec<TableConfig>,
     pub group_bytes_max: usize,
     pub commit_window_us: u64,
     pub wal_preallocate_bytes: u64,
-    pub faults: Vec<Faults>,
-    /// Per cycle: close the database cleanly once the clients finish, before the crash.
-    pub close_before_crash: Vec<bool>,
-    /// Per cycle: virtual milliseconds from the start of the process to the crash.
-    pub crash_after_ms: Vec<u64>,
+    pub cycles: Vec<Cycle>,
+    /// How power losses treat unsynced data and directory changes.
+    pub crash_model: jadedb_fault::CrashModel,
+    pub latency: Latency,
+    pub buggify: Option<Buggify>,
+    /// A scenario at scale: thousands of operations and keys, large values, hundreds of tables.
+    pub scale: bool,
     pub bug: Option<Bug>,
 }
+
+/// The share of seeds that run at scale.
+const SCALE_SHARE: f64 = 0.05;
+/// The share of seeds that measure commit latency against a fixed fsync latency.
+const LATENCY_SHARE: f64 = 0.1;
+/// The fixed fsync latency of those seeds, in virtual milliseconds.
+pub const FIXED_SYNC_MS: u64 = 2;
 
 impl ScenarioConfig {
     /// Draws the scenario of `seed`.
     pub fn draw(seed: u64, bug: Option<Bug>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let cycles = rng.gen_range(2..=4);
+        let scale = rng.gen_bool(SCALE_SHARE);
+        let latency = if !scale && rng.gen_bool(LATENCY_SHARE) {
+            Latency::FixedSync(FIXED_SYNC_MS)
+        } else {
+            Latency::Random
+        };
+        let cycle_count = if scale { 2 } else { rng.gen_range(2..=4) };
         let clients = rng.gen_range(2..=4);
-        let ops_per_client = rng.gen_range(8..=30);
-        let faulty = rng.gen_bool(0.25);
-        // The first cycle runs fault-free, so every scenario acknowledges synced and unsynced
-        // writes before its first crash; faults come in the cycles after.
-        let faults = (0..cycles)
-            .map(|cycle| {
-                if cycle > 0 && faulty && rng.gen_bool(0.7) {
-                    Faults {
-                        fsync_fail: rng.gen_range(0.02..0.3),
-                        write_fail: if rng.gen_bool(0.3) { rng.gen_range(0.01..0.1) } else { 0.0 },
-                        read_flip: if rng.gen_bool(0.3) { rng.gen_range(0.005..0.05) } else { 0.0 },
-                    }
-                } else {
-                    Faults::default()
-                }
-            })
+        let ops_per_client = if scale { rng.gen_range(2_500..=3_500) } else { rng.gen_range(8..=30) };
+        let palette = draw_palette(&mut rng, latency);
+        let measuring = latency != Latency::Random;
+        let cycles = (0..cycle_count)
+            .map(|cycle| draw_cycle(&mut rng, cycle, ops_per_client, &palette, scale, measuring))
             .collect();
+        let crash_model = jadedb_fault::CrashModel {
+            tear_sectors: rng.gen_bool(0.5),
+            unordered_dirs: rng.gen_bool(0.3),
+        };
+        let buggify = (!measuring && rng.gen_bool(0.3))
+            .then(|| Buggify { enabled: rng.gen_range(0.2..0.8), fire: rng.gen_range(0.02..0.25) });
+        let (keys, value_bytes_max, large_values_per_mille) = if scale {
+            (10_000, 64 << 10, 5)
+        } else if measuring {
+            (*pick(&mut rng, &[32, 128]), 1000, 1000)
+        } else {
+            (*pick(&mut rng, &[2, 8, 32, 128]), *pick(&mut rng, &[8, 100, 1000, 6000]), 1000)
+        };
         ScenarioConfig {
             seed,
+            db_dir: *pick(&mut rng, &["/db", "/db", "/db", "/data/jade/db"]),
             clients,
             ops_per_client,
-            cycles,
-            keys: *pick(&mut rng, &[2, 8, 32, 128]),
-            value_bytes_max: *pick(&mut rng, &[8, 100, 1000, 6000]),
+            keys,
+            value_bytes_max,
+            large_values_per_mille,
             // Every scenario mixes synced and unsynced writes; the mix varies.
             sync_percent: *pick(&mut rng, &[5, 20, 50, 80, 95]),
             read_percent: rng.gen_range(10..=50),
-            compact_percent: *pick(&mut rng, &[1, 3, 6]),
+            compact_percent: if scale { 1 } else { *pick(&mut rng, &[1, 3, 6]) },
             delete_percent: rng.gen_range(0..=30),
             batch_percent: rng.gen_range(0..=50),
             batch_ops_max: rng.gen_range(2..=8),
-            memtable_bytes_max: (0..cycles)
-                .map(|_| *pick(&mut rng, &[256, 512, 1024, 2048, 16 << 10]))
-                .collect(),
-            tables: (0..cycles).map(|_| TableConfig::draw(&mut rng)).collect(),
             group_bytes_max: *pick(&mut rng, &[1, 256, 4096, 1 << 20]),
-            commit_window_us: if rng.gen_bool(0.2) { rng.gen_range(1..3000) } else { 0 },
+            commit_window_us: if !measuring && rng.gen_bool(0.2) {
+                rng.gen_range(1..3000)
+            } else {
+                0
+            },
             wal_preallocate_bytes: *pick(&mut rng, &[0, 0, 512, 8192]),
-            faults,
-            close_before_crash: (0..cycles).map(|_| rng.gen_bool(0.2)).collect(),
-            // Every file call costs at least a virtual millisecond: a client op is a few of them,
-            // so this lands crashes from inside recovery to after the clients are done.
-            // Some crashes land inside recovery itself, the rest while clients run or after.
-            crash_after_ms: (0..cycles)
-                .map(|cycle| {
-                    // The first cycle always gets its clients going, so every scenario crashes
-                    // with writes in flight at least once.
-                    if cycle > 0 && rng.gen_bool(0.15) {
-                        rng.gen_range(1..=12)
-                    } else {
-                        rng.gen_range(30..=30 + (ops_per_client as u64) * 8)
-                    }
-                })
-                .collect(),
+            cycles,
+            crash_model,
+            latency,
+            buggify,
+            scale,
             bug,
         }
     }
+
+    /// Whether some cycle damages data at rest: the engine may then refuse to open or to read,
+    /// with `Corruption` or an I/O error, for the rest of the scenario.
+    pub fn damages_at_rest(&self) -> bool {
+        self.cycles.iter().any(|c| c.faults.kinds().any(FaultKind::at_rest))
+    }
+}
+
+/// The fault kinds of a seed: most seeds have none; a faulty seed has a few kinds, each kept
+/// with the same probability so every kind meets every other now and then.
+fn draw_palette(rng: &mut ChaCha8Rng, latency: Latency) -> Vec<FaultKind> {
+    if latency != Latency::Random || !rng.gen_bool(0.4) {
+        return Vec::new();
+    }
+    let mut palette: Vec<FaultKind> =
+        FaultKind::ALL.into_iter().filter(|_| rng.gen_bool(0.25)).collect();
+    if palette.is_empty() {
+        palette.push(*pick(rng, &FaultKind::ALL));
+    }
+    palette
+}
+
+fn draw_cycle(
+    rng: &mut ChaCha8Rng,
+    cycle: usize,
+    ops_per_client: usize,
+    palette: &[FaultKind],
+    scale: bool,
+    measuring: bool,
+) -> Cycle {
+    // The first cycle runs fault-free and always gets its clients going, so every scenario
+    // acknowledges synced and unsynced writes before its first crash; faults come after.
+    let faults = if cycle > 0 && !palette.is_empty() && rng.gen_bool(0.7) {
+        let rates = palette
+            .iter()
+            .map(|&kind| {
+                let (lo, hi) = kind.rates();
+                (kind, rng.gen_range(lo..hi))
+            })
+            .collect();
+        Faults { rates }
+    } else {
+        Faults::default()
+    };
+    // At scale the crash comes late, so thousands of operations run first.
+    let point = if scale { CrashPoint::Time } else { draw_point(rng, cycle, measuring) };
+    // Every file call costs at least a virtual millisecond, and a client op is a few of them:
+    // this lands time crashes from early in the clients' run to after they are done. An aimed
+    // crash gets room to find its point.
+    let busy_ms = (ops_per_client as u64) * if scale { 3 } else { 8 };
+    let deadline_ms = match point {
+        CrashPoint::Time if scale => busy_ms + rng.gen_range(0..=busy_ms),
+        // Close comes after every client is done, however long stalls made them take.
+        CrashPoint::InPhase { phase: Phase::Close, .. } => 500 + 4 * busy_ms,
+        CrashPoint::Time if cycle > 0 && rng.gen_bool(0.15) => rng.gen_range(1..=12),
+        CrashPoint::Time => rng.gen_range(30..=30 + busy_ms),
+        _ => 60 + busy_ms + rng.gen_range(0..=busy_ms),
+    };
+    // A panicking background job must not leave anything hanging: the process lives past the
+    // liveness bound (`process::LIVENESS_BOUND`, 5 s) so that a hang is seen before the crash.
+    let deadline_ms = if faults.rate(FaultKind::Panic) > 0.0 {
+        deadline_ms.max(6_000 + 2 * busy_ms)
+    } else {
+        deadline_ms
+    };
+    let close = matches!(point, CrashPoint::InPhase { phase: Phase::Close, .. }) || rng.gen_bool(0.2);
+    let tables = if measuring {
+        TableConfig::for_latency(rng)
+    } else if scale {
+        TableConfig::for_scale(rng)
+    } else {
+        TableConfig::draw(rng)
+    };
+    let memtable_bytes_max = if measuring {
+        16 << 10
+    } else if scale {
+        32 << 10
+    } else {
+        *pick(rng, &[256, 512, 1024, 2048, 16 << 10])
+    };
+    let crash_kind =
+        if rng.gen_bool(0.5) { CrashKind::PowerLoss } else { CrashKind::ProcessCrash };
+    Cycle { crash_kind, point, deadline_ms, close, faults, memtable_bytes_max, tables }
+}
+
+/// Where a cycle's crash is aimed: at a time, after a kind of file call, or inside a phase.
+fn draw_point(rng: &mut ChaCha8Rng, cycle: usize, measuring: bool) -> CrashPoint {
+    let roll = rng.gen_range(0..100);
+    if measuring || roll < 30 {
+        return CrashPoint::Time;
+    }
+    if roll < 60 {
+        let kind = *pick(rng, &CallKind::ALL);
+        return CrashPoint::AfterCall { kind, nth: rng.gen_range(1..=kind.typical()) };
+    }
+    // The first cycle never crashes inside its own recovery: it must get its clients going.
+    // `close` is aimed at twice as often: only cycles that close can crash inside it.
+    let phases: Vec<Phase> = Phase::ALL
+        .into_iter()
+        .chain([Phase::Close])
+        .filter(|&p| cycle > 0 || p != Phase::Recovery)
+        .collect();
+    let phase = *pick(rng, &phases);
+    CrashPoint::InPhase { phase, nth: rng.gen_range(1..=typical_calls(phase)) }
 }
 
 fn pick<'a, T>(rng: &mut ChaCha8Rng, choices: &'a [T]) -> &'a T {

@@ -7,6 +7,10 @@
 
 pub mod config;
 #[cfg(madsim)]
+pub mod damage;
+#[cfg(madsim)]
+pub mod process;
+#[cfg(madsim)]
 pub mod runner;
 #[cfg(madsim)]
 pub mod runtime;

@@ -1,12 +1,23 @@
 //! Runs many seeds in parallel and reports, one fresh thread per scenario so nothing from one
 //! seed leaks into the next (madsim keeps per-thread state; std's hasher seeds are per thread).
+//!
+//! Standard scenarios run first and scale scenarios (a small share of seeds, each hundreds of
+//! times larger) after them, each batch timed on its own: the speed of the standard sweep is
+//! then a figure that the scale share does not blur. Each scenario also has a wall-clock budget,
+//! so one livelocked seed cannot stall a sweep.
 
-use crate::config::Bug;
+use crate::config::{Bug, FaultKind, ScenarioConfig};
 use crate::scenario::{self, Outcome, Stats};
 use crate::trace::Trace;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The wall-clock time one scenario may take before it counts as livelocked. Standard
+/// scenarios take milliseconds and scale scenarios about a second on the 2-core machine.
+pub const SEED_BUDGET: Duration = Duration::from_secs(120);
 
 /// The result of a sweep over seeds.
 #[derive(Debug, Default)]
@@ -26,48 +37,106 @@ pub struct Summary {
     pub with_torn_write: u64,
     pub with_failed_writes: u64,
     pub with_clean_close: u64,
+    pub with_power_loss: u64,
+    pub with_process_crash: u64,
+    /// Scenarios with a crash right after a call of each kind ([`crate::config::CallKind::ALL`]).
+    pub with_crash_after_call: [u64; 5],
+    /// Scenarios with a crash inside each phase ([`jadedb::runtime::Phase::ALL`]).
+    pub with_crash_in_phase: [u64; 7],
+    /// Scenarios in which each fault kind fired ([`FaultKind::ALL`]).
+    pub with_fault: [u64; 17],
+    pub with_torn_blocks: u64,
+    pub with_dirs_out_of_order: u64,
+    /// Standard scenarios, and the wall-clock seconds their batch took.
+    pub standard: u64,
+    pub standard_secs: f64,
+    /// Scale scenarios, the seconds their batch took, and their operations and tables.
+    pub scale: u64,
+    pub scale_secs: f64,
+    pub scale_writes: u64,
+    pub scale_tables_flushed: u64,
+    /// Scenarios that measured commit latency, and every latency they measured.
+    pub latency_scenarios: u64,
+    pub latencies_us: Vec<u64>,
 }
 
-/// Runs one scenario on a fresh thread; a panic becomes a failure.
+/// Runs one scenario on a fresh thread; a panic, or running past [`SEED_BUDGET`], is a failure.
 pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
     let t = trace.clone();
+    let (tx, rx) = mpsc::channel();
     #[allow(clippy::disallowed_methods)] // the fresh thread per scenario is the point
-    let joined = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(format!("seed-{seed}"))
-        .spawn(move || scenario::run(seed, bug, t))
-        .expect("start a scenario thread")
-        .join();
-    joined.unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "non-string panic".into());
-        Outcome {
-            seed,
-            failure: Some(format!("panic: {msg}")),
-            trace_hash: trace.hash(),
-            stats: Stats::default(),
-            recent: trace.recent(),
-            config: crate::config::ScenarioConfig::draw(seed, bug),
+        .spawn(move || {
+            let result = std::panic::catch_unwind(|| scenario::run(seed, bug, t));
+            let _ = tx.send(result);
+        })
+        .expect("start a scenario thread");
+    let failed = |why: String| Outcome {
+        seed,
+        failure: Some(why),
+        trace_hash: trace.hash(),
+        stats: Stats::default(),
+        recent: trace.recent(),
+        config: ScenarioConfig::draw(seed, bug),
+        commit_latencies_us: Vec::new(),
+    };
+    match rx.recv_timeout(SEED_BUDGET) {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into());
+            failed(format!("panic: {msg}"))
         }
-    })
+        // The thread is left behind (a thread cannot be killed); the sweep goes on.
+        Err(_) => failed(format!(
+            "the scenario ran past its wall-clock budget of {SEED_BUDGET:?}: a livelock?"
+        )),
+    }
 }
 
-/// Runs `seeds` on `jobs` threads. Failures are printed as they are found, unless `quiet`.
+/// Runs `seeds` on `jobs` threads, standard scenarios first, then scale ones. Failures are
+/// printed as they are found, unless `quiet`.
 pub fn run_seeds(seeds: Range<u64>, jobs: usize, bug: Option<Bug>, quiet: bool) -> Summary {
-    let next = Arc::new(AtomicU64::new(seeds.start));
+    let (scale, standard): (Vec<u64>, Vec<u64>) =
+        seeds.partition(|&seed| ScenarioConfig::draw(seed, bug).scale);
     let summary = Arc::new(Mutex::new(Summary::default()));
+    let standard_secs = run_batch(&standard, jobs, bug, quiet, &summary);
+    let scale_secs = run_batch(&scale, jobs, bug, quiet, &summary);
+    let mut summary = Arc::try_unwrap(summary)
+        .expect("workers done")
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    summary.failed_seeds.sort_unstable();
+    summary.standard_secs = standard_secs;
+    summary.scale_secs = scale_secs;
+    summary
+}
+
+/// Runs `seeds` on `jobs` threads; returns the wall-clock seconds it took.
+fn run_batch(
+    seeds: &[u64],
+    jobs: usize,
+    bug: Option<Bug>,
+    quiet: bool,
+    summary: &Arc<Mutex<Summary>>,
+) -> f64 {
+    #[allow(clippy::disallowed_methods)] // the sweep reports wall-clock speed
+    let started = std::time::Instant::now();
+    let seeds: Arc<[u64]> = seeds.into();
+    let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..jobs.max(1))
         .map(|_| {
-            let (next, summary, end) = (Arc::clone(&next), Arc::clone(&summary), seeds.end);
+            let (next, summary, seeds) = (Arc::clone(&next), Arc::clone(summary), seeds.clone());
             #[allow(clippy::disallowed_methods)]
             // worker threads of the sweep, outside any simulation
             std::thread::spawn(move || loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
+                let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     break;
-                }
+                };
                 let outcome = run_one(seed, bug, Trace::default());
                 if outcome.failure.is_some() && !quiet {
                     print_failure(&outcome);
@@ -84,12 +153,7 @@ pub fn run_seeds(seeds: Range<u64>, jobs: usize, bug: Option<Bug>, quiet: bool) 
     for w in workers {
         w.join().expect("sweep worker");
     }
-    let mut summary = Arc::try_unwrap(summary)
-        .expect("workers done")
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    summary.failed_seeds.sort_unstable();
-    summary
+    started.elapsed().as_secs_f64()
 }
 
 fn tally(s: &mut Summary, o: &Outcome) {
@@ -100,7 +164,40 @@ fn tally(s: &mut Summary, o: &Outcome) {
         s.passed += 1;
     }
     let st = &o.stats;
-    let t = &mut s.totals;
+    add_stats(&mut s.totals, st);
+    let unsynced = st.writes_acked > st.synced_acked;
+    s.full_coverage +=
+        u64::from(st.crashes > 0 && st.recoveries > 1 && st.synced_acked > 0 && unsynced);
+    s.with_rotation += u64::from(st.rotations > 0);
+    s.with_flush += u64::from(st.flushes > 0);
+    s.with_crash_in_flush += u64::from(st.crashes_in_flush > 0);
+    s.with_compaction += u64::from(st.compactions > 0);
+    s.with_crash_in_compaction += u64::from(st.crashes_in_compaction > 0);
+    s.with_torn_write += u64::from(st.torn_writes > 0);
+    s.with_failed_writes += u64::from(st.writes_failed > 0);
+    s.with_clean_close += u64::from(st.clean_closes > 0);
+    s.with_power_loss += u64::from(st.power_losses > 0);
+    s.with_process_crash += u64::from(st.process_crashes > 0);
+    count_nonzero(&mut s.with_crash_after_call, &st.crashes_after_call);
+    count_nonzero(&mut s.with_crash_in_phase, &st.crashes_in_phase);
+    count_nonzero(&mut s.with_fault, &st.faults_fired);
+    s.with_torn_blocks += u64::from(st.torn_blocks > 0);
+    s.with_dirs_out_of_order += u64::from(st.dir_changes_out_of_order > 0);
+    if o.config.scale {
+        s.scale += 1;
+        s.scale_writes += st.writes_acked + st.writes_failed;
+        s.scale_tables_flushed += st.flushes;
+    } else {
+        s.standard += 1;
+    }
+    if o.config.latency != crate::config::Latency::Random {
+        s.latency_scenarios += 1;
+        s.latencies_us.extend(&o.commit_latencies_us);
+    }
+}
+
+/// Adds one scenario's counts to the totals.
+fn add_stats(t: &mut Stats, st: &Stats) {
     t.crashes += st.crashes;
     t.recoveries += st.recoveries;
     t.writes_acked += st.writes_acked;
@@ -118,17 +215,31 @@ fn tally(s: &mut Summary, o: &Outcome) {
     t.user_flushes += st.user_flushes;
     t.snapshot_reads += st.snapshot_reads;
     t.scans += st.scans;
-    let unsynced = st.writes_acked > st.synced_acked;
-    s.full_coverage +=
-        u64::from(st.crashes > 0 && st.recoveries > 1 && st.synced_acked > 0 && unsynced);
-    s.with_rotation += u64::from(st.rotations > 0);
-    s.with_flush += u64::from(st.flushes > 0);
-    s.with_crash_in_flush += u64::from(st.crashes_in_flush > 0);
-    s.with_compaction += u64::from(st.compactions > 0);
-    s.with_crash_in_compaction += u64::from(st.crashes_in_compaction > 0);
-    s.with_torn_write += u64::from(st.torn_writes > 0);
-    s.with_failed_writes += u64::from(st.writes_failed > 0);
-    s.with_clean_close += u64::from(st.clean_closes > 0);
+    t.walks += st.walks;
+    t.power_losses += st.power_losses;
+    t.process_crashes += st.process_crashes;
+    t.aimed_crashes += st.aimed_crashes;
+    t.torn_blocks += st.torn_blocks;
+    t.dir_changes_out_of_order += st.dir_changes_out_of_order;
+    t.refusals_after_damage += st.refusals_after_damage;
+    t.acks_checked_durable += st.acks_checked_durable;
+    t.writes_after_failure += st.writes_after_failure;
+    t.points_fired += st.points_fired;
+    add_all(&mut t.crashes_after_call, &st.crashes_after_call);
+    add_all(&mut t.crashes_in_phase, &st.crashes_in_phase);
+    add_all(&mut t.faults_fired, &st.faults_fired);
+}
+
+fn add_all(into: &mut [u64], from: &[u64]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+fn count_nonzero(into: &mut [u64], from: &[u64]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += u64::from(*b > 0);
+    }
 }
 
 /// Whether a scenario crashed with synced and unsynced writes acknowledged and recovered.
@@ -155,4 +266,77 @@ pub fn print_failure(o: &Outcome) {
         println!("    {e}");
     }
     println!("  reproduce with seed={}: {}", o.seed, replay_command(o.seed, o.config.bug));
+}
+
+/// The report lines that say how often each crash kind, crash point and fault happened.
+pub fn coverage_lines(s: &Summary, count: u64) -> Vec<String> {
+    use crate::config::CallKind;
+    use jadedb::runtime::Phase;
+    let pct = |n: u64| format!("{n} ({:.1}%)", 100.0 * n as f64 / count.max(1) as f64);
+    let calls: Vec<String> = CallKind::ALL
+        .iter()
+        .zip(&s.with_crash_after_call)
+        .map(|(k, &n)| format!("{} {}", k.name(), pct(n)))
+        .collect();
+    let phases: Vec<String> = Phase::ALL
+        .iter()
+        .zip(&s.with_crash_in_phase)
+        .map(|(p, &n)| format!("{} {}", p.name(), pct(n)))
+        .collect();
+    let faults: Vec<String> = FaultKind::ALL
+        .iter()
+        .zip(&s.with_fault)
+        .map(|(k, &n)| format!("{} {}", k.name(), pct(n)))
+        .collect();
+    let t = &s.totals;
+    vec![
+        format!(
+            "crash kinds: power loss in {} scenarios, process crash in {}; {} of {} crashes came \
+             at their aimed point",
+            pct(s.with_power_loss),
+            pct(s.with_process_crash),
+            t.aimed_crashes,
+            t.crashes
+        ),
+        format!(
+            "crash points: right after {}; inside {}",
+            calls.join(", "),
+            phases.join(", ")
+        ),
+        format!(
+            "faults (scenarios where each fired): {}; sector-torn blocks {}, directory changes \
+             out of order {}; {} opens refused after damage at rest",
+            faults.join(", "),
+            pct(s.with_torn_blocks),
+            pct(s.with_dirs_out_of_order),
+            t.refusals_after_damage
+        ),
+        format!(
+            "checks: {} synced acknowledgements found durable at that instant, {} writes issued \
+             after a failed write or sync (none may be acknowledged), {} iterator walks, {} \
+             in-code fault points fired",
+            t.acks_checked_durable, t.writes_after_failure, t.walks, t.points_fired
+        ),
+    ]
+}
+
+/// The line reporting commit latency of the scenarios that fix the fsync latency.
+pub fn latency_line(s: &Summary) -> Option<String> {
+    if s.latencies_us.is_empty() {
+        return None;
+    }
+    let mut sorted = s.latencies_us.clone();
+    sorted.sort_unstable();
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    Some(format!(
+        "latency: {} scenarios with a fixed {} ms fsync: synced commit p50 {:.1} ms, p99 {:.1} \
+         ms, worst {:.1} ms over {} commits (bound: p99 at most {} ms in every scenario)",
+        s.latency_scenarios,
+        crate::config::FIXED_SYNC_MS,
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        sorted.len(),
+        scenario::LATENCY_P99_BOUND.as_millis()
+    ))
 }

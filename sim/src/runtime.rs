@@ -1,18 +1,34 @@
 //! The simulated runtime: madsim's virtual clock and executor, and the crashing in-memory disk.
 //!
-//! Every file call first sleeps a seeded latency on the virtual clock, so that tasks interleave
-//! at every I/O and a crash (killing the node) can land between any two of them. Calls and
-//! results are recorded in the scenario [`Trace`].
+//! Every file call first sleeps a latency on the virtual clock (seeded, or fixed for seeds that
+//! measure commit latency), so that tasks interleave at every I/O and a crash can land between
+//! any two calls. Calls and results are recorded in the scenario [`Trace`].
+//!
+//! A process's [`Control`] decides when its crash comes: at a virtual time (the supervisor's
+//! deadline), right after the N-th file call of a kind, or after the N-th call made inside a
+//! named engine phase. An aimed crash *freezes* the disk the moment its call completes: that
+//! call never returns to the engine and every later call of any task waits forever, so the
+//! crash image is exactly the disk after that call, whatever else is ready to run. The control
+//! also records what the fail-stop check needs (file calls that failed in a way that leaves
+//! durability unknown) and which engine tasks are alive.
 
+use crate::config::{Buggify, CallKind, CrashPoint, Latency};
 use crate::trace::Trace;
-use jadedb::runtime::{BoxFuture, File, FileLock, FileSystem, IoFuture, JoinHandle, Runtime};
+use jadedb::runtime::{
+    BoxFuture, File, FileLock, FileSystem, IoFuture, JoinHandle, Phase, Runtime,
+};
 use jadedb_fault::{FaultFs, MemFs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// Virtual time since the scenario started, in nanoseconds.
@@ -20,123 +36,335 @@ pub fn now_ns() -> u128 {
     madsim::time::TimeHandle::current().elapsed().as_nanos()
 }
 
-/// Seeded latencies for file calls.
+/// What the panic message of a panic injected through the engine's fault points starts with.
+pub const INJECTED_PANIC: &str = "buggify: injected panic";
+
+/// Where a crash landed: what the process had just done and was in the middle of.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrashSite {
+    /// The last file call that completed before the crash (the one it was aimed after, if any).
+    pub after_call: Option<&'static str>,
+    /// The engine phases in progress at the crash.
+    pub phases: Vec<Phase>,
+    /// Whether the crash came at its aimed point rather than at the deadline.
+    pub aimed: bool,
+}
+
+/// Decides when one process crashes, and records what the checks need to know about it.
 #[derive(Debug)]
-struct Latency {
+pub struct Control {
+    state: Mutex<ControlState>,
+}
+
+#[derive(Debug)]
+struct ControlState {
+    point: CrashPoint,
+    /// Whether calls made during recovery count toward an `AfterCall` point (not in the first
+    /// cycle, which must get its clients going).
+    count_recovery: bool,
+    /// Calls completed so far, by kind, that count toward an `AfterCall` point.
+    calls: BTreeMap<CallKind, u32>,
+    /// Calls completed while the aimed phase was in progress.
+    phase_calls: u32,
+    /// Phases in progress, with how many tasks are inside each.
+    active: BTreeMap<Phase, u32>,
+    last_call: Option<&'static str>,
+    crash: Option<CrashSite>,
+    /// The supervisor, waiting for an aimed crash.
+    waiter: Option<Waker>,
+    /// File calls that failed in a way that leaves durability unknown: a write, sync,
+    /// directory sync or truncate. After one, the engine must acknowledge no write issued later.
+    durability_failures: u64,
+    /// Engine tasks alive, by name, with how many of each.
+    tasks: BTreeMap<String, u32>,
+    /// Panics of engine tasks, with their messages.
+    panics: Vec<String>,
+    /// Panics injected through the fault points.
+    injected_panics: u64,
+}
+
+impl Control {
+    /// A control crashing at `point` (and at the supervisor's deadline at the latest).
+    pub fn new(point: CrashPoint, count_recovery: bool) -> Arc<Self> {
+        let state = ControlState {
+            point,
+            count_recovery,
+            calls: BTreeMap::new(),
+            phase_calls: 0,
+            active: BTreeMap::new(),
+            last_call: None,
+            crash: None,
+            waiter: None,
+            durability_failures: 0,
+            tasks: BTreeMap::new(),
+            panics: Vec::new(),
+            injected_panics: 0,
+        };
+        Arc::new(Control { state: Mutex::new(state) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the disk is frozen for the crash.
+    fn frozen(&self) -> bool {
+        self.lock().crash.is_some()
+    }
+
+    /// Records a completed call; returns true if the crash comes right after it.
+    fn after_call(&self, op: &'static str, failed_durability: bool) -> bool {
+        let mut st = self.lock();
+        if st.crash.is_some() {
+            return true;
+        }
+        st.last_call = Some(op);
+        st.durability_failures += u64::from(failed_durability);
+        let aimed = match st.point {
+            CrashPoint::Time => false,
+            CrashPoint::AfterCall { kind, nth } => {
+                let counts = st.count_recovery || !st.active.contains_key(&Phase::Recovery);
+                if CallKind::of(op) == Some(kind) && counts {
+                    let n = st.calls.entry(kind).or_insert(0);
+                    *n += 1;
+                    *n == nth
+                } else {
+                    false
+                }
+            }
+            CrashPoint::InPhase { phase, nth } => {
+                if st.active.contains_key(&phase) {
+                    st.phase_calls += 1;
+                    st.phase_calls == nth
+                } else {
+                    false
+                }
+            }
+        };
+        if aimed {
+            freeze(&mut st, true);
+        }
+        aimed
+    }
+
+    fn phase(&self, phase: Phase, entered: bool) {
+        let mut st = self.lock();
+        if st.crash.is_some() {
+            return; // a dead process's phases end as its tasks are dropped
+        }
+        if entered {
+            *st.active.entry(phase).or_insert(0) += 1;
+        } else if let Some(n) = st.active.get_mut(&phase) {
+            *n -= 1;
+            if *n == 0 {
+                st.active.remove(&phase);
+            }
+        }
+    }
+
+    /// Completes once an aimed crash has frozen the disk.
+    pub fn crashed(self: &Arc<Self>) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut st = self.lock();
+            if st.crash.is_some() {
+                return Poll::Ready(());
+            }
+            st.waiter = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// Freezes the disk now, if an aimed crash has not already, and says where the crash
+    /// landed.
+    pub fn crash_now(&self) -> CrashSite {
+        let mut st = self.lock();
+        if st.crash.is_none() {
+            freeze(&mut st, false);
+        }
+        st.crash.clone().expect("just frozen")
+    }
+
+    /// Failed writes, syncs, directory syncs and truncates so far.
+    pub fn durability_failures(&self) -> u64 {
+        self.lock().durability_failures
+    }
+
+    /// Engine tasks still alive, by name.
+    pub fn live_tasks(&self) -> Vec<String> {
+        self.lock().tasks.keys().cloned().collect()
+    }
+
+    /// Messages of engine tasks that panicked, other than panics the fault points injected.
+    pub fn unexpected_panics(&self) -> Vec<String> {
+        let st = self.lock();
+        st.panics.iter().filter(|m| !m.starts_with(INJECTED_PANIC)).cloned().collect()
+    }
+
+    /// How many panics the fault points injected.
+    pub fn injected_panics(&self) -> u64 {
+        self.lock().injected_panics
+    }
+
+    fn task_started(&self, name: &str) {
+        *self.lock().tasks.entry(name.to_string()).or_insert(0) += 1;
+    }
+
+    fn task_ended(&self, name: &str, panic: Option<String>) {
+        let mut st = self.lock();
+        if let Some(n) = st.tasks.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                st.tasks.remove(name);
+            }
+        }
+        st.panics.extend(panic);
+    }
+}
+
+fn freeze(st: &mut ControlState, aimed: bool) {
+    let phases = st.active.keys().copied().collect();
+    st.crash = Some(CrashSite { after_call: st.last_call, phases, aimed });
+    if let Some(waker) = st.waiter.take() {
+        waker.wake();
+    }
+}
+
+/// Never completes: what a call on a frozen disk does, until the node is killed.
+async fn hang<T>() -> T {
+    std::future::pending().await
+}
+
+/// File-call latencies.
+#[derive(Debug)]
+struct Latencies {
+    profile: Latency,
     rng: Mutex<ChaCha8Rng>,
 }
 
-impl Latency {
+impl Latencies {
     fn draw(&self, op: &str) -> Duration {
-        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let sync = matches!(op, "sync" | "sync_dir");
         // madsim sleeps at least 1 ms, so virtual time is in milliseconds: an fsync costs a few
         // of them, everything else one.
-        let ms = match op {
-            "sync" | "sync_dir" => rng.gen_range(1..=4),
+        let ms = match self.profile {
+            Latency::FixedSync(ms) if sync => ms,
+            Latency::Random if sync => {
+                self.rng.lock().unwrap_or_else(PoisonError::into_inner).gen_range(1..=4)
+            }
             _ => 1,
         };
         Duration::from_millis(ms)
     }
 }
 
-/// The file system the engine sees in a scenario: latency and tracing over fault injection
-/// over the crashing in-memory disk.
+/// The file system the engine sees in a scenario: latency, crash control and tracing over fault
+/// injection over the crashing in-memory disk.
 #[derive(Clone, Debug)]
 pub struct SimFs {
     inner: FaultFs<MemFs>,
-    latency: Arc<Latency>,
+    latency: Arc<Latencies>,
+    control: Arc<Control>,
     trace: Trace,
 }
 
 impl SimFs {
-    pub fn new(inner: FaultFs<MemFs>, seed: u64, trace: Trace) -> Self {
-        let latency = Latency { rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)) };
-        SimFs { inner, latency: Arc::new(latency), trace }
+    pub fn new(
+        inner: FaultFs<MemFs>,
+        latency: Latency,
+        seed: u64,
+        control: Arc<Control>,
+        trace: Trace,
+    ) -> Self {
+        let rng = Mutex::new(ChaCha8Rng::seed_from_u64(seed));
+        let latency = Arc::new(Latencies { profile: latency, rng });
+        SimFs { inner, latency, control, trace }
     }
 
-    async fn delay(&self, op: &str) {
+    /// Runs one file call: its latency, then (unless the disk is frozen) the call itself, its
+    /// trace line, and the crash if it comes right after this call.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        path: &Path,
+        detail: impl FnOnce(&io::Result<T>) -> String,
+        call: impl Future<Output = io::Result<T>>,
+    ) -> io::Result<T> {
         madsim::time::sleep(self.latency.draw(op)).await;
+        if self.control.frozen() {
+            return hang().await;
+        }
+        let result = call.await;
+        self.trace.event(now_ns(), || {
+            let detail = detail(&result);
+            match &result {
+                Ok(_) => format!("fs {op} {} {detail}", path.display()),
+                Err(e) => format!("fs {op} {} {detail} -> error {e}", path.display()),
+            }
+        });
+        let failed_durability =
+            result.is_err() && matches!(op, "write" | "sync" | "sync_dir" | "truncate");
+        if self.control.after_call(op, failed_durability) {
+            self.trace.event(now_ns(), || format!("crash point reached after {op}"));
+            return hang().await;
+        }
+        result
     }
 
-    fn record<T>(&self, op: &str, path: &Path, detail: &str, result: &io::Result<T>) {
-        self.trace.event(now_ns(), || match result {
-            Ok(_) => format!("fs {op} {} {detail}", path.display()),
-            Err(e) => format!("fs {op} {} {detail} -> error {e}", path.display()),
-        });
+    fn file(&self, inner: Box<dyn File>, path: &Path) -> Box<dyn File> {
+        Box::new(SimFile { inner, fs: self.clone(), path: path.to_path_buf() })
     }
+}
+
+fn none<T>(_: &io::Result<T>) -> String {
+    String::new()
 }
 
 impl FileSystem for SimFs {
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn File>> {
         Box::pin(async move {
-            self.delay("create").await;
-            let r = self.inner.create(path).await;
-            self.record("create", path, "", &r);
-            Ok(Box::new(SimFile { inner: r?, fs: self.clone(), path: path.to_path_buf() })
-                as Box<dyn File>)
+            let file = self.call("create", path, none, self.inner.create(path)).await?;
+            Ok(self.file(file, path))
         })
     }
 
     fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn File>> {
         Box::pin(async move {
-            self.delay("open").await;
-            let r = self.inner.open(path).await;
-            self.record("open", path, "", &r);
-            Ok(Box::new(SimFile { inner: r?, fs: self.clone(), path: path.to_path_buf() })
-                as Box<dyn File>)
+            let file = self.call("open", path, none, self.inner.open(path)).await?;
+            Ok(self.file(file, path))
         })
     }
 
     fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            self.delay("remove").await;
-            let r = self.inner.remove(path).await;
-            self.record("remove", path, "", &r);
-            r
-        })
+        Box::pin(self.call("remove", path, none, self.inner.remove(path)))
     }
 
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            self.delay("rename").await;
-            let r = self.inner.rename(from, to).await;
-            self.record("rename", from, &to.display().to_string(), &r);
-            r
-        })
+        let detail = move |_: &io::Result<()>| to.display().to_string();
+        Box::pin(self.call("rename", from, detail, self.inner.rename(from, to)))
     }
 
     fn list<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>> {
-        Box::pin(async move {
-            self.delay("list").await;
-            let r = self.inner.list(dir).await;
-            let detail = r.as_ref().map(|names| names.join(",")).unwrap_or_default();
-            self.record("list", dir, &detail, &r);
-            r
-        })
+        let detail = |r: &io::Result<Vec<String>>| {
+            r.as_ref().map(|names| names.join(",")).unwrap_or_default()
+        };
+        Box::pin(self.call("list", dir, detail, self.inner.list(dir)))
     }
 
     fn create_dir_all<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            self.delay("mkdir").await;
-            let r = self.inner.create_dir_all(dir).await;
-            self.record("mkdir", dir, "", &r);
-            r
-        })
+        Box::pin(self.call("mkdir", dir, none, self.inner.create_dir_all(dir)))
     }
 
     fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            self.delay("sync_dir").await;
-            let r = self.inner.sync_dir(dir).await;
-            self.record("sync_dir", dir, "", &r);
-            r
-        })
+        Box::pin(self.call("sync_dir", dir, none, self.inner.sync_dir(dir)))
     }
 
     fn lock<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn FileLock>> {
         Box::pin(async move {
+            if self.control.frozen() {
+                return hang().await;
+            }
             let r = self.inner.lock(path).await;
-            self.record("lock", path, "", &r);
+            self.trace.event(now_ns(), || format!("fs lock {} {:?}", path.display(), r.is_ok()));
             r
         })
     }
@@ -157,58 +385,89 @@ impl fmt::Debug for SimFile {
 
 impl File for SimFile {
     fn read_at<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> IoFuture<'a, usize> {
-        Box::pin(async move {
-            self.fs.delay("read").await;
-            let r = self.inner.read_at(offset, buf).await;
-            let detail = format!("@{offset} len {}", buf.len());
-            self.fs.record("read", &self.path, &detail, &r);
-            r
-        })
+        let len = buf.len();
+        let detail = move |_: &io::Result<usize>| format!("@{offset} len {len}");
+        Box::pin(self.fs.call("read", &self.path, detail, self.inner.read_at(offset, buf)))
     }
 
     fn write_at<'a>(&'a self, offset: u64, data: &'a [u8]) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            self.fs.delay("write").await;
-            let r = self.inner.write_at(offset, data).await;
-            let detail = format!("@{offset} len {}", data.len());
-            self.fs.record("write", &self.path, &detail, &r);
-            r
-        })
+        let detail = move |_: &io::Result<()>| format!("@{offset} len {}", data.len());
+        Box::pin(self.fs.call("write", &self.path, detail, self.inner.write_at(offset, data)))
     }
 
     fn sync_data(&self) -> IoFuture<'_, ()> {
-        Box::pin(async move {
-            self.fs.delay("sync").await;
-            let r = self.inner.sync_data().await;
-            self.fs.record("sync", &self.path, "", &r);
-            r
-        })
+        Box::pin(self.fs.call("sync", &self.path, none, self.inner.sync_data()))
     }
 
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
-        Box::pin(async move {
-            self.fs.delay("truncate").await;
-            let r = self.inner.truncate(len).await;
-            self.fs.record("truncate", &self.path, &len.to_string(), &r);
-            r
-        })
+        let detail = move |_: &io::Result<()>| len.to_string();
+        Box::pin(self.fs.call("truncate", &self.path, detail, self.inner.truncate(len)))
     }
 
     fn size(&self) -> IoFuture<'_, u64> {
-        self.inner.size()
+        Box::pin(async move {
+            if self.fs.control.frozen() {
+                return hang().await;
+            }
+            self.inner.size().await
+        })
     }
 }
+
+/// The in-code fault points of one process: which are enabled (drawn the first time the
+/// engine asks, so in a seeded order), and how often an enabled one fires.
+#[derive(Debug)]
+struct Points {
+    config: Option<Buggify>,
+    /// The chance that a background job panics each time the engine asks.
+    panic_rate: f64,
+    enabled: BTreeMap<&'static str, bool>,
+    fired: u64,
+}
+
+/// The fault point that panics a background job.
+const PANIC_POINT: &str = "background.panic";
 
 /// The runtime a simulated process runs on.
 #[derive(Debug)]
 pub struct SimRuntime {
     fs: SimFs,
+    /// The bare disk, for the engine's structure checker: no latency, no faults, no trace.
+    disk: MemFs,
+    control: Arc<Control>,
     rng: Mutex<ChaCha8Rng>,
+    points: Mutex<Points>,
 }
 
 impl SimRuntime {
-    pub fn new(fs: SimFs, seed: u64) -> Self {
-        SimRuntime { fs, rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)) }
+    pub fn new(
+        fs: SimFs,
+        seed: u64,
+        buggify: Option<Buggify>,
+        panic_rate: f64,
+    ) -> Self {
+        let points = Points { config: buggify, panic_rate, enabled: BTreeMap::new(), fired: 0 };
+        SimRuntime {
+            control: Arc::clone(&fs.control),
+            disk: fs.inner.inner().clone(),
+            fs,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            points: Mutex::new(points),
+        }
+    }
+
+    /// The crash control of this process.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// How many times a fault point fired in this process.
+    pub fn points_fired(&self) -> u64 {
+        self.points.lock().unwrap_or_else(PoisonError::into_inner).fired
+    }
+
+    fn draw(&self) -> f64 {
+        self.rng.lock().unwrap_or_else(PoisonError::into_inner).gen()
     }
 }
 
@@ -226,6 +485,15 @@ impl Runtime for SimRuntime {
     }
 
     fn spawn(&self, name: &str, task: BoxFuture<'static, ()>) -> JoinHandle {
+        let control = Arc::clone(&self.control);
+        let task_name = name.to_string();
+        control.task_started(&task_name);
+        let task = async move {
+            // A panicking task ends as an OS thread would, and the process goes on: whether
+            // the engine notices is what the checks find out.
+            let panic = CatchUnwind(task).await.err();
+            control.task_ended(&task_name, panic);
+        };
         let handle = madsim::task::Builder::new().name(name).spawn(task);
         JoinHandle::new(Box::pin(async move {
             let _ = handle.await;
@@ -234,5 +502,66 @@ impl Runtime for SimRuntime {
 
     fn random_u64(&self) -> u64 {
         self.rng.lock().unwrap_or_else(PoisonError::into_inner).gen()
+    }
+
+    fn checker_fs(&self) -> Option<&dyn FileSystem> {
+        Some(&self.disk)
+    }
+
+    fn phase(&self, phase: Phase, entered: bool) {
+        self.control.phase(phase, entered);
+    }
+
+    fn buggify(&self, point: &'static str) -> bool {
+        let (enabled, fire) = {
+            let mut points = self.points.lock().unwrap_or_else(PoisonError::into_inner);
+            if point == PANIC_POINT {
+                (points.panic_rate > 0.0, points.panic_rate)
+            } else {
+                let Some(config) = points.config else { return false };
+                let enabled = match points.enabled.get(point) {
+                    Some(&enabled) => enabled,
+                    None => {
+                        drop(points);
+                        let enabled = self.draw() < config.enabled;
+                        points = self.points.lock().unwrap_or_else(PoisonError::into_inner);
+                        points.enabled.insert(point, enabled);
+                        enabled
+                    }
+                };
+                (enabled, config.fire)
+            }
+        };
+        let fires = enabled && self.draw() < fire;
+        if fires {
+            self.points.lock().unwrap_or_else(PoisonError::into_inner).fired += 1;
+            if point == PANIC_POINT {
+                self.control.lock().injected_panics += 1;
+            }
+        }
+        fires
+    }
+}
+
+/// Runs a future, turning a panic inside it into an error carrying the panic's message.
+struct CatchUnwind(BoxFuture<'static, ()>);
+
+impl Future for CatchUnwind {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let task = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "non-string panic".into());
+                Poll::Ready(Err(msg))
+            }
+        }
     }
 }

@@ -1,30 +1,33 @@
 //! One seeded scenario: crash cycles of a database under concurrent clients, each checked
 //! against the reference model.
 //!
-//! A cycle starts a simulated process (a madsim node) that opens the database, checks the
-//! recovered state against the model (invariants 1-3), then runs the clients, whose every read
-//! is checked on the spot (invariant 4). At a drawn virtual time the node is killed, dropping
-//! every task mid-operation, and the disk is replaced by its crash image. After the last cycle
-//! a final process recovers with faults off, must be able to write again (invariant 5), closes
-//! cleanly, and a last recovery must hold every acknowledged write.
+//! A cycle boots the disk (damaging data at rest first, if the seed's faults say so), starts a
+//! simulated process (a madsim node) that opens the database, checks the recovered state
+//! against the model (invariants 1-3) and runs the clients, whose every operation is checked on
+//! the spot ([`crate::process`]). The crash comes at the cycle's aimed point or its deadline,
+//! whichever is first: the node is killed, dropping every task mid-operation, and the disk is
+//! replaced by its crash image, after a power loss or a process crash. After the last cycle a
+//! final process recovers with faults off, must write, flush, compact and read again within a
+//! bound of virtual time (invariant 5), closes cleanly leaving no task behind, and a last
+//! recovery must hold every acknowledged write.
 
-use crate::config::{Bug, Faults, ScenarioConfig};
-use crate::runtime::{now_ns, SimFs, SimRuntime};
+use crate::config::{CallKind, CrashKind, FaultKind, ScenarioConfig};
+use crate::damage::{self, Attestations, Damage};
+use crate::process::Process;
+use crate::runtime::{now_ns, Control, CrashSite, SimFs, SimRuntime};
 use crate::trace::Trace;
-use jadedb::{Db, DbIterator, Options, PlantedBug, Snapshot, WriteBatch, WriteOptions};
+use jadedb::runtime::Phase;
+use jadedb::Db;
 use jadedb_fault::{Effect, FaultFs, MemFs, OpKind, Predicate};
-use jadedb_model::{Model, Op};
+use jadedb_model::Model;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Where the database lives on the simulated disk.
-const DB_DIR: &str = "/db";
-
 /// Counts of what a scenario did, for the run report.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub crashes: u64,
     pub recoveries: u64,
@@ -44,6 +47,30 @@ pub struct Stats {
     pub user_flushes: u64,
     pub snapshot_reads: u64,
     pub scans: u64,
+    /// Iterator walks with seeks and direction changes.
+    pub walks: u64,
+    pub power_losses: u64,
+    pub process_crashes: u64,
+    /// Crashes that came at their aimed point.
+    pub aimed_crashes: u64,
+    /// Crashes right after a file call of each kind ([`CallKind::ALL`] order).
+    pub crashes_after_call: [u64; 5],
+    /// Crashes inside each engine phase ([`Phase::ALL`] order).
+    pub crashes_in_phase: [u64; 7],
+    /// Faults that fired, by kind ([`FaultKind::ALL`] order).
+    pub faults_fired: [u64; 17],
+    /// Unsynced blocks that landed sector by sector, and directory changes that survived out
+    /// of order.
+    pub torn_blocks: u64,
+    pub dir_changes_out_of_order: u64,
+    /// Opens refused (with `Corruption` or an I/O error) after data at rest was damaged.
+    pub refusals_after_damage: u64,
+    /// Synced acknowledgements whose WAL bytes were checked durable at that instant.
+    pub acks_checked_durable: u64,
+    /// Writes issued after a failed write or sync, all of which had to fail.
+    pub writes_after_failure: u64,
+    /// In-code fault points that fired.
+    pub points_fired: u64,
 }
 
 /// How a scenario ended.
@@ -55,612 +82,284 @@ pub struct Outcome {
     pub stats: Stats,
     pub recent: Vec<String>,
     pub config: ScenarioConfig,
+    /// Virtual microseconds from issue to acknowledgement of each synced write, in the
+    /// fault-free cycles of a scenario that fixes the fsync latency.
+    pub commit_latencies_us: Vec<u64>,
 }
 
 /// State shared by the supervisor and the simulated processes.
 #[derive(Debug, Default)]
-struct Shared {
-    model: Mutex<Model>,
+pub struct Shared {
+    pub model: Mutex<Model>,
     failure: Mutex<Option<String>>,
-    stats: Mutex<Stats>,
+    pub stats: Mutex<Stats>,
     /// After a clean close, every write acknowledged so far must survive: the lowest sequence
     /// number the next recovery may report.
-    required_seq: Mutex<u64>,
+    pub required_seq: Mutex<u64>,
     /// The database of the running process, so the supervisor can read its metrics before the
     /// crash.
-    live_db: Mutex<Option<Db>>,
+    pub live_db: Mutex<Option<Db>>,
+    /// Which log bytes the engine can prove were synced (where damage at rest may land).
+    pub attest: Mutex<Attestations>,
+    /// Set once data at rest has been damaged: from then on the engine may refuse.
+    pub damaged: Mutex<bool>,
+    /// Numbers every value written, so each is unique in the scenario.
+    pub next_value: Mutex<u64>,
+    pub latencies_us: Mutex<Vec<u64>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
-    fn fail(&self, trace: &Trace, why: String) {
+    pub fn fail(&self, trace: &Trace, why: String) {
         trace.event(now_ns(), || format!("FAILURE {why}"));
         lock(&self.failure).get_or_insert(why);
     }
 
-    fn failed(&self) -> bool {
+    pub fn failed(&self) -> bool {
         lock(&self.failure).is_some()
+    }
+
+    pub fn damaged(&self) -> bool {
+        *lock(&self.damaged)
     }
 }
 
+/// The virtual time a scenario may take at most: far beyond any legitimate run, so only a
+/// livelock that keeps virtual time moving reaches it.
+const VIRTUAL_TIME_MAX: Duration = Duration::from_secs(3600);
+
+/// The most a scenario's 99th-percentile synced commit latency may be when every fsync takes
+/// [`crate::config::FIXED_SYNC_MS`]: a commit costs a WAL write and at most two fsyncs (the one
+/// in flight when it arrives, then its own), plus a rotation's fsync, create and directory sync
+/// now and then; anything past this bound is a writer waiting on something it should not.
+pub const LATENCY_P99_BOUND: Duration = Duration::from_millis(20);
+
 /// Runs the scenario of `seed` on the current thread.
-pub fn run(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
+pub fn run(seed: u64, bug: Option<crate::config::Bug>, trace: Trace) -> Outcome {
     let config = ScenarioConfig::draw(seed, bug);
-    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.set_time_limit(VIRTUAL_TIME_MAX);
     let shared = Arc::new(Shared::default());
-    rt.block_on(simulate(config.clone(), Arc::clone(&shared), trace.clone()));
+    let config = Arc::new(config);
+    rt.block_on(simulate(Arc::clone(&config), Arc::clone(&shared), trace.clone()));
     let failure = lock(&shared.failure).clone();
-    let stats = *lock(&shared.stats);
-    Outcome { seed, failure, trace_hash: trace.hash(), stats, recent: trace.recent(), config }
+    let stats = lock(&shared.stats).clone();
+    let commit_latencies_us = std::mem::take(&mut *lock(&shared.latencies_us));
+    Outcome {
+        seed,
+        failure,
+        trace_hash: trace.hash(),
+        stats,
+        recent: trace.recent(),
+        config: (*config).clone(),
+        commit_latencies_us,
+    }
 }
 
-async fn simulate(config: ScenarioConfig, shared: Arc<Shared>, trace: Trace) {
+async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace) {
     let handle = madsim::runtime::Handle::current();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_d15c);
     let mut disk = MemFs::new();
-    for cycle in 0..config.cycles {
-        let faults = config.faults[cycle];
-        let runtime = make_runtime(&disk, &config, faults, &mut rng, &trace);
-        let node = handle.create_node().name(format!("db-{cycle}")).build();
-        let process = Process {
-            config: config.clone(),
-            cycle,
-            faults,
-            rt: runtime,
-            shared: Arc::clone(&shared),
-            trace: trace.clone(),
-        };
+    disk.set_crash_model(config.crash_model);
+    for (index, cycle) in config.cycles.iter().enumerate() {
+        damage_at_boot(&disk, &config, index, &shared, &mut rng, &trace);
+        let control = Control::new(cycle.point, index > 0);
+        let (runtime, fault_fs, rules) = make_runtime(&disk, &config, index, &control, &mut rng, &trace);
+        let node = handle.create_node().name(format!("db-{index}")).build();
+        let process = Process::new(&config, index, Arc::clone(&runtime), &disk, &shared, &trace);
         node.spawn(process.run());
-        madsim::time::sleep(Duration::from_millis(config.crash_after_ms[cycle])).await;
-        if let Some(db) = lock(&shared.live_db).take() {
-            let m = db.metrics();
-            let mut stats = lock(&shared.stats);
-            stats.rotations += m.memtable_rotations;
-            stats.flushes += m.flushes;
-            stats.compactions += m.compactions;
-            stats.crashes_in_flush += u64::from(m.flushes_running > 0);
-            stats.crashes_in_compaction += u64::from(m.compactions_running > 0);
-        }
+        let deadline = Duration::from_millis(cycle.deadline_ms);
+        let _ = madsim::time::timeout(deadline, control.crashed()).await;
+        let site = control.crash_now();
+        record_metrics_at_crash(&shared);
         handle.kill(node.id());
-        trace.event(now_ns(), || format!("crash of cycle {cycle}"));
+        trace.event(now_ns(), || format!("{:?} of cycle {index} at {site:?}", cycle.crash_kind));
+        record_crash(&shared, &config, index, &site, &control, &runtime, &fault_fs, &rules, &disk);
+        check_panics(&shared, &control, &trace);
         disk.set_sync_fault(None);
-        let (next, report) = disk.crash_with_report(&mut rng);
-        disk = next;
-        let mut stats = lock(&shared.stats);
-        stats.crashes += 1;
-        stats.torn_writes += report.torn_writes;
-        drop(stats);
+        disk = match cycle.crash_kind {
+            CrashKind::PowerLoss => {
+                let (next, report) = disk.crash_with_report(&mut rng);
+                let mut stats = lock(&shared.stats);
+                stats.torn_writes += report.torn_writes;
+                stats.torn_blocks += report.blocks_torn;
+                stats.dir_changes_out_of_order += report.dir_changes_out_of_order;
+                next
+            }
+            CrashKind::ProcessCrash => disk.process_crash(),
+        };
         if shared.failed() {
             return;
         }
     }
-    final_check(&handle, disk, &config, &mut rng, &shared, &trace).await;
+    crate::process::final_check(&handle, disk, &config, &mut rng, &shared, &trace).await;
+    check_latency(&shared, &trace);
 }
 
-/// The runtime of one process: the disk with this cycle's faults, latency and tracing.
-fn make_runtime(
+/// Fails the scenario if its 99th-percentile synced commit latency passed the bound.
+fn check_latency(shared: &Shared, trace: &Trace) {
+    let Some(p99) = p99(&lock(&shared.latencies_us)) else { return };
+    if p99 > LATENCY_P99_BOUND {
+        let why = format!(
+            "latency: p99 synced commit latency {p99:?} is over the bound of \
+             {LATENCY_P99_BOUND:?} with a fixed fsync latency"
+        );
+        shared.fail(trace, why);
+    }
+}
+
+/// Damages data at rest before cycle `index` boots, if the cycle's faults include it.
+fn damage_at_boot(
     disk: &MemFs,
     config: &ScenarioConfig,
-    faults: Faults,
+    index: usize,
+    shared: &Shared,
     rng: &mut ChaCha8Rng,
-    trace: &Trace,
-) -> Arc<SimRuntime> {
-    let mut fault_fs = FaultFs::new(disk.clone()).with_seed(rng.gen());
-    // Faults hit every file the engine writes: WALs, tables, MANIFESTs and CURRENT.
-    if faults.fsync_fail > 0.0 {
-        disk.set_sync_fault(Some(Predicate::probability(faults.fsync_fail, rng.gen())));
-    }
-    if faults.write_fail > 0.0 {
-        let when = Predicate::probability(faults.write_fail, rng.gen());
-        fault_fs = fault_fs.with_rule(OpKind::Write, when, Effect::ENOSPC);
-    }
-    if faults.read_flip > 0.0 {
-        let when = Predicate::probability(faults.read_flip, rng.gen());
-        fault_fs = fault_fs.with_rule(OpKind::Read, when, Effect::BitFlip);
-    }
-    if config.bug == Some(Bug::SyncNoop) {
-        fault_fs = fault_fs.with_rule(OpKind::Sync, Predicate::always(), Effect::SkipSilently);
-    }
-    let fs = SimFs::new(fault_fs, rng.gen(), trace.clone());
-    Arc::new(SimRuntime::new(fs, rng.gen()))
-}
-
-fn options(config: &ScenarioConfig, cycle: usize) -> Options {
-    let planted = match config.bug {
-        Some(Bug::AckBeforeSync) => Some(PlantedBug::AckBeforeSync),
-        Some(Bug::AcceptTornWal) => Some(PlantedBug::AcceptTornWalRecord),
-        Some(Bug::DeleteWalEarly) => Some(PlantedBug::DeleteWalBeforeManifest),
-        Some(Bug::CompactionIgnoresSnapshots) => Some(PlantedBug::CompactionIgnoresSnapshots),
-        Some(Bug::SyncNoop) | None => None,
-    };
-    let cycle = cycle.min(config.cycles - 1);
-    let tables = &config.tables[cycle];
-    Options::default()
-        .memtable_bytes_max(config.memtable_bytes_max[cycle])
-        .memtables_max(tables.memtables_max)
-        .table_block_bytes(tables.block_bytes)
-        .bloom_bits_per_key(tables.bloom_bits_per_key)
-        .block_cache_bytes(tables.block_cache_bytes)
-        .open_tables_max(tables.open_tables_max)
-        .manifest_bytes_max(tables.manifest_bytes_max)
-        .l0_compaction_files(tables.l0_compaction_files)
-        .l0_stall_files(tables.l0_stall_files.0, tables.l0_stall_files.1)
-        .level1_bytes_max(tables.level1_bytes_max)
-        .target_file_bytes(tables.target_file_bytes)
-        .commit_group_bytes_max(config.group_bytes_max)
-        .commit_window(Duration::from_micros(config.commit_window_us))
-        .wal_preallocate_bytes(config.wal_preallocate_bytes)
-        .planted_bug(planted)
-}
-
-/// One simulated process: recover, check, run the clients.
-struct Process {
-    config: ScenarioConfig,
-    cycle: usize,
-    faults: Faults,
-    rt: Arc<SimRuntime>,
-    shared: Arc<Shared>,
-    trace: Trace,
-}
-
-impl Process {
-    async fn run(self) {
-        let Some(db) = self.open_and_check().await else { return };
-        let this = Arc::new(self);
-        let mut clients = Vec::new();
-        for client in 0..this.config.clients {
-            let (this, db) = (Arc::clone(&this), db.clone());
-            clients.push(madsim::task::spawn(async move { this.client(client, db).await }));
-        }
-        for c in clients {
-            let _ = c.await;
-        }
-        if this.config.close_before_crash[this.cycle] {
-            this.close_cleanly(&db).await;
-            lock(&this.shared.stats).clean_closes += 1;
-        }
-    }
-
-    /// Whether `e` may come from a read under this cycle's faults: with bit flips on reads, a
-    /// checksum catches the flip and the read fails, which is right; wrong data never is.
-    fn read_error_allowed(&self, e: &jadedb::Error) -> bool {
-        self.faults.read_flip > 0.0 && (e.is_corruption() || matches!(e, jadedb::Error::Io { .. }))
-    }
-
-    /// Opens the database and checks what it recovered (invariants 1-3).
-    async fn open_and_check(&self) -> Option<Db> {
-        let rt: jadedb::runtime::RuntimeRef = self.rt.clone();
-        let db = match Db::open_async(DB_DIR, options(&self.config, self.cycle), rt).await {
-            Ok(db) => db,
-            Err(e) if (self.faults.any() && !e.is_corruption()) || self.read_error_allowed(&e) => {
-                self.trace.event(now_ns(), || format!("open failed under faults: {e}"));
-                return None;
-            }
-            Err(e) => {
-                self.shared.fail(&self.trace, format!("recovery failed: {e}"));
-                return None;
-            }
-        };
-        if !check_recovered(&db, &self.shared, &self.trace, self.faults.read_flip > 0.0).await {
-            return None;
-        }
-        *lock(&self.shared.live_db) = Some(db.clone());
-        Some(db)
-    }
-
-    async fn close_cleanly(&self, db: &Db) {
-        let acked_upto = db.latest_sequence();
-        match db.close_async().await {
-            Ok(()) => {
-                self.trace.event(now_ns(), || format!("closed cleanly at seq {acked_upto}"));
-                *lock(&self.shared.required_seq) = acked_upto;
-            }
-            Err(e) if self.faults.any() => {
-                self.trace.event(now_ns(), || format!("close failed under faults: {e}"));
-            }
-            Err(e) => self.shared.fail(&self.trace, format!("close failed: {e}")),
-        }
-    }
-
-    async fn client(&self, client: usize, db: Db) {
-        let seed = self.config.seed ^ ((self.cycle as u64) << 32) ^ ((client as u64) << 48);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut seen_seq = db.latest_sequence();
-        let mut snapshot = None;
-        for op in 0..self.config.ops_per_client {
-            if self.shared.failed() {
-                return;
-            }
-            let first_two = (client, op) == (0, 0) || (client, op) == (0, 1);
-            if !first_two && rng.gen_range(0..100) < self.config.compact_percent {
-                if rng.gen_bool(0.5) {
-                    self.compact_range(&db, &mut rng).await;
-                } else {
-                    self.flush(&db).await;
-                }
-            } else if !first_two && rng.gen_range(0..100) < self.config.read_percent {
-                match rng.gen_range(0..10) {
-                    0 | 1 if snapshot.is_none() => snapshot = Some(db.snapshot()),
-                    0 => snapshot = Some(db.snapshot()),
-                    1 | 2 => self.scan(&db, &mut rng).await,
-                    3..=5 if snapshot.is_some() => {
-                        let snap = snapshot.as_ref().expect("checked");
-                        self.snapshot_read(snap, &mut rng, false).await;
-                    }
-                    _ => self.read(&db, &mut rng, &mut seen_seq).await,
-                }
-            } else {
-                self.write(&db, &mut rng, client, op).await;
-            }
-            if rng.gen_bool(0.3) {
-                madsim::time::sleep(Duration::from_millis(rng.gen_range(1..4))).await;
-            }
-        }
-        // A snapshot read last, after whatever flushes and compactions ran meanwhile.
-        if let Some(snap) = &snapshot {
-            // Often push everything written since the snapshot through a flush and a
-            // compaction first: the versions the snapshot reads must survive both.
-            if !self.shared.failed() && rng.gen_bool(0.5) {
-                self.flush(&db).await;
-                self.compact_all(&db).await;
-            }
-            if !self.shared.failed() {
-                self.snapshot_read(snap, &mut rng, true).await;
-            }
-        }
-    }
-
-    async fn read(&self, db: &Db, rng: &mut ChaCha8Rng, seen_seq: &mut u64) {
-        let key = key_name(rng.gen_range(0..self.config.keys));
-        let token = lock(&self.shared.model).begin_read();
-        let result = db.get_async(&key).await;
-        lock(&self.shared.stats).reads += 1;
-        let value = match result {
-            Ok(value) => value,
-            Err(e) if self.read_error_allowed(&e) => return,
-            Err(e) => return self.shared.fail(&self.trace, format!("get failed: {e}")),
-        };
-        let shown =
-            value.as_ref().map(|v| String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned());
-        self.trace
-            .event(now_ns(), || format!("get {} -> {shown:?}", String::from_utf8_lossy(&key)));
-        if let Err(v) = lock(&self.shared.model).check_read(&key, &token, value.as_deref()) {
-            return self.shared.fail(&self.trace, format!("read check: {v}"));
-        }
-        let now = db.latest_sequence();
-        if now < *seen_seq {
-            let why = format!("visible sequence went backwards: {now} after {seen_seq}");
-            return self.shared.fail(&self.trace, why);
-        }
-        *seen_seq = now;
-    }
-
-    /// A read at a snapshot: one key, or a range scan checked key by key; every key if
-    /// `whole`.
-    async fn snapshot_read(&self, snap: &Snapshot, rng: &mut ChaCha8Rng, whole: bool) {
-        let seq = snap.sequence();
-        let keys: Vec<Vec<u8>> = if whole {
-            (0..self.config.keys).map(key_name).collect()
-        } else if rng.gen_bool(0.5) {
-            vec![key_name(rng.gen_range(0..self.config.keys))]
-        } else {
-            let a = rng.gen_range(0..self.config.keys);
-            let b = rng.gen_range(a..=self.config.keys);
-            (a..b).map(key_name).collect()
-        };
-        let (Some(first), Some(last)) = (keys.first(), keys.last()) else { return };
-        let end = successor(last);
-        let reverse = rng.gen_bool(0.5);
-        let walked = match snap.iter_async(Some(first), Some(&end)).await {
-            Ok(it) => walk(it, reverse).await,
-            Err(e) => Err(e),
-        };
-        let got = match walked {
-            Ok(got) => got,
-            Err(e) if self.read_error_allowed(&e) => return,
-            Err(e) => return self.shared.fail(&self.trace, format!("snapshot scan failed: {e}")),
-        };
-        if keys.len() == 1 {
-            match snap.get_async(first).await {
-                Ok(v) if v.as_deref() == got.get(first).map(Vec::as_slice) => {}
-                Ok(v) => {
-                    let why = format!(
-                        "snapshot get {first:?} gave {v:?} but its scan {:?}",
-                        got.get(first)
-                    );
-                    return self.shared.fail(&self.trace, why);
-                }
-                Err(e) if self.read_error_allowed(&e) => return,
-                Err(e) => {
-                    return self.shared.fail(&self.trace, format!("snapshot get failed: {e}"))
-                }
-            }
-        }
-        self.trace.event(now_ns(), || format!("snapshot read at {seq}: {} keys", got.len()));
-        lock(&self.shared.stats).snapshot_reads += 1;
-        let model = lock(&self.shared.model);
-        for key in &keys {
-            if let Err(v) = model.check_snapshot_read(key, seq, got.get(key).map(Vec::as_slice)) {
-                drop(model);
-                return self.shared.fail(&self.trace, format!("snapshot read check: {v}"));
-            }
-        }
-        if let Some(stray) = got.keys().find(|k| !keys.contains(k)) {
-            drop(model);
-            self.shared.fail(&self.trace, format!("scan returned {stray:?}, outside its range"));
-        }
-    }
-
-    /// A `compact_range` over a random range; under faults it may fail (the database is then
-    /// poisoned), otherwise it must succeed.
-    async fn compact_range(&self, db: &Db, rng: &mut ChaCha8Rng) {
-        let a = rng.gen_range(0..self.config.keys);
-        let b = rng.gen_range(a..self.config.keys);
-        let result = db.compact_range_async(&key_name(a), &key_name(b)).await;
-        self.trace.event(now_ns(), || format!("compact_range [{a}, {b}] -> {result:?}"));
-        lock(&self.shared.stats).compact_ranges += 1;
-        if let Err(e) = result {
-            if !self.faults.any() {
-                self.shared.fail(&self.trace, format!("compact_range failed without faults: {e}"));
-            }
-        }
-    }
-
-    /// A `compact_range` over every key.
-    async fn compact_all(&self, db: &Db) {
-        let result = db.compact_range_async(b"", b"\xff").await;
-        self.trace.event(now_ns(), || format!("compact_range all -> {result:?}"));
-        lock(&self.shared.stats).compact_ranges += 1;
-        if let Err(e) = result {
-            if !self.faults.any() {
-                self.shared.fail(&self.trace, format!("compact_range failed without faults: {e}"));
-            }
-        }
-    }
-
-    /// A `flush`; as `compact_range`, it may fail only under faults.
-    async fn flush(&self, db: &Db) {
-        let result = db.flush_async().await;
-        self.trace.event(now_ns(), || format!("flush -> {result:?}"));
-        lock(&self.shared.stats).user_flushes += 1;
-        if let Err(e) = result {
-            if !self.faults.any() {
-                self.shared.fail(&self.trace, format!("flush failed without faults: {e}"));
-            }
-        }
-    }
-
-    /// A range scan at the latest sequence number, checked key by key like a latest read.
-    async fn scan(&self, db: &Db, rng: &mut ChaCha8Rng) {
-        let a = rng.gen_range(0..self.config.keys);
-        let b = rng.gen_range(a..=self.config.keys);
-        let (start, end) = (key_name(a), key_name(b));
-        let token = lock(&self.shared.model).begin_read();
-        let got = if rng.gen_bool(0.5) {
-            db.scan_async(&start, Some(&end))
-                .await
-                .map(|pairs| pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
-        } else {
-            match db.iter_async(Some(&start), Some(&end)).await {
-                Ok(it) => walk(it, true).await,
-                Err(e) => Err(e),
-            }
-        };
-        let got = match got {
-            Ok(got) => got,
-            Err(e) if self.read_error_allowed(&e) => return,
-            Err(e) => return self.shared.fail(&self.trace, format!("scan failed: {e}")),
-        };
-        self.trace.event(now_ns(), || format!("scan [{a}, {b}) -> {} keys", got.len()));
-        lock(&self.shared.stats).scans += 1;
-        let model = lock(&self.shared.model);
-        for key in (a..b).map(key_name) {
-            if let Err(v) = model.check_read(&key, &token, got.get(&key).map(Vec::as_slice)) {
-                drop(model);
-                return self.shared.fail(&self.trace, format!("scan check: {v}"));
-            }
-        }
-        if got.len() > b - a || got.keys().any(|k| *k < start || *k >= end) {
-            drop(model);
-            self.shared.fail(&self.trace, format!("scan [{a}, {b}) returned keys outside it"));
-        }
-    }
-
-    async fn write(&self, db: &Db, rng: &mut ChaCha8Rng, client: usize, op: usize) {
-        let ops = self.draw_ops(rng, client, op);
-        // Client 0 opens each cycle with one unsynced and one synced write, so every scenario
-        // that gets past recovery mixes both, whatever its drawn ratio.
-        let sync = match (client, op) {
-            (0, 0) => false,
-            (0, 1) => true,
-            _ => rng.gen_range(0..100) < self.config.sync_percent,
-        };
-        let mut batch = WriteBatch::new();
-        for o in &ops {
-            let added = match o {
-                Op::Put(k, v) => batch.put(k, v),
-                Op::Delete(k) => batch.delete(k),
-            };
-            if let Err(e) = added {
-                return self.shared.fail(&self.trace, format!("batch refused: {e}"));
-            }
-        }
-        let n = ops.len();
-        let id = lock(&self.shared.model).issue_write(ops, sync);
-        self.trace.event(now_ns(), || format!("client {client} write {id} ops {n} sync {sync}"));
-        let result = db.write_async(batch, WriteOptions { sync }).await;
-        self.trace.event(now_ns(), || format!("client {client} write {id} -> {result:?}"));
-        match result {
-            Ok(seq) => {
-                lock(&self.shared.model).ack_write(id, seq);
-                let mut stats = lock(&self.shared.stats);
-                stats.writes_acked += 1;
-                stats.synced_acked += u64::from(sync);
-            }
-            Err(e) => {
-                lock(&self.shared.model).fail_write(id);
-                lock(&self.shared.stats).writes_failed += 1;
-                if !self.faults.any() {
-                    self.shared.fail(&self.trace, format!("write failed without faults: {e}"));
-                }
-            }
-        }
-    }
-
-    fn draw_ops(&self, rng: &mut ChaCha8Rng, client: usize, op: usize) -> Vec<Op> {
-        let n = if rng.gen_range(0..100) < self.config.batch_percent {
-            rng.gen_range(2..=self.config.batch_ops_max)
-        } else {
-            1
-        };
-        (0..n)
-            .map(|i| {
-                let key = key_name(rng.gen_range(0..self.config.keys));
-                if rng.gen_range(0..100) < self.config.delete_percent {
-                    Op::Delete(key)
-                } else {
-                    let len = rng.gen_range(1..=self.config.value_bytes_max);
-                    Op::Put(key, value(self.cycle, client, op, i, len))
-                }
-            })
-            .collect()
-    }
-}
-
-fn key_name(k: usize) -> Vec<u8> {
-    format!("key{k:04}").into_bytes()
-}
-
-/// Everything an iterator shows, walking forward from the first key or backward from the last.
-async fn walk(mut it: DbIterator, reverse: bool) -> jadedb::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-    let mut got = BTreeMap::new();
-    if reverse {
-        it.seek_to_last_async().await?;
-    } else {
-        it.seek_to_first_async().await?;
-    }
-    let mut last: Option<Vec<u8>> = None;
-    while let Some((k, v)) = it.entry() {
-        // Keys must come strictly in the walk's order: the map would hide a repeat.
-        if last.as_ref().is_some_and(|last| (k.as_ref() > last.as_slice()) == reverse) {
-            return Err(jadedb::Error::InvalidArgument(format!(
-                "iterator showed {k:?} out of order"
-            )));
-        }
-        last = Some(k.to_vec());
-        got.insert(k.to_vec(), v.to_vec());
-        if reverse {
-            it.prev_async().await?;
-        } else {
-            it.next_async().await?;
-        }
-    }
-    Ok(got)
-}
-
-/// The smallest key greater than `key`.
-fn successor(key: &[u8]) -> Vec<u8> {
-    let mut next = key.to_vec();
-    next.push(0);
-    next
-}
-
-/// A value that names its writer, padded to `len` bytes.
-fn value(cycle: usize, client: usize, op: usize, i: usize, len: usize) -> Vec<u8> {
-    let mut v = format!("v{cycle}.{client}.{op}.{i}:").into_bytes();
-    v.resize(len.max(v.len()), b'.');
-    v
-}
-
-/// Checks a freshly opened database against the model and starts the model's next epoch.
-/// With `read_flips`, a read may fail with a detected corruption (never return wrong data): the
-/// check is then skipped, and the model stays as it was for the next recovery to check.
-async fn check_recovered(db: &Db, shared: &Shared, trace: &Trace, read_flips: bool) -> bool {
-    let recovered: BTreeMap<Vec<u8>, Vec<u8>> = match db.scan_async(b"", None).await {
-        Ok(pairs) => pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
-        Err(e) if read_flips && e.is_corruption() => {
-            trace.event(now_ns(), || format!("scan after recovery failed under read faults: {e}"));
-            return false;
-        }
-        Err(e) => {
-            shared.fail(trace, format!("scan after recovery failed: {e}"));
-            return false;
-        }
-    };
-    let seq = db.latest_sequence();
-    trace.event(now_ns(), || format!("recovered {} keys at seq {seq}", recovered.len()));
-    let required = *lock(&shared.required_seq);
-    if seq < required {
-        shared.fail(
-            trace,
-            format!("recovered seq {seq} is below {required}, acknowledged before a clean close"),
-        );
-        return false;
-    }
-    let mut model = lock(&shared.model);
-    if let Err(v) = model.check_recovery(&recovered, seq) {
-        drop(model);
-        shared.fail(trace, format!("recovery check: {v}"));
-        return false;
-    }
-    model.restart(recovered, seq);
-    drop(model);
-    lock(&shared.stats).recoveries += 1;
-    true
-}
-
-/// With faults off: recover, write again (invariant 5), close, and recover everything.
-async fn final_check(
-    handle: &madsim::runtime::Handle,
-    disk: MemFs,
-    config: &ScenarioConfig,
-    rng: &mut ChaCha8Rng,
-    shared: &Arc<Shared>,
     trace: &Trace,
 ) {
-    let runtime = make_runtime(&disk, config, Faults::default(), rng, trace);
-    let node = handle.create_node().name("final").build();
-    let process = Process {
-        config: config.clone(),
-        cycle: config.cycles - 1,
-        faults: Faults::default(),
-        rt: runtime,
-        shared: Arc::clone(shared),
-        trace: trace.clone(),
-    };
-    let done = node.spawn(async move {
-        for round in 0..2 {
-            let Some(db) = process.open_and_check().await else { return };
-            if round == 0 {
-                let mut rng = ChaCha8Rng::seed_from_u64(process.config.seed);
-                // As client 0 at the start of a cycle: one unsynced write, then a synced one.
-                for op in 0..2 {
-                    process.write(&db, &mut rng, 0, op).await;
-                }
-                // A snapshot that must outlive overwrites, a flush and a full compaction:
-                // every scenario checks that compaction keeps what snapshots read.
-                let snapshot = db.snapshot();
-                for op in 2..2 + process.config.keys.min(6) {
-                    process.write(&db, &mut rng, 0, op).await;
-                }
-                process.flush(&db).await;
-                // As a user tidying up: everything on disk compacted down, then checked again
-                // by the next recovery.
-                process.compact_all(&db).await;
-                process.snapshot_read(&snapshot, &mut rng, true).await;
-                drop(snapshot);
-                let m = db.metrics();
-                {
-                    let mut stats = lock(&process.shared.stats);
-                    stats.flushes += m.flushes;
-                    stats.compactions += m.compactions;
-                }
-                process.close_cleanly(&db).await;
-            }
+    let faults = &config.cycles[index].faults;
+    for (kind, what) in [(FaultKind::BitRot, Damage::Rot), (FaultKind::BadSector, Damage::BadSector)]
+    {
+        let rate = faults.rate(kind);
+        if rate == 0.0 || !rng.gen_bool(rate) {
+            continue;
         }
-    });
-    let _ = done.await;
+        let attest = lock(&shared.attest);
+        let Some((path, offset, file)) =
+            damage::damage(disk, Path::new(config.db_dir), &attest, what, rng)
+        else {
+            continue;
+        };
+        drop(attest);
+        trace.event(now_ns(), || format!("{what:?} at rest in {} at {offset} ({file:?})", path.display()));
+        *lock(&shared.damaged) = true;
+        lock(&shared.stats).faults_fired[fault_index(kind)] += 1;
+    }
+}
+
+/// Rules added to the fault wrapper, with the kind each stands for.
+pub type Rules = Vec<FaultKind>;
+
+/// The runtime of one process: the disk with this cycle's faults, latency, crash control and
+/// tracing.
+pub fn make_runtime(
+    disk: &MemFs,
+    config: &ScenarioConfig,
+    index: usize,
+    control: &Arc<Control>,
+    rng: &mut ChaCha8Rng,
+    trace: &Trace,
+) -> (Arc<SimRuntime>, FaultFs<MemFs>, Rules) {
+    let faults = &config.cycles[index].faults;
+    let fault_fs = FaultFs::new(disk.clone()).with_seed(rng.gen());
+    let mut rules = Rules::new();
+    // Faults hit every file the engine uses: WALs, tables, MANIFESTs and CURRENT.
+    if faults.rate(FaultKind::Sync) > 0.0 {
+        disk.set_sync_fault(Some(Predicate::probability(faults.rate(FaultKind::Sync), rng.gen())));
+    }
+    let eio = Effect::EIO;
+    let table: [(FaultKind, &[OpKind], Effect); 13] = [
+        (FaultKind::SyncDir, &[OpKind::SyncDir], eio),
+        (FaultKind::ReadEio, &[OpKind::Read], eio),
+        (FaultKind::WriteEio, &[OpKind::Write], eio),
+        (FaultKind::Create, &[OpKind::Create], eio),
+        (FaultKind::Open, &[OpKind::Open], eio),
+        (FaultKind::Rename, &[OpKind::Rename], eio),
+        (FaultKind::Remove, &[OpKind::Remove], eio),
+        (FaultKind::List, &[OpKind::List], eio),
+        (FaultKind::Truncate, &[OpKind::Truncate], eio),
+        (FaultKind::NoSpaceWrite, &[OpKind::Write], Effect::ENOSPC),
+        (FaultKind::NoSpaceMeta, &[OpKind::Create, OpKind::Rename, OpKind::CreateDir], Effect::ENOSPC),
+        (FaultKind::ShortRead, &[OpKind::Read], Effect::ShortRead),
+        (FaultKind::ReadFlip, &[OpKind::Read], Effect::BitFlip),
+    ];
+    for (kind, ops, effect) in table {
+        let rate = faults.rate(kind);
+        if rate == 0.0 {
+            continue;
+        }
+        for &op in ops {
+            fault_fs.add_rule(op, Predicate::probability(rate, rng.gen()), effect);
+            rules.push(kind);
+        }
+    }
+    if config.bug == Some(crate::config::Bug::SyncNoop) {
+        fault_fs.add_rule(OpKind::Sync, Predicate::always(), Effect::SkipSilently);
+    }
+    let fs = SimFs::new(fault_fs.clone(), config.latency, rng.gen(), Arc::clone(control), trace.clone());
+    let panic_rate = faults.rate(FaultKind::Panic);
+    let runtime = Arc::new(SimRuntime::new(fs, rng.gen(), config.buggify, panic_rate));
+    (runtime, fault_fs, rules)
+}
+
+fn record_metrics_at_crash(shared: &Shared) {
+    if let Some(db) = lock(&shared.live_db).take() {
+        let m = db.metrics();
+        let mut stats = lock(&shared.stats);
+        stats.rotations += m.memtable_rotations;
+        stats.flushes += m.flushes;
+        stats.compactions += m.compactions;
+        stats.crashes_in_flush += u64::from(m.flushes_running > 0);
+        stats.crashes_in_compaction += u64::from(m.compactions_running > 0);
+    }
+}
+
+/// Counts where the crash landed and which faults fired in the cycle.
+#[allow(clippy::too_many_arguments)]
+fn record_crash(
+    shared: &Shared,
+    config: &ScenarioConfig,
+    index: usize,
+    site: &CrashSite,
+    control: &Control,
+    runtime: &SimRuntime,
+    fault_fs: &FaultFs<MemFs>,
+    rules: &Rules,
+    disk: &MemFs,
+) {
+    let mut stats = lock(&shared.stats);
+    stats.crashes += 1;
+    match config.cycles[index].crash_kind {
+        CrashKind::PowerLoss => stats.power_losses += 1,
+        CrashKind::ProcessCrash => stats.process_crashes += 1,
+    }
+    stats.aimed_crashes += u64::from(site.aimed);
+    if let Some(kind) = site.after_call.and_then(CallKind::of) {
+        let i = CallKind::ALL.iter().position(|&k| k == kind).expect("a listed kind");
+        stats.crashes_after_call[i] += 1;
+    }
+    for phase in &site.phases {
+        if let Some(i) = Phase::ALL.iter().position(|p| p == phase) {
+            stats.crashes_in_phase[i] += 1;
+        }
+    }
+    for (kind, fired) in rules.iter().zip(fault_fs.fired_per_rule()) {
+        stats.faults_fired[fault_index(*kind)] += fired;
+    }
+    stats.faults_fired[fault_index(FaultKind::Sync)] += disk.stats().failed_syncs;
+    stats.faults_fired[fault_index(FaultKind::Panic)] += control.injected_panics();
+    stats.points_fired += runtime.points_fired();
+}
+
+/// A panic of an engine task that no fault point injected is a bug in the engine.
+fn check_panics(shared: &Shared, control: &Control, trace: &Trace) {
+    if let Some(msg) = control.unexpected_panics().first() {
+        shared.fail(trace, format!("an engine task panicked: {msg}"));
+    }
+}
+
+/// The 99th percentile of `latencies_us`, if there are any.
+fn p99(latencies_us: &[u64]) -> Option<Duration> {
+    let mut sorted = latencies_us.to_vec();
+    sorted.sort_unstable();
+    let at = sorted.len().checked_sub(1)? * 99 / 100;
+    Some(Duration::from_micros(sorted[at]))
+}
+
+/// The index of `kind` in [`FaultKind::ALL`], where the report counts it.
+pub fn fault_index(kind: FaultKind) -> usize {
+    FaultKind::ALL.iter().position(|&k| k == kind).expect("a listed kind")
 }

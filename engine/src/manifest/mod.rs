@@ -107,6 +107,10 @@ impl Manifest {
 }
 
 /// Points `CURRENT` at MANIFEST `number`, atomically and durably.
+///
+/// The directory is synced before the rename as well as after: on a file system without
+/// ordered metadata the rename could otherwise become durable while the new MANIFEST's own
+/// name does not, and `CURRENT` would name a file that is gone after a power loss.
 async fn set_current(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
     let temp = dir.join(CURRENT_TEMP);
     let current = dir.join(CURRENT);
@@ -114,6 +118,7 @@ async fn set_current(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()>
     let file = fs.create(&temp).await.map_err(|e| Error::io("creating", &temp, e))?;
     file.write_at(0, contents.as_bytes()).await.map_err(|e| Error::io("writing", &temp, e))?;
     file.sync_data().await.map_err(|e| Error::io("syncing", &temp, e))?;
+    fs.sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
     fs.rename(&temp, &current).await.map_err(|e| Error::io("renaming", &temp, e))?;
     fs.sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))
 }

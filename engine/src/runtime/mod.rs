@@ -59,6 +59,14 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
         let _ = point;
         false
     }
+
+    /// The same files as [`Runtime::fs`], seen without simulated latency or injected faults:
+    /// for the engine's structure checker (its `invariants` feature), whose reads are a test's
+    /// oracle and must not change the run they check (its timing, its fault draws). `None`, the
+    /// default, makes the checker read through `fs`.
+    fn checker_fs(&self) -> Option<&dyn FileSystem> {
+        None
+    }
 }
 
 /// Named stretches of engine work that a crash may land inside, reported through

@@ -1,0 +1,984 @@
+//! One simulated process: open the database, check what it recovered, run the clients, maybe
+//! close; and the final process that checks the engine recovers and makes progress once faults
+//! stop.
+//!
+//! Every client operation is checked the moment it returns: reads against the model (one
+//! sequence number per read, never going back for one client), writes for fail-stop (no write
+//! issued after a failed write or sync may be acknowledged) and durability at acknowledgement
+//! (a synced write's WAL bytes, and everything before them in the log, are in the disk's
+//! durable image when it returns). Every operation must finish within a bound of virtual time
+//! (liveness); errors are accepted only where the cycle's faults can cause them.
+
+use crate::config::{FaultKind, Faults, Latency, ScenarioConfig};
+use crate::runtime::{now_ns, Control, SimRuntime};
+use crate::scenario::{lock, Shared};
+use crate::trace::Trace;
+use jadedb::{Db, DbIterator, Options, PlantedBug, Snapshot, WriteBatch, WriteOptions};
+use jadedb_fault::MemFs;
+use jadedb_model::{Observation, Op, ReadToken};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long any single operation may take in virtual time before it counts as hung. Far above
+/// what a legitimate stall takes (the longest compaction of a standard scenario writes a few
+/// hundred one-key tables, about a virtual second), far below the time a scenario may take.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(5);
+/// The same bound at scale, where one compaction may rewrite a few megabytes as hundreds of
+/// small tables, each a dozen file calls.
+pub const LIVENESS_BOUND_SCALE: Duration = Duration::from_secs(60);
+
+/// One simulated process.
+#[derive(Debug)]
+pub struct Process {
+    config: Arc<ScenarioConfig>,
+    cycle: usize,
+    faults: Faults,
+    close: bool,
+    rt: Arc<SimRuntime>,
+    disk: MemFs,
+    shared: Arc<Shared>,
+    trace: Trace,
+}
+
+/// A key interval a read covered completely.
+type Interval = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// What a read showed: the intervals it covered, and every live entry it returned in them.
+#[derive(Debug, Default)]
+struct Shown {
+    intervals: Vec<Interval>,
+    seen: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Process {
+    pub fn new(
+        config: &Arc<ScenarioConfig>,
+        cycle: usize,
+        rt: Arc<SimRuntime>,
+        disk: &MemFs,
+        shared: &Arc<Shared>,
+        trace: &Trace,
+    ) -> Self {
+        let plan = &config.cycles[cycle];
+        Process {
+            config: Arc::clone(config),
+            cycle,
+            faults: plan.faults.clone(),
+            close: plan.close,
+            rt,
+            disk: disk.clone(),
+            shared: Arc::clone(shared),
+            trace: trace.clone(),
+        }
+    }
+
+    fn control(&self) -> &Control {
+        self.rt.control()
+    }
+
+    pub async fn run(self) {
+        let Some(db) = self.open_and_check().await else { return };
+        let this = Arc::new(self);
+        let mut clients = Vec::new();
+        for client in 0..this.config.clients {
+            let (this, db) = (Arc::clone(&this), db.clone());
+            clients.push(madsim::task::spawn(async move { this.client(client, db).await }));
+        }
+        for c in clients {
+            let _ = c.await;
+        }
+        if this.close && !this.shared.failed() {
+            this.close_cleanly(&db).await;
+        }
+    }
+
+    /// Runs `op`, failing the scenario if it does not finish within [`LIVENESS_BOUND`] of
+    /// virtual time: the engine must never hang, whatever faults it met.
+    async fn bounded<T>(&self, what: &str, op: impl Future<Output = T>) -> Option<T> {
+        let bound = if self.config.scale { LIVENESS_BOUND_SCALE } else { LIVENESS_BOUND };
+        match madsim::time::timeout(bound, op).await {
+            Ok(out) => Some(out),
+            Err(_) => {
+                let tasks = self.control().live_tasks().join(", ");
+                let why = format!(
+                    "liveness: {what} did not finish within {bound:?} of virtual time (engine \
+                     tasks alive: {tasks})"
+                );
+                self.shared.fail(&self.trace, why);
+                None
+            }
+        }
+    }
+
+    /// Whether a read may fail under this cycle's faults (with `Corruption` or an I/O error,
+    /// never wrong data), or because data at rest was damaged.
+    fn read_error_allowed(&self, e: &jadedb::Error) -> bool {
+        let may = self.faults.may_fail_reads() || self.shared.damaged();
+        may && (e.is_corruption() || matches!(e, jadedb::Error::Io { .. }))
+    }
+
+    /// Whether a write, flush, compaction or close may fail: under any fault, or once data at
+    /// rest is damaged. Without faults every one must succeed.
+    fn write_error_allowed(&self) -> bool {
+        self.faults.any() || self.shared.damaged()
+    }
+
+    /// Whether opening may fail with `e`. Corruption only when something damaged data (on disk,
+    /// or in a read); other errors under any fault that reaches the disk.
+    fn open_error_allowed(&self, e: &jadedb::Error) -> bool {
+        let damaged = self.shared.damaged();
+        if e.is_corruption() {
+            return damaged || self.faults.rate(FaultKind::ReadFlip) > 0.0;
+        }
+        let reaches_disk =
+            self.faults.kinds().any(|k| !matches!(k, FaultKind::ShortRead | FaultKind::Panic));
+        damaged || reaches_disk
+    }
+
+    /// Opens the database and checks what it recovered (invariants 1-3).
+    async fn open_and_check(&self) -> Option<Db> {
+        let rt: jadedb::runtime::RuntimeRef = self.rt.clone();
+        let opened = Db::open_async(self.config.db_dir, options(&self.config, self.cycle), rt);
+        let db = match self.bounded("open", opened).await? {
+            Ok(db) => db,
+            Err(e) if self.open_error_allowed(&e) => {
+                self.trace.event(now_ns(), || format!("open failed under faults: {e}"));
+                if self.shared.damaged() {
+                    lock(&self.shared.stats).refusals_after_damage += 1;
+                }
+                return None;
+            }
+            Err(e) => {
+                self.shared.fail(&self.trace, format!("recovery failed: {e}"));
+                return None;
+            }
+        };
+        if !self.check_recovered(&db).await {
+            return None;
+        }
+        *lock(&self.shared.live_db) = Some(db.clone());
+        Some(db)
+    }
+
+    /// Checks a freshly opened database against the model and starts the model's next epoch.
+    /// If a read fails where the faults allow it, the check is skipped and the model stays as
+    /// it was for the next recovery to check.
+    async fn check_recovered(&self, db: &Db) -> bool {
+        let scanned = self.bounded("the scan after recovery", db.scan_async(b"", None)).await;
+        let recovered: BTreeMap<Vec<u8>, Vec<u8>> = match scanned {
+            None => return false,
+            Some(Ok(pairs)) => pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+            Some(Err(e)) if self.read_error_allowed(&e) => {
+                self.trace.event(now_ns(), || format!("scan after recovery failed: {e}"));
+                return false;
+            }
+            Some(Err(e)) => {
+                self.shared.fail(&self.trace, format!("scan after recovery failed: {e}"));
+                return false;
+            }
+        };
+        let seq = db.latest_sequence();
+        self.trace.event(now_ns(), || format!("recovered {} keys at seq {seq}", recovered.len()));
+        let required = *lock(&self.shared.required_seq);
+        if seq < required {
+            let why = format!(
+                "recovered seq {seq} is below {required}, acknowledged before a clean close"
+            );
+            self.shared.fail(&self.trace, why);
+            return false;
+        }
+        let mut model = lock(&self.shared.model);
+        if let Err(v) = model.check_recovery(&recovered, seq) {
+            drop(model);
+            self.shared.fail(&self.trace, format!("recovery check: {v}"));
+            return false;
+        }
+        model.restart(recovered, seq);
+        drop(model);
+        lock(&self.shared.stats).recoveries += 1;
+        true
+    }
+
+    async fn close_cleanly(&self, db: &Db) {
+        let acked_upto = db.latest_sequence();
+        let Some(result) = self.bounded("close", db.close_async()).await else { return };
+        match result {
+            Ok(()) => {
+                self.trace.event(now_ns(), || format!("closed cleanly at seq {acked_upto}"));
+                *lock(&self.shared.required_seq) = acked_upto;
+                lock(&self.shared.stats).clean_closes += 1;
+                // The seal attests every log whole: damage anywhere in them is detectable.
+                if let Ok(files) = self.disk.files(Path::new(self.config.db_dir)) {
+                    let dir = Path::new(self.config.db_dir);
+                    let logs = files.into_iter().filter(|f| f.name.ends_with(".log"));
+                    lock(&self.shared.attest).sealed_all(logs.map(|f| dir.join(f.name)));
+                }
+            }
+            Err(e) if self.write_error_allowed() => {
+                self.trace.event(now_ns(), || format!("close failed under faults: {e}"));
+            }
+            Err(e) => self.shared.fail(&self.trace, format!("close failed: {e}")),
+        }
+    }
+
+    async fn client(&self, client: usize, db: Db) {
+        let seed = self.config.seed ^ ((self.cycle as u64) << 32) ^ ((client as u64) << 48);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut seen_seq = db.latest_sequence();
+        let mut snapshot = None;
+        for op in 0..self.config.ops_per_client {
+            if self.shared.failed() {
+                return;
+            }
+            let first_two = (client, op) == (0, 0) || (client, op) == (0, 1);
+            if !first_two && rng.gen_range(0..100) < self.config.compact_percent {
+                if rng.gen_bool(0.5) {
+                    self.compact_range(&db, &mut rng).await;
+                } else {
+                    self.flush(&db).await;
+                }
+            } else if !first_two && rng.gen_range(0..100) < self.config.read_percent {
+                match rng.gen_range(0..12) {
+                    0 | 1 if snapshot.is_none() => snapshot = Some(self.snapshot(&db)),
+                    0 => snapshot = Some(self.snapshot(&db)),
+                    1 | 2 => self.scan(&db, client, &mut rng).await,
+                    3 | 4 => self.walk(&db, None, client, &mut rng).await,
+                    5..=7 if snapshot.is_some() => {
+                        let snap = snapshot.as_ref().expect("checked");
+                        if rng.gen_bool(0.5) {
+                            self.walk(&db, Some(snap), client, &mut rng).await;
+                        } else {
+                            self.snapshot_read(snap, client, &mut rng, false).await;
+                        }
+                    }
+                    _ => self.read(&db, client, &mut rng, &mut seen_seq).await,
+                }
+            } else {
+                self.write(&db, &mut rng, client, op).await;
+            }
+            if rng.gen_bool(0.3) {
+                madsim::time::sleep(Duration::from_millis(rng.gen_range(1..4))).await;
+            }
+        }
+        // A snapshot read last, after whatever flushes and compactions ran meanwhile.
+        if let Some(snap) = &snapshot {
+            // Often push everything written since the snapshot through a flush and a
+            // compaction first: the versions the snapshot reads must survive both.
+            if !self.shared.failed() && rng.gen_bool(0.5) {
+                self.flush(&db).await;
+                self.compact_all(&db).await;
+            }
+            if !self.shared.failed() {
+                self.snapshot_read(snap, client, &mut rng, true).await;
+            }
+        }
+    }
+
+    /// A snapshot, with the read token taken right before it: the model's view of what the
+    /// snapshot must contain.
+    fn snapshot(&self, db: &Db) -> (Snapshot, ReadToken) {
+        let token = lock(&self.shared.model).begin_read();
+        (db.snapshot(), token)
+    }
+
+    async fn read(&self, db: &Db, client: usize, rng: &mut ChaCha8Rng, seen_seq: &mut u64) {
+        let key = key_name(rng.gen_range(0..self.config.keys));
+        let token = lock(&self.shared.model).begin_read();
+        let Some(result) = self.bounded("get", db.get_async(&key)).await else { return };
+        lock(&self.shared.stats).reads += 1;
+        let value = match result {
+            Ok(value) => value,
+            Err(e) if self.read_error_allowed(&e) => return,
+            Err(e) => return self.shared.fail(&self.trace, format!("get failed: {e}")),
+        };
+        let shown =
+            value.as_ref().map(|v| String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned());
+        self.trace
+            .event(now_ns(), || format!("get {} -> {shown:?}", String::from_utf8_lossy(&key)));
+        let mut model = lock(&self.shared.model);
+        if let Err(v) = model.check_read(&key, &token, value.as_deref()) {
+            drop(model);
+            return self.shared.fail(&self.trace, format!("read check: {v}"));
+        }
+        let value = value.map(|v| v.to_vec());
+        model.observe(token, Observation::point(client as u64, key.clone(), value));
+        if let Err(v) = model.check_observations() {
+            drop(model);
+            return self.shared.fail(&self.trace, format!("read check: {v}"));
+        }
+        drop(model);
+        let now = db.latest_sequence();
+        if now < *seen_seq {
+            let why = format!("visible sequence went backwards: {now} after {seen_seq}");
+            return self.shared.fail(&self.trace, why);
+        }
+        *seen_seq = now;
+    }
+
+    /// A read at a snapshot: one key, or a range scan checked key by key; every key if
+    /// `whole`.
+    async fn snapshot_read(
+        &self,
+        (snap, token): &(Snapshot, ReadToken),
+        client: usize,
+        rng: &mut ChaCha8Rng,
+        whole: bool,
+    ) {
+        let seq = snap.sequence();
+        let keys: Vec<Vec<u8>> = if whole {
+            (0..self.config.keys).map(key_name).collect()
+        } else if rng.gen_bool(0.5) {
+            vec![key_name(rng.gen_range(0..self.config.keys))]
+        } else {
+            let a = rng.gen_range(0..self.config.keys);
+            let b = rng.gen_range(a..=self.config.keys.min(a + 200));
+            (a..b).map(key_name).collect()
+        };
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else { return };
+        let end = successor(last);
+        let reverse = rng.gen_bool(0.5);
+        let walked = async {
+            let it = snap.iter_async(Some(first), Some(&end)).await?;
+            walk_all(it, reverse).await
+        };
+        let Some(walked) = self.bounded("a snapshot scan", walked).await else { return };
+        let got = match walked {
+            Ok(got) => got,
+            Err(e) if self.read_error_allowed(&e) => return,
+            Err(e) => return self.shared.fail(&self.trace, format!("snapshot scan failed: {e}")),
+        };
+        if keys.len() == 1 {
+            let Some(got_one) = self.bounded("a snapshot get", snap.get_async(first)).await else {
+                return;
+            };
+            match got_one {
+                Ok(v) if v.as_deref() == got.get(first).map(Vec::as_slice) => {}
+                Ok(v) => {
+                    let why = format!(
+                        "snapshot get {first:?} gave {v:?} but its scan {:?}",
+                        got.get(first)
+                    );
+                    return self.shared.fail(&self.trace, why);
+                }
+                Err(e) if self.read_error_allowed(&e) => return,
+                Err(e) => {
+                    return self.shared.fail(&self.trace, format!("snapshot get failed: {e}"))
+                }
+            }
+        }
+        self.trace.event(now_ns(), || format!("snapshot read at {seq}: {} keys", got.len()));
+        lock(&self.shared.stats).snapshot_reads += 1;
+        let shown = Shown {
+            intervals: vec![(Bound::Included(first.clone()), Bound::Excluded(end))],
+            seen: got,
+        };
+        self.check_shown(shown, client, Reading::Snapshot(seq, *token));
+    }
+
+    /// A random walk of an iterator over random bounds, latest or at a snapshot: seeks to
+    /// either end and to keys, `seek_for_prev`, steps both ways; every answer is checked
+    /// against the model at one sequence number.
+    async fn walk(
+        &self,
+        db: &Db,
+        snap: Option<&(Snapshot, ReadToken)>,
+        client: usize,
+        rng: &mut ChaCha8Rng,
+    ) {
+        let keys = self.config.keys;
+        let lower = rng.gen_bool(0.6).then(|| key_name(rng.gen_range(0..keys)));
+        let upper = rng.gen_bool(0.6).then(|| {
+            let from = lower.as_ref().map_or(0, |_| rng.gen_range(0..keys));
+            key_name(from.max(rng.gen_range(0..=keys)))
+        });
+        let (lower, upper) = match (lower, upper) {
+            (Some(l), Some(u)) if u < l => (Some(u), Some(l)),
+            other => other,
+        };
+        let token = lock(&self.shared.model).begin_read();
+        let steps = rng.gen_range(1..=12);
+        let plan: Vec<Step> = (0..steps).map(|_| Step::draw(rng, keys)).collect();
+        let walked = async {
+            let it = match snap {
+                Some((s, _)) => s.iter_async(lower.as_deref(), upper.as_deref()).await?,
+                None => db.iter_async(lower.as_deref(), upper.as_deref()).await?,
+            };
+            walk_steps(it, &lower, &upper, &plan).await
+        };
+        let Some(walked) = self.bounded("an iterator walk", walked).await else { return };
+        let shown = match walked {
+            Ok(Ok(shown)) => shown,
+            Ok(Err(why)) => return self.shared.fail(&self.trace, why),
+            Err(e) if self.read_error_allowed(&e) => return,
+            Err(e) => return self.shared.fail(&self.trace, format!("iterator walk failed: {e}")),
+        };
+        self.trace.event(now_ns(), || {
+            format!("walk of {steps} steps showed {} keys in {} intervals", shown.seen.len(), shown.intervals.len())
+        });
+        lock(&self.shared.stats).walks += 1;
+        match snap {
+            Some((s, snap_token)) => {
+                self.check_shown(shown, client, Reading::Snapshot(s.sequence(), *snap_token))
+            }
+            None => self.check_shown(shown, client, Reading::Latest(token)),
+        }
+    }
+
+    /// Checks what a read showed against the model: at once key by key over every interval,
+    /// and as a whole (one sequence number for all of it, never behind the client's previous
+    /// read) once every write it may have seen has an answer.
+    fn check_shown(&self, shown: Shown, client: usize, reading: Reading) {
+        let mut model = lock(&self.shared.model);
+        for (lo, hi) in &shown.intervals {
+            for key in keys_in(self.config.keys, lo, hi) {
+                let got = shown.seen.get(&key).map(Vec::as_slice);
+                let checked = match &reading {
+                    Reading::Latest(token) => model.check_read(&key, token, got),
+                    Reading::Snapshot(seq, _) => model.check_snapshot_read(&key, *seq, got),
+                };
+                if let Err(v) = checked {
+                    drop(model);
+                    return self.shared.fail(&self.trace, format!("read check: {v}"));
+                }
+            }
+        }
+        let obs = Observation { client: client as u64, intervals: shown.intervals, seen: shown.seen };
+        match reading {
+            Reading::Latest(token) => model.observe(token, obs),
+            Reading::Snapshot(seq, token) => model.observe_snapshot(seq, token, obs),
+        }
+        if let Err(v) = model.check_observations() {
+            drop(model);
+            self.shared.fail(&self.trace, format!("read check: {v}"));
+        }
+    }
+
+    /// A `compact_range` over a random range; under faults it may fail (the database is then
+    /// poisoned), otherwise it must succeed.
+    async fn compact_range(&self, db: &Db, rng: &mut ChaCha8Rng) {
+        let a = rng.gen_range(0..self.config.keys);
+        let b = rng.gen_range(a..self.config.keys);
+        let (start, end) = (key_name(a), key_name(b));
+        let compacted = db.compact_range_async(&start, &end);
+        let Some(result) = self.bounded("compact_range", compacted).await else { return };
+        self.trace.event(now_ns(), || format!("compact_range [{a}, {b}] -> {result:?}"));
+        lock(&self.shared.stats).compact_ranges += 1;
+        if let Err(e) = result {
+            if !self.write_error_allowed() {
+                self.shared.fail(&self.trace, format!("compact_range failed without faults: {e}"));
+            }
+        }
+    }
+
+    /// A `compact_range` over every key.
+    async fn compact_all(&self, db: &Db) {
+        let compacted = db.compact_range_async(b"", b"\xff");
+        let Some(result) = self.bounded("compact_range of everything", compacted).await else {
+            return;
+        };
+        self.trace.event(now_ns(), || format!("compact_range all -> {result:?}"));
+        lock(&self.shared.stats).compact_ranges += 1;
+        if let Err(e) = result {
+            if !self.write_error_allowed() {
+                self.shared.fail(&self.trace, format!("compact_range failed without faults: {e}"));
+            }
+        }
+    }
+
+    /// A `flush`; as `compact_range`, it may fail only under faults.
+    async fn flush(&self, db: &Db) {
+        let Some(result) = self.bounded("flush", db.flush_async()).await else { return };
+        self.trace.event(now_ns(), || format!("flush -> {result:?}"));
+        lock(&self.shared.stats).user_flushes += 1;
+        if let Err(e) = result {
+            if !self.write_error_allowed() {
+                self.shared.fail(&self.trace, format!("flush failed without faults: {e}"));
+            }
+        }
+    }
+
+    /// A range scan at the latest sequence number, through `scan` or a full iterator walk.
+    async fn scan(&self, db: &Db, client: usize, rng: &mut ChaCha8Rng) {
+        let keys = self.config.keys;
+        let a = rng.gen_range(0..keys);
+        let b = rng.gen_range(a..=keys.min(a + 300));
+        let (start, end) = (key_name(a), key_name(b));
+        let token = lock(&self.shared.model).begin_read();
+        let scanned = async {
+            if rng.gen_bool(0.5) {
+                let pairs = db.scan_async(&start, Some(&end)).await?;
+                Ok(pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+            } else {
+                walk_all(db.iter_async(Some(&start), Some(&end)).await?, true).await
+            }
+        };
+        let Some(got) = self.bounded("a scan", scanned).await else { return };
+        let got = match got {
+            Ok(got) => got,
+            Err(e) if self.read_error_allowed(&e) => return,
+            Err(e) => return self.shared.fail(&self.trace, format!("scan failed: {e}")),
+        };
+        self.trace.event(now_ns(), || format!("scan [{a}, {b}) -> {} keys", got.len()));
+        lock(&self.shared.stats).scans += 1;
+        let shown =
+            Shown { intervals: vec![(Bound::Included(start), Bound::Excluded(end))], seen: got };
+        self.check_shown(shown, client, Reading::Latest(token));
+    }
+
+    pub async fn write(&self, db: &Db, rng: &mut ChaCha8Rng, client: usize, op: usize) {
+        let ops = self.draw_ops(rng);
+        // Client 0 opens each cycle with one unsynced and one synced write, so every scenario
+        // that gets past recovery mixes both, whatever its drawn ratio.
+        let sync = match (client, op) {
+            (0, 0) => false,
+            (0, 1) => true,
+            _ => rng.gen_range(0..100) < self.config.sync_percent,
+        };
+        let mut batch = WriteBatch::new();
+        for o in &ops {
+            let added = match o {
+                Op::Put(k, v) => batch.put(k, v),
+                Op::Delete(k) => batch.delete(k),
+            };
+            if let Err(e) = added {
+                return self.shared.fail(&self.trace, format!("batch refused: {e}"));
+            }
+        }
+        let n = ops.len();
+        let first_value = ops.iter().find_map(|o| o.value().map(<[u8]>::to_vec));
+        let failures_before = self.control().durability_failures();
+        let issued = lock(&self.shared.attest).snapshot();
+        let issued_ns = now_ns();
+        let id = lock(&self.shared.model).issue_write(ops, sync);
+        self.trace.event(now_ns(), || format!("client {client} write {id} ops {n} sync {sync}"));
+        let written = db.write_async(batch, WriteOptions { sync });
+        let Some(result) = self.bounded("a write", written).await else { return };
+        self.trace.event(now_ns(), || format!("client {client} write {id} -> {result:?}"));
+        match result {
+            Ok(seq) => {
+                let judged = {
+                    let mut model = lock(&self.shared.model);
+                    model.ack_write(id, seq);
+                    model.check_observations()
+                };
+                if let Err(v) = judged {
+                    return self.shared.fail(&self.trace, format!("read check: {v}"));
+                }
+                let mut stats = lock(&self.shared.stats);
+                stats.writes_acked += 1;
+                stats.synced_acked += u64::from(sync);
+                stats.writes_after_failure += u64::from(failures_before > 0);
+                drop(stats);
+                if failures_before > 0 {
+                    let why = format!(
+                        "fail-stop: {id} was acknowledged though a write or sync had failed \
+                         before it was issued; nothing may be acknowledged until reopen"
+                    );
+                    return self.shared.fail(&self.trace, why);
+                }
+                if sync {
+                    self.check_durable_at_ack(id, first_value.as_deref(), &issued);
+                    self.record_latency(issued_ns);
+                }
+            }
+            Err(e) => {
+                let judged = {
+                    let mut model = lock(&self.shared.model);
+                    model.fail_write(id);
+                    model.check_observations()
+                };
+                if let Err(v) = judged {
+                    return self.shared.fail(&self.trace, format!("read check: {v}"));
+                }
+                let mut stats = lock(&self.shared.stats);
+                stats.writes_failed += 1;
+                stats.writes_after_failure += u64::from(failures_before > 0);
+                drop(stats);
+                if !self.write_error_allowed() {
+                    self.shared.fail(&self.trace, format!("write failed without faults: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Invariant 7: when a synced write is acknowledged, its bytes in the log, and everything
+    /// before them, are in the disk's durable image at that instant.
+    fn check_durable_at_ack(
+        &self,
+        id: jadedb_model::WriteId,
+        value: Option<&[u8]>,
+        issued: &crate::damage::IssueSnapshot,
+    ) {
+        // A batch of deletes writes no bytes unique to it; its durability is checked by crashes.
+        let Some(value) = value else { return };
+        let dir = Path::new(self.config.db_dir);
+        let found = match self.disk.find(dir, ".log", value) {
+            Ok(found) => found,
+            Err(e) => return self.shared.fail(&self.trace, format!("cannot inspect the disk: {e}")),
+        };
+        let Some(found) = found else {
+            let why = format!("{id} was acknowledged as synced but no WAL holds it");
+            return self.shared.fail(&self.trace, why);
+        };
+        if !found.durable_prefix {
+            let why = format!(
+                "{id} was acknowledged as synced before {} was durable up to its end (offset {})",
+                found.path.display(),
+                found.offset + value.len() as u64
+            );
+            return self.shared.fail(&self.trace, why);
+        }
+        let end = found.offset + value.len() as u64;
+        lock(&self.shared.attest).acknowledged(issued, &found.path, end);
+        lock(&self.shared.stats).acks_checked_durable += 1;
+    }
+
+    /// Commit latency of a synced write, in the fault-free cycles of a scenario that fixes the
+    /// fsync latency.
+    fn record_latency(&self, issued_ns: u128) {
+        if self.config.latency == Latency::Random || self.faults.any() {
+            return;
+        }
+        let us = u64::try_from((now_ns() - issued_ns) / 1000).unwrap_or(u64::MAX);
+        lock(&self.shared.latencies_us).push(us);
+    }
+
+    fn draw_ops(&self, rng: &mut ChaCha8Rng) -> Vec<Op> {
+        let n = if rng.gen_range(0..100) < self.config.batch_percent {
+            rng.gen_range(2..=self.config.batch_ops_max)
+        } else {
+            1
+        };
+        (0..n)
+            .map(|i| {
+                let key = key_name(rng.gen_range(0..self.config.keys));
+                if rng.gen_range(0..100) < self.config.delete_percent {
+                    Op::Delete(key)
+                } else {
+                    let large = rng.gen_range(0..1000) < self.config.large_values_per_mille;
+                    let max = if large {
+                        self.config.value_bytes_max
+                    } else {
+                        self.config.value_bytes_max.min(200)
+                    };
+                    let number = {
+                        let mut next = lock(&self.shared.next_value);
+                        *next += 1;
+                        *next
+                    };
+                    Op::Put(key, value(number, i, rng.gen_range(1..=max)))
+                }
+            })
+            .collect()
+    }
+}
+
+/// How a read was taken: at the latest sequence number (from this token on), or at a snapshot
+/// (its sequence number, and the token taken right before it was created).
+enum Reading {
+    Latest(ReadToken),
+    Snapshot(u64, ReadToken),
+}
+
+/// The options of cycle `cycle`.
+fn options(config: &ScenarioConfig, cycle: usize) -> Options {
+    use crate::config::Bug;
+    let planted = match config.bug {
+        Some(Bug::AckBeforeSync) => Some(PlantedBug::AckBeforeSync),
+        Some(Bug::AcceptTornWal) => Some(PlantedBug::AcceptTornWalRecord),
+        Some(Bug::DeleteWalEarly) => Some(PlantedBug::DeleteWalBeforeManifest),
+        Some(Bug::CompactionIgnoresSnapshots) => Some(PlantedBug::CompactionIgnoresSnapshots),
+        Some(Bug::SyncNoop) | None => None,
+    };
+    let plan = &config.cycles[cycle.min(config.cycles.len() - 1)];
+    let tables = &plan.tables;
+    Options::default()
+        .memtable_bytes_max(plan.memtable_bytes_max)
+        .memtables_max(tables.memtables_max)
+        .table_block_bytes(tables.block_bytes)
+        .bloom_bits_per_key(tables.bloom_bits_per_key)
+        .block_cache_bytes(tables.block_cache_bytes)
+        .open_tables_max(tables.open_tables_max)
+        .manifest_bytes_max(tables.manifest_bytes_max)
+        .l0_compaction_files(tables.l0_compaction_files)
+        .l0_stall_files(tables.l0_stall_files.0, tables.l0_stall_files.1)
+        .level1_bytes_max(tables.level1_bytes_max)
+        .target_file_bytes(tables.target_file_bytes)
+        .commit_group_bytes_max(config.group_bytes_max)
+        .commit_window(Duration::from_micros(config.commit_window_us))
+        .wal_preallocate_bytes(config.wal_preallocate_bytes)
+        .planted_bug(planted)
+}
+
+pub fn key_name(k: usize) -> Vec<u8> {
+    format!("key{k:04}").into_bytes()
+}
+
+/// The keys of the scenario's key space inside an interval, in order.
+fn keys_in(keys: usize, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> Vec<Vec<u8>> {
+    // Key names sort like their numbers (four digits, zero-padded), so the interval is a range
+    // of numbers: its start is found by binary search, not by walking the whole key space.
+    let (mut first, mut end) = (0, keys);
+    while first < end {
+        let mid = (first + end) / 2;
+        if above_lower(&key_name(mid), lo) {
+            end = mid;
+        } else {
+            first = mid + 1;
+        }
+    }
+    let mut out = Vec::new();
+    for k in first..keys {
+        let key = key_name(k);
+        if !below_upper(&key, hi) {
+            break;
+        }
+        out.push(key);
+    }
+    out
+}
+
+fn above_lower(key: &[u8], lo: &Bound<Vec<u8>>) -> bool {
+    match lo {
+        Bound::Included(l) => key >= l.as_slice(),
+        Bound::Excluded(l) => key > l.as_slice(),
+        Bound::Unbounded => true,
+    }
+}
+
+fn below_upper(key: &[u8], hi: &Bound<Vec<u8>>) -> bool {
+    match hi {
+        Bound::Included(h) => key <= h.as_slice(),
+        Bound::Excluded(h) => key < h.as_slice(),
+        Bound::Unbounded => true,
+    }
+}
+
+fn within(key: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    above_lower(key, lo) && below_upper(key, hi)
+}
+
+/// One step of an iterator walk.
+#[derive(Clone, Debug)]
+enum Step {
+    First,
+    Last,
+    Seek(Vec<u8>),
+    SeekForPrev(Vec<u8>),
+    Next,
+    Prev,
+}
+
+impl Step {
+    fn draw(rng: &mut ChaCha8Rng, keys: usize) -> Step {
+        // Targets fall on keys and between them (a key with a byte appended).
+        let mut target = key_name(rng.gen_range(0..=keys));
+        if rng.gen_bool(0.3) {
+            target.push(b'+');
+        }
+        match rng.gen_range(0..10) {
+            0 => Step::First,
+            1 => Step::Last,
+            2 | 3 => Step::Seek(target),
+            4 => Step::SeekForPrev(target),
+            5..=7 => Step::Next,
+            _ => Step::Prev,
+        }
+    }
+}
+
+/// Runs `plan` on an iterator over [`lower`, `upper`) and says what it showed: each answer
+/// covers an interval (a seek to `t` answering `k` shows there is nothing live in `[t, k)`).
+/// An answer out of order or out of bounds is returned as the failure it is.
+async fn walk_steps(
+    mut it: DbIterator,
+    lower: &Option<Vec<u8>>,
+    upper: &Option<Vec<u8>>,
+    plan: &[Step],
+) -> jadedb::Result<Result<Shown, String>> {
+    let lo = lower.clone().map_or(Bound::Unbounded, Bound::Included);
+    let hi = upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
+    let mut shown = Shown::default();
+    for step in plan {
+        let before = it.entry().map(|(k, _)| k.to_vec());
+        let interval_to = |k: &Option<Vec<u8>>| k.clone().map_or(hi.clone(), Bound::Included);
+        let interval_from = |k: &Option<Vec<u8>>| k.clone().map_or(lo.clone(), Bound::Included);
+        let (from, to) = match step {
+            Step::First => {
+                it.seek_to_first_async().await?;
+                (lo.clone(), interval_to(&current(&it)))
+            }
+            Step::Last => {
+                it.seek_to_last_async().await?;
+                (interval_from(&current(&it)), hi.clone())
+            }
+            Step::Seek(t) => {
+                it.seek_async(t).await?;
+                (max_lower(&lo, t), interval_to(&current(&it)))
+            }
+            Step::SeekForPrev(t) => {
+                it.seek_for_prev_async(t).await?;
+                (interval_from(&current(&it)), min_upper(&hi, t))
+            }
+            Step::Next => {
+                let Some(from) = before else { continue };
+                it.next_async().await?;
+                (Bound::Excluded(from), interval_to(&current(&it)))
+            }
+            Step::Prev => {
+                let Some(from) = before else { continue };
+                it.prev_async().await?;
+                (interval_from(&current(&it)), Bound::Excluded(from))
+            }
+        };
+        if let Some((k, v)) = it.entry() {
+            if !within(k, &from, &to) || !within(k, &lo, &hi) {
+                return Ok(Err(format!("iterator step {step:?} answered {k:?}, outside {from:?}..{to:?}")));
+            }
+            if let Some(old) = shown.seen.insert(k.to_vec(), v.to_vec()) {
+                if old != v.as_ref() {
+                    return Ok(Err(format!("one iterator showed two values of {k:?}")));
+                }
+            }
+        }
+        shown.intervals.push((from, to));
+    }
+    Ok(Ok(shown))
+}
+
+fn current(it: &DbIterator) -> Option<Vec<u8>> {
+    it.entry().map(|(k, _)| k.to_vec())
+}
+
+/// The tighter of a lower bound and `Included(t)`.
+fn max_lower(lo: &Bound<Vec<u8>>, t: &[u8]) -> Bound<Vec<u8>> {
+    match lo {
+        Bound::Included(l) if l.as_slice() > t => lo.clone(),
+        _ => Bound::Included(t.to_vec()),
+    }
+}
+
+/// The tighter of an upper bound and `Included(t)`.
+fn min_upper(hi: &Bound<Vec<u8>>, t: &[u8]) -> Bound<Vec<u8>> {
+    match hi {
+        Bound::Excluded(h) if h.as_slice() <= t => hi.clone(),
+        _ => Bound::Included(t.to_vec()),
+    }
+}
+
+/// Everything an iterator shows, walking forward from the first key or backward from the last.
+async fn walk_all(mut it: DbIterator, reverse: bool) -> jadedb::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut got = BTreeMap::new();
+    if reverse {
+        it.seek_to_last_async().await?;
+    } else {
+        it.seek_to_first_async().await?;
+    }
+    let mut last: Option<Vec<u8>> = None;
+    while let Some((k, v)) = it.entry() {
+        // Keys must come strictly in the walk's order: the map would hide a repeat.
+        if last.as_ref().is_some_and(|last| (k.as_ref() > last.as_slice()) == reverse) {
+            return Err(jadedb::Error::InvalidArgument(format!(
+                "iterator showed {k:?} out of order"
+            )));
+        }
+        last = Some(k.to_vec());
+        got.insert(k.to_vec(), v.to_vec());
+        if reverse {
+            it.prev_async().await?;
+        } else {
+            it.next_async().await?;
+        }
+    }
+    Ok(got)
+}
+
+/// The smallest key greater than `key`.
+fn successor(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
+/// A value unique in the scenario (`number` counts every value written), padded to `len`.
+fn value(number: u64, i: usize, len: usize) -> Vec<u8> {
+    let mut v = format!("v{number}.{i}:").into_bytes();
+    v.resize(len.max(v.len()), b'.');
+    v
+}
+
+/// With faults off: recover, write, flush, compact and read again within the liveness bound
+/// (invariant 5), close leaving no engine task behind, and recover everything.
+pub async fn final_check(
+    handle: &madsim::runtime::Handle,
+    disk: MemFs,
+    config: &Arc<ScenarioConfig>,
+    rng: &mut ChaCha8Rng,
+    shared: &Arc<Shared>,
+    trace: &Trace,
+) {
+    let mut last = config.cycles.last().expect("at least one cycle").clone();
+    last.faults = Faults::default();
+    last.close = true;
+    last.point = crate::config::CrashPoint::Time;
+    let mut config = (**config).clone();
+    config.cycles.push(last);
+    let config = Arc::new(config);
+    let index = config.cycles.len() - 1;
+    let control = Control::new(crate::config::CrashPoint::Time, true);
+    let (runtime, _, _) = crate::scenario::make_runtime(&disk, &config, index, &control, rng, trace);
+    let node = handle.create_node().name("final").build();
+    let process = Process::new(&config, index, runtime, &disk, shared, trace);
+    let done = node.spawn(async move {
+        for round in 0..2 {
+            if process.shared.failed() {
+                return;
+            }
+            let Some(db) = process.open_and_check().await else { return };
+            if round == 0 {
+                process.exercise(&db).await;
+            }
+        }
+    });
+    let _ = done.await;
+}
+
+impl Process {
+    /// The final process's work: as client 0 at the start of a cycle, one unsynced write and a
+    /// synced one; a snapshot that must outlive overwrites, a flush and a full compaction; then
+    /// a clean close that must leave no engine task running.
+    async fn exercise(&self, db: &Db) {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        for op in 0..2 {
+            self.write(db, &mut rng, 0, op).await;
+        }
+        let snapshot = self.snapshot(db);
+        for op in 2..2 + self.config.keys.min(6) {
+            self.write(db, &mut rng, 0, op).await;
+        }
+        self.flush(db).await;
+        // As a user tidying up: everything on disk compacted down, then checked again by the
+        // next recovery.
+        self.compact_all(db).await;
+        self.snapshot_read(&snapshot, 0, &mut rng, true).await;
+        drop(snapshot);
+        let m = db.metrics();
+        {
+            let mut stats = lock(&self.shared.stats);
+            stats.flushes += m.flushes;
+            stats.compactions += m.compactions;
+        }
+        self.close_cleanly(db).await;
+        let alive = self.control().live_tasks();
+        if !alive.is_empty() && !self.shared.failed() && !self.shared.damaged() {
+            let why = format!("liveness: engine tasks still running after close: {alive:?}");
+            self.shared.fail(&self.trace, why);
+        }
+    }
+}
