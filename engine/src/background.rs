@@ -11,6 +11,10 @@
 //! (checked after every job); those still held when the database closes are deleted at the
 //! next open.
 //!
+//! A job that panics poisons the database too, and ends the worker (`crate::unwind`): the
+//! state it left may be half changed. Once `close` has begun the worker starts no new job (the
+//! one in progress finishes), unless a writer is stalled for room.
+//!
 //! The task holds only a `Weak` reference to the database, so dropping every handle ends it;
 //! `close` stops and joins it, after the WAL is sealed.
 
@@ -20,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::runtime::{buggify, JoinHandle};
 use crate::signal::{Doorbell, Signal};
+use crate::unwind::catch_panic;
 use crate::version::{FileMeta, LEVELS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, Weak};
@@ -72,30 +77,59 @@ pub(crate) fn start(db: &Arc<DbInner>, manifest: Manifest) -> JoinHandle {
 async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
     while bell.wait().await {
         let Some(db) = db.upgrade() else { break };
-        while db.check_not_poisoned().is_ok() {
-            // Before each job as well as after: a job that ends a caller's wait (a flush, a
-            // `compact_range`) then comes after every deletion its readers allowed.
-            worker.remove_unreferenced(&db).await;
-            let step = worker.step(&db).await;
-            match step {
-                Ok(true) => {
-                    worker.remove_unreferenced(&db).await;
+        while db.check_not_poisoned().is_ok() && db.background_work_wanted() {
+            match catch_panic(&db.options, worker.job(&db)).await {
+                Ok(Ok(true)) => {
                     #[cfg(feature = "invariants")]
                     crate::invariants::check_tree(&db, &worker.obsolete).await;
                 }
-                Ok(false) => break,
-                Err(err) => {
+                Ok(Ok(false)) => break,
+                Ok(Err(err)) => {
                     tracing::error!(error = %err, "background work failed");
                     db.poison(&format!("background work failed: {err}"));
                 }
+                Err(panic) => {
+                    panicked(&db, &panic);
+                    return;
+                }
             }
         }
-        worker.remove_unreferenced(&db).await;
+        if let Err(panic) = catch_panic(&db.options, worker.remove_unreferenced(&db)).await {
+            panicked(&db, &panic);
+            return;
+        }
         fail_requests(&db);
     }
 }
 
+/// A job panicked. What it was changing may be half done, so the worker stops for good: the
+/// database is poisoned (which wakes writers stalled for room and `flush` callers) and waiting
+/// `compact_range` calls fail. The next open recovers from what the MANIFEST made durable.
+fn panicked(db: &DbInner, message: &str) {
+    tracing::error!(panic = message, "a background job panicked");
+    db.poison(&format!("a background job panicked: {message}"));
+    fail_requests(db);
+}
+
 impl Worker {
+    /// Does the most urgent job, if any, with the deletions around it; returns whether it did
+    /// one.
+    async fn job(&mut self, db: &Arc<DbInner>) -> Result<bool> {
+        // Before each job as well as after: a job that ends a caller's wait (a flush, a
+        // `compact_range`) then comes after every deletion its readers allowed.
+        self.remove_unreferenced(db).await;
+        if buggify(db.rt.as_ref(), "background.panic") {
+            // A bug in a job: the database must end up poisoned, never with a dead worker that
+            // writers and `close` wait for. The simulator knows injected panics by this prefix.
+            panic!("buggify: injected panic in a background job");
+        }
+        let did = self.step(db).await?;
+        if did {
+            self.remove_unreferenced(db).await;
+        }
+        Ok(did)
+    }
+
     /// Does the most urgent job, if any; returns whether it did one.
     async fn step(&mut self, db: &Arc<DbInner>) -> Result<bool> {
         if buggify(db.rt.as_ref(), "background.delay") {

@@ -82,6 +82,8 @@ pub(crate) struct DbInner {
     visible_seq: AtomicU64,
     poisoned: OnceLock<Arc<str>>,
     closed: AtomicBool,
+    /// Commit leaders waiting for the background worker to make room (see `commit::stall_until`).
+    pub(crate) writers_stalled: AtomicU64,
     lock: Mutex<Option<Box<dyn FileLock>>>,
 }
 
@@ -136,6 +138,7 @@ impl Db {
             visible_seq: AtomicU64::new(r.last_seq),
             poisoned: OnceLock::new(),
             closed: AtomicBool::new(false),
+            writers_stalled: AtomicU64::new(0),
             lock: Mutex::new(Some(r.lock)),
         };
         let inner = Arc::new(inner);
@@ -316,8 +319,11 @@ impl Db {
     }
 
     /// Waits for writes in flight, makes every acknowledged write durable, stops the background
-    /// task, and releases the database. Later calls on any handle fail with [`Error::Closed`].
-    /// Dropping every handle without closing keeps only what was already synced.
+    /// tasks, and releases the database. A flush or compaction in progress finishes; no other
+    /// starts (the next open takes up what is left), and waiting `flush` and `compact_range`
+    /// calls fail with [`Error::Closed`], as do later calls on any handle. Returns the
+    /// [`Error::Poisoned`] error if the database was poisoned. Dropping every handle without
+    /// closing keeps only what was already synced.
     pub fn close(&self) -> Result<()> {
         crate::blocking::block_on(self.close_async())
     }
@@ -341,8 +347,8 @@ impl Db {
         if let Some(task) = task {
             task.join().await;
         }
-        // A flush in progress completes; memtables not yet flushed stay in their sealed WALs,
-        // which the next open replays.
+        // The job in progress completes and no other starts (`background_work_wanted`);
+        // memtables not yet flushed stay in their sealed WALs, which the next open replays.
         self.inner.work_bell.stop();
         let task = self.inner.background_task.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(task) = task {
@@ -441,6 +447,15 @@ impl DbInner {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+
+    /// Whether the background worker should start another job. Once `close` has begun it
+    /// starts none, so that `close` waits for the job in progress at most, not for the whole
+    /// backlog: memtables not yet flushed stay in their sealed WALs, which the next open
+    /// replays, and the tree is compacted after it. The exception is a writer stalled for room
+    /// (a flush or a compaction): the seal may be queued behind it, and would wait forever.
+    pub(crate) fn background_work_wanted(&self) -> bool {
+        !self.closed.load(Ordering::Acquire) || self.writers_stalled.load(Ordering::SeqCst) > 0
     }
 
     pub(crate) fn check_not_poisoned(&self) -> Result<()> {
@@ -668,7 +683,7 @@ impl DbInner {
     }
 
     pub(crate) async fn create_wal(&self, number: u64) -> Result<WalWriter> {
-        create_wal(self.rt.as_ref(), &self.dir, number, self.options.wal_preallocate_bytes).await
+        create_wal(self.rt.as_ref(), &self.dir, number, &self.options).await
     }
 
     /// The engine's counters with the read path's and the caches'.
@@ -705,12 +720,13 @@ pub(crate) async fn create_wal(
     rt: &dyn crate::runtime::Runtime,
     dir: &Path,
     number: u64,
-    preallocate_bytes: u64,
+    options: &Options,
 ) -> Result<WalWriter> {
     let path = dir.join(wal::file_name(number));
     let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
     rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
-    Ok(WalWriter::new(file, path, number, 0, preallocate_bytes))
+    let writer = WalWriter::new(file, path, number, 0, options.wal_preallocate_bytes);
+    Ok(writer.with_bugs(wal::SyncBugs::of(options)))
 }
 
 /// Applies replayed operations to a memtable.

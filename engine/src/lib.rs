@@ -38,6 +38,7 @@ mod sstable;
 mod table_cache;
 #[cfg(test)]
 mod testing;
+mod unwind;
 mod version;
 mod wal;
 

@@ -213,6 +213,23 @@ pub enum PlantedBug {
     DeleteWalBeforeManifest,
     /// Compaction ignores live snapshots, dropping every version but the newest of each key.
     CompactionIgnoresSnapshots,
+    /// A failed WAL fsync is not final: the log is not failed, and the caller simply runs
+    /// another fsync, which the kernel reports as a success for data it already dropped
+    /// (`wal::writer`, `WalFile::run_one`).
+    RetryFailedFsync,
+    /// A WAL fsync marks the bytes it covers durable before it returns, so a group may be
+    /// acknowledged while its fsync is still running, or after it failed (`WalFile::run_one`).
+    DurableMarkBeforeSync,
+    /// The WAL and MANIFEST reader takes every bad record for a torn tail, keeping the records
+    /// before it and dropping the rest, even before data a later record attests synced or in
+    /// an older log, where it is corruption (`wal::reader::parse_frames`).
+    BadRecordAsTornTail,
+    /// Open takes the next file number from the MANIFEST alone, ignoring higher-numbered files
+    /// on disk (a table a crashed flush left, say), so a number can be used twice (`recovery`).
+    NextFileNumberFromManifest,
+    /// A panic in a background job (a flush, a compaction, a WAL fsync) is not caught: its task
+    /// dies silently, leaving stalled writers and `close` waiting for it (`crate::unwind`).
+    BackgroundPanicNotCaught,
 }
 
 /// Per-write options.

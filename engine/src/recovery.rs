@@ -15,11 +15,11 @@ use crate::manifest::{self, Manifest, VersionEdit};
 use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::{Options, PlantedBug};
-use crate::runtime::{parent_dir, FileLock, Phase, PhaseGuard, RuntimeRef};
+use crate::runtime::{parent_dir, FileLock, FileSystem, Phase, PhaseGuard, RuntimeRef};
 use crate::sstable;
 use crate::version::Version;
 use crate::wal::{self, WalWriter};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The name of the lock file that keeps two processes from opening one database.
 const LOCK_FILE: &str = "LOCK";
@@ -51,9 +51,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
     let observer = RuntimeRef::clone(&rt);
     let _phase = PhaseGuard::enter(observer.as_ref(), Phase::Recovery);
     let fs = rt.fs();
-    fs.create_dir_all(dir).await.map_err(|e| Error::io("creating directory", dir, e))?;
-    let parent = parent_dir(dir);
-    fs.sync_dir(&parent).await.map_err(|e| Error::io("syncing directory", &parent, e))?;
+    create_dir_durably(fs, dir).await?;
     let lock_path = dir.join(LOCK_FILE);
     let lock = fs.lock(&lock_path).await.map_err(|e| Error::io("locking", &lock_path, e))?;
     let names = fs.list(dir).await.map_err(|e| Error::io("listing", dir, e))?;
@@ -61,7 +59,8 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
     check_existence(dir, &options, current.is_some())?;
     let mut base = match current {
         Some(number) => {
-            let r = manifest::replay(fs, dir, number).await?;
+            let bad_record_as_torn = options.has_bug(PlantedBug::BadRecordAsTornTail);
+            let r = manifest::replay(fs, dir, number, bad_record_as_torn).await?;
             check_tables_exist(dir, number, &r.version, &names)?;
             Base {
                 version: r.version,
@@ -82,7 +81,9 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
     };
     // Never reuse a number a file on disk already has, referenced or not.
     let highest = names.iter().filter_map(|n| file_number(n)).max().unwrap_or(0);
-    base.next_file_number = base.next_file_number.max(highest + 1);
+    if !options.has_bug(PlantedBug::NextFileNumberFromManifest) {
+        base.next_file_number = base.next_file_number.max(highest + 1);
+    }
 
     let counters = Counters::default();
     let mut edit = VersionEdit::default();
@@ -114,7 +115,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
     let manifest =
         Manifest::create(rt.as_ref(), dir, manifest_number, &snapshot, &counters.manifest_syncs)
             .await?;
-    let wal = create_wal(rt.as_ref(), dir, wal_number, options.wal_preallocate_bytes).await?;
+    let wal = create_wal(rt.as_ref(), dir, wal_number, &options).await?;
     remove_obsolete(&rt, dir, &names, &version, manifest_number).await;
     tracing::debug!(logs = logs.len(), last_seq = base.last_seq, wal = wal_number, "opened");
     Ok(Db::from_recovered(Recovered {
@@ -129,6 +130,25 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
         manifest,
         counters,
     }))
+}
+
+/// Creates `dir` and any missing parents, and makes every name on the way durable: a directory
+/// whose entry in its parent was never synced can vanish in a power loss, with everything under
+/// it, synced writes included. Every ancestor's entry is synced at every open, not only the
+/// ones this open creates: an earlier open may have created them and died (the process alone)
+/// before syncing, leaving them in the page cache only. That costs a directory sync per level
+/// of the path, once per open.
+async fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    fs.create_dir_all(dir).await.map_err(|e| Error::io("creating directory", dir, e))?;
+    let mut at = PathBuf::new();
+    for component in dir.components() {
+        at.push(component);
+        if matches!(component, Component::Normal(_)) {
+            let parent = parent_dir(&at);
+            fs.sync_dir(&parent).await.map_err(|e| Error::io("syncing directory", &parent, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `name` is a file that holds data: a WAL or a table.
@@ -219,9 +239,11 @@ async fn replay_one(
     last_seq: &mut u64,
 ) -> Result<Memtable> {
     let path = dir.join(wal::file_name(number));
-    let accept_bad_crc = options.has_bug(PlantedBug::AcceptTornWalRecord);
-    let log =
-        wal::replay(rt.fs(), &path, number, newest, Some(*last_seq + 1), accept_bad_crc).await?;
+    let leniency = wal::Leniency {
+        accept_bad_crc: options.has_bug(PlantedBug::AcceptTornWalRecord),
+        bad_record_as_torn: options.has_bug(PlantedBug::BadRecordAsTornTail),
+    };
+    let log = wal::replay(rt.fs(), &path, number, newest, Some(*last_seq + 1), leniency).await?;
     if log.torn {
         tracing::info!(log = %path.display(), valid_len = log.valid_len, "ignoring WAL tail");
     }
@@ -232,4 +254,40 @@ async fn replay_one(
         *last_seq = batch.first_seq + count - 1;
     }
     Ok(memtable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Runtime;
+    use crate::testing::MemRuntime;
+    use std::sync::Arc;
+
+    /// Opens `/db` again after leaving a stray table numbered 50 in it (as a flush that crashed
+    /// before its MANIFEST edit would), and returns the number of the WAL the open created.
+    fn wal_number_after_stray_table(options: Options) -> u64 {
+        let rt = Arc::new(MemRuntime::default());
+        let open = |options: Options| {
+            Db::open("/db", options, Arc::clone(&rt) as RuntimeRef).expect("open")
+        };
+        open(options.clone()).close().expect("close");
+        let stray = Path::new("/db").join(sstable::file_name(50));
+        crate::blocking::block_on(rt.fs().create(&stray)).expect("create");
+        let db = open(options);
+        let names = crate::blocking::block_on(rt.fs().list(Path::new("/db"))).expect("list");
+        db.close().expect("close");
+        names.iter().filter_map(|n| wal::parse_file_name(n)).max().expect("a WAL")
+    }
+
+    #[test]
+    fn no_file_number_on_disk_is_used_again() {
+        assert!(wal_number_after_stray_table(Options::default()) > 50);
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    #[test]
+    fn the_planted_bug_takes_the_next_file_number_from_the_manifest() {
+        let bug = Some(PlantedBug::NextFileNumberFromManifest);
+        assert!(wal_number_after_stray_table(Options::default().planted_bug(bug)) < 50);
+    }
 }

@@ -7,12 +7,18 @@
 //! (its *floor*): the engine assigns sequence numbers in commit order, so a write cannot commit
 //! below a write that had already returned before it was even issued.
 //!
+//! A floor can rise after the write was issued: when a read that ended before the issue is
+//! later proven to have shown some sequence number (see `causal`), the write must lie above
+//! that too. Floors never decrease along the issue order, which keeps raising them cheap.
+//!
 //! Problems the engine shows at ack time (a sequence number reused or out of real-time order)
 //! cannot be returned from `ack_write`, so the first one is kept and reported by
 //! [`Model::check_acks`] and [`Model::check_recovery`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::observations::Observations;
 use crate::{Key, Op, Value, Violation, WriteId};
 
 /// What became of a write so far.
@@ -32,12 +38,55 @@ pub(crate) struct Write {
     pub(crate) id: WriteId,
     pub(crate) ops: Vec<Op>,
     pub(crate) sync: bool,
-    /// Highest sequence number acked before this write was issued (the base if none).
+    /// Model clock at which the write was issued.
+    pub(crate) issued_at: u64,
+    /// Highest sequence number acked before this write was issued (the base if none), or
+    /// proven visible to a read that ended before it was issued.
     pub(crate) floor_seq: u64,
-    /// The write that acked `floor_seq`, to name it in reports.
+    /// The write that ends at `floor_seq`, to name it in reports.
     pub(crate) floor_write: Option<WriteId>,
     pub(crate) status: Status,
+    /// When a read first showed this write while its outcome was unknown.
+    pub(crate) seen_at: SeenAt,
 }
+
+/// The earliest model clock at which a read proved a write visible while the write's outcome
+/// was still unknown. An atomic only so that [`Model::check_read`], which takes `&self`, can
+/// record it while `Model` stays `Sync`; the model is used by one thread at a time, so relaxed
+/// ordering is all it needs.
+#[derive(Debug)]
+pub(crate) struct SeenAt(AtomicU64);
+
+impl SeenAt {
+    const NEVER: u64 = u64::MAX;
+
+    fn never() -> SeenAt {
+        SeenAt(AtomicU64::new(SeenAt::NEVER))
+    }
+
+    pub(crate) fn get(&self) -> Option<u64> {
+        let at = self.0.load(Ordering::Relaxed);
+        (at != SeenAt::NEVER).then_some(at)
+    }
+
+    /// Keeps the earlier of the recorded clock and `at`.
+    pub(crate) fn record(&self, at: u64) {
+        self.0.fetch_min(at, Ordering::Relaxed);
+    }
+}
+
+impl Clone for SeenAt {
+    fn clone(&self) -> SeenAt {
+        SeenAt(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+// `check_read` records through `&self` (see `SeenAt`), yet the model stays plain data that can
+// be shared and sent like before.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Model>();
+};
 
 impl Write {
     /// How many sequence numbers the batch takes.
@@ -56,6 +105,12 @@ impl Write {
     /// The last sequence number the batch takes when it starts at `first_seq`.
     pub(crate) fn last_seq(&self, first_seq: u64) -> u64 {
         first_seq + self.len() - 1
+    }
+
+    /// Whether the engine has not answered (or failed) this write: its sequence number is
+    /// unknown.
+    pub(crate) fn unknown(&self) -> bool {
+        matches!(self.status, Status::InFlight | Status::Failed)
     }
 
     /// Whether the engine acked this write before clock `at`.
@@ -80,9 +135,12 @@ impl Write {
 pub struct ReadToken {
     pub(crate) epoch: u64,
     pub(crate) at: u64,
+    /// Highest last sequence number acked before the read started (the base if none): the
+    /// read cannot be at a lower one.
+    pub(crate) acked_seq: u64,
 }
 
-/// Counts of this epoch's writes, for reports.
+/// Counts of this epoch's writes, and of the observations judged so far, for reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ModelStats {
     /// Writes issued.
@@ -95,6 +153,11 @@ pub struct ModelStats {
     pub in_flight: u64,
     /// Acknowledged writes that asked for sync (the ones that must survive any crash).
     pub synced: u64,
+    /// Observations judged since the model was created (not reset by a restart).
+    pub observations_judged: u64,
+    /// Observations dropped since the model was created, because a restart came while a
+    /// write issued before them still had no answer (not reset by a restart).
+    pub observations_dropped: u64,
 }
 
 /// The reference model: the state the engine started the epoch from, and every write since.
@@ -113,11 +176,15 @@ pub struct Model {
     /// Acked writes by first sequence number; their ranges never overlap (an overlapping ack is
     /// an anomaly and is left out).
     pub(crate) acked_ranges: BTreeMap<u64, usize>,
+    /// Writes still waiting for an answer, by index; the first is the oldest, which decides
+    /// which observations can be judged.
+    pub(crate) in_flight: BTreeSet<usize>,
     /// Highest last sequence number acked so far, and by whom.
     max_acked: Option<(u64, WriteId)>,
     frontier: u64,
-    ack_anomaly: Option<Violation>,
-    stats: ModelStats,
+    pub(crate) ack_anomaly: Option<Violation>,
+    pub(crate) observations: Observations,
+    pub(crate) stats: ModelStats,
 }
 
 impl Default for Model {
@@ -138,9 +205,11 @@ impl Model {
             writes: Vec::new(),
             by_key: BTreeMap::new(),
             acked_ranges: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
             max_acked: None,
             frontier: 0,
             ack_anomaly: None,
+            observations: Observations::default(),
             stats: ModelStats::default(),
         }
     }
@@ -171,8 +240,18 @@ impl Model {
             Some((seq, write)) => (seq, Some(write)),
             None => (self.base_seq, None),
         };
-        let status = Status::InFlight;
-        self.writes.push(Write { id, ops, sync, floor_seq, floor_write, status });
+        let (status, issued_at, seen_at) = (Status::InFlight, self.clock, SeenAt::never());
+        self.writes.push(Write {
+            id,
+            ops,
+            sync,
+            issued_at,
+            floor_seq,
+            floor_write,
+            status,
+            seen_at,
+        });
+        self.in_flight.insert(index);
         self.clock += 1;
         self.stats.issued += 1;
         self.stats.in_flight += 1;
@@ -186,9 +265,11 @@ impl Model {
         self.expect_in_flight(index, "acked");
         let acked_at = self.clock;
         self.clock += 1;
+        self.in_flight.remove(&index);
         let write = &mut self.writes[index];
         write.status = Status::Acked { first_seq, acked_at };
-        let (sync, last_seq) = (write.sync, write.last_seq(first_seq));
+        let (sync, last_seq, seen_at) =
+            (write.sync, write.last_seq(first_seq), write.seen_at.get());
         self.stats.in_flight -= 1;
         self.stats.acked += 1;
         if sync {
@@ -201,6 +282,11 @@ impl Model {
         if self.max_acked.is_none_or(|(seq, _)| seq < last_seq) {
             self.max_acked = Some((last_seq, id));
         }
+        // A read showed this write before its ack: whatever was issued after that read must
+        // lie above it.
+        if let Some(seen_at) = seen_at {
+            self.prove_visible(seen_at, last_seq);
+        }
     }
 
     /// Records that the engine returned an error for `id`: it may or may not have taken effect.
@@ -211,23 +297,32 @@ impl Model {
         };
         self.expect_in_flight(index, "failed");
         self.clock += 1;
+        self.in_flight.remove(&index);
         self.writes[index].status = Status::Failed;
         self.stats.in_flight -= 1;
         self.stats.failed += 1;
     }
 
-    /// Captures the moment a read starts; pass the token to [`Model::check_read`].
+    /// Captures the moment a read starts; pass the token to [`Model::check_read`] or
+    /// [`Model::observe`] (or, taken when a snapshot is created, to
+    /// [`Model::observe_snapshot`]).
     pub fn begin_read(&self) -> ReadToken {
-        ReadToken { epoch: self.epoch, at: self.clock }
+        let acked_seq = self.max_acked.map_or(self.base_seq, |(seq, _)| seq.max(self.base_seq));
+        ReadToken { epoch: self.epoch, at: self.clock, acked_seq }
     }
 
     /// Starts a new epoch after a successful [`Model::check_recovery`]: the recovered state
     /// becomes the base and every write of the old epoch is forgotten (the ones that survived
-    /// are in the base now; the others are gone for good).
+    /// are in the base now; the others are gone for good). Observations not judged yet are
+    /// dropped: a write they depend on was in flight at the crash and will never be answered.
     pub fn restart(&mut self, recovered: BTreeMap<Key, Value>, recovered_seq: u64) {
         let next_id = self.first_id + self.writes.len() as u64;
         let epoch = self.epoch + 1;
+        let judged = self.stats.observations_judged;
+        let dropped = self.stats.observations_dropped + self.observations.pending();
         *self = Model::new();
+        self.stats.observations_judged = judged;
+        self.stats.observations_dropped = dropped;
         self.base_state = recovered;
         self.base_seq = recovered_seq;
         self.frontier = recovered_seq;
@@ -254,6 +349,17 @@ impl Model {
             Some(violation) => Err(violation.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Whether every write issued before clock `at` has an answer, so that the sequence
+    /// numbers a read ending at `at` may show are all known.
+    pub(crate) fn settled_before(&self, at: u64) -> bool {
+        self.in_flight.first().is_none_or(|&oldest| self.writes[oldest].issued_at >= at)
+    }
+
+    /// The model clock now: a read that returns now ends at it.
+    pub(crate) fn clock(&self) -> u64 {
+        self.clock
     }
 
     fn index_of(&self, id: WriteId) -> Option<usize> {

@@ -9,6 +9,11 @@
 //!
 //! Only the last op a batch applies to a key counts: batches are atomic, so an intermediate
 //! value within a batch is never visible.
+//!
+//! These checks look at one key at a time and are permissive about writes whose outcome is
+//! unknown; a whole read judged at one sequence number is `observations`' job. A latest read
+//! whose value only an in-flight write can explain still proves that write visible, which
+//! `causal` turns into ordering and durability facts.
 
 use crate::history::{Status, Write};
 use crate::{Model, ReadToken, Violation};
@@ -19,7 +24,9 @@ impl Model {
     /// value written to `key` by some write that was not acked before the read began (in
     /// flight, failed, or acked during the read): those are concurrent with the read.
     ///
-    /// Call it when the read returns, before the model hears of later writes.
+    /// Call it when the read returns, before the model hears of later writes. If the value
+    /// can only come from an in-flight write, the model records that the write was seen (see
+    /// `causal`).
     pub fn check_read(
         &self,
         key: &[u8],
@@ -43,19 +50,20 @@ impl Model {
             (Some(seq), Some(latest_seq)) => seq > latest_seq,
             _ => true,
         };
-        let mut concurrent_writes = 0;
-        for write in concurrent.filter(visible) {
-            concurrent_writes += 1;
-            if write.final_value(key) == Some(result) {
-                return Ok(());
+        let concurrent: Vec<&Write> = concurrent.filter(visible).collect();
+        let mut sources = concurrent.iter().filter(|w| w.final_value(key) == Some(result));
+        if let Some(&source) = sources.next() {
+            if source.status == Status::InFlight && self.only_source(source, key, result) {
+                source.seen_at.record(self.clock());
             }
+            return Ok(());
         }
         Err(Violation::StaleRead {
             key: key.to_vec(),
             got: result.map(<[u8]>::to_vec),
             expected: expected.map(<[u8]>::to_vec),
             latest: latest.map(|w| (w.id, latest_seq.unwrap_or_default())),
-            concurrent_writes,
+            concurrent_writes: concurrent.len(),
         })
     }
 
@@ -95,8 +103,21 @@ impl Model {
     /// Ops count one by one (each has its own seq), which equals whole batches whenever the
     /// snapshot sits on a batch boundary, as the engine's snapshots do.
     fn value_at(&self, key: &[u8], snap_seq: u64) -> Option<&[u8]> {
+        let writers = self.by_key.get(key).map_or(&[][..], Vec::as_slice);
+        let acked = self.acked_value_among(key, writers, snap_seq);
+        acked.unwrap_or_else(|| self.base_state.get(key).map(Vec::as_slice))
+    }
+
+    /// As `value_at`, given the writers of `key` (indices into `writes`), without the base
+    /// state: `None` if no acked op on `key` has a seq <= `snap_seq`.
+    pub(crate) fn acked_value_among(
+        &self,
+        key: &[u8],
+        writers: &[usize],
+        snap_seq: u64,
+    ) -> Option<Option<&[u8]>> {
         let mut best: Option<(u64, Option<&[u8]>)> = None;
-        for write in self.writers_of(key) {
+        for write in writers.iter().map(|&index| &self.writes[index]) {
             let Status::Acked { first_seq, .. } = write.status else {
                 continue;
             };
@@ -107,14 +128,11 @@ impl Model {
                 }
             }
         }
-        match best {
-            Some((_, value)) => value,
-            None => self.base_state.get(key).map(Vec::as_slice),
-        }
+        best.map(|(_, value)| value)
     }
 
     /// The writes of this epoch that touch `key`, in issue order.
-    fn writers_of(&self, key: &[u8]) -> impl Iterator<Item = &Write> + Clone {
+    pub(crate) fn writers_of(&self, key: &[u8]) -> impl Iterator<Item = &Write> + Clone {
         let indices = self.by_key.get(key).map_or(&[][..], Vec::as_slice);
         indices.iter().map(|&index| &self.writes[index])
     }

@@ -13,11 +13,18 @@
 //! The state is not rebuilt per tiling: the acked writes are applied once, and a tiling only
 //! changes the keys its unknown writes touch (where one of their ops lands above the last acked
 //! op on that key), so each tiling costs about as much as its own ops.
+//!
+//! Invariant 7's "a write any reader saw before a later synced acknowledgement survives": an
+//! unknown write a read showed lies below every write issued after that read, so a tiling
+//! must place it below them, and must include it if one of them is in the prefix (see
+//! `causal`). A tiling that breaks this is not legal. When no legal tiling exists but one
+//! would without this rule, the rule is what the engine broke, and the report says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use crate::history::{Status, Write};
+use crate::causal::SeenRules;
+use crate::history::Write;
 use crate::{Key, Model, Value, Violation};
 
 /// How many search steps a single check may take before it gives up; far above what a few
@@ -37,7 +44,8 @@ impl Model {
     /// Legal means: the sequence number did not go backwards, every acked synced write is at or
     /// below it, no acked batch straddles it, `(base_seq, recovered_seq]` is covered exactly by
     /// acked writes and some unknown-seq writes, and for one such covering the base state with
-    /// those writes applied in sequence order equals `recovered`.
+    /// those writes applied in sequence order equals `recovered`, and every unknown write a read
+    /// showed is below the writes issued after that read, and in the covering if one of them is.
     pub fn check_recovery(
         &self,
         recovered: &BTreeMap<Key, Value>,
@@ -52,7 +60,23 @@ impl Model {
         let layout = self.layout(recovered_seq)?;
         let candidates = self.candidates(&layout, recovered_seq);
         let judge = Judge::new(self, &layout.acked, &candidates, recovered, recovered_seq);
-        Search::new(self, layout.gaps, candidates, judge).run()
+        let rules = SeenRules::new(self, &candidates, recovered_seq);
+        let search = |rules: &SeenRules| {
+            Search::new(self, layout.gaps.clone(), &candidates, &judge, rules).run()
+        };
+        if rules.is_empty() {
+            return search(&rules).map(drop);
+        }
+        let violation = match rules.satisfiable().then(|| search(&rules)) {
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(violation)) => Some(violation),
+            None => None,
+        };
+        // No legal tiling. If the state is wrong whatever reads showed, that is the report;
+        // otherwise a read-proven order is what the engine broke.
+        let free = search(&SeenRules::none(candidates.len()))?;
+        let why = rules.explain(self, &free, recovered_seq).or(violation);
+        Err(why.expect("a rule no tiling can keep is broken by every tiling"))
     }
 
     /// Invariant 1: no acked synced write ends above `recovered_seq`.
@@ -110,9 +134,8 @@ impl Model {
     fn candidates(&self, layout: &Layout, recovered_seq: u64) -> Vec<usize> {
         let widest = layout.gaps.iter().map(|gap| gap.len).max().unwrap_or(0);
         let fits = |write: &Write| write.len() <= widest && write.floor_seq < recovered_seq;
-        let unknown = |write: &Write| matches!(write.status, Status::InFlight | Status::Failed);
         (0..self.writes.len())
-            .filter(|&index| unknown(&self.writes[index]) && fits(&self.writes[index]))
+            .filter(|&index| self.writes[index].unknown() && fits(&self.writes[index]))
             .collect()
     }
 }
@@ -258,17 +281,19 @@ struct Search<'a> {
     gaps: Vec<Gap>,
     /// `need_after[g]`: total length of the gaps after gap `g`.
     need_after: Vec<u64>,
-    candidates: Vec<usize>,
-    /// For each candidate, the nearest earlier candidate with the same ops and floor: twins
-    /// give the same states, so a twin is only used after the one before it, and each set of
-    /// twins is tried once instead of in every order.
+    candidates: &'a [usize],
+    /// What reads proved about where the candidates may go.
+    rules: &'a SeenRules,
+    /// For each candidate, the nearest earlier candidate with the same ops, floor and rules:
+    /// twins give the same states, so a twin is only used after the one before it, and each
+    /// set of twins is tried once instead of in every order.
     twin_of: Vec<Option<usize>>,
     used: Vec<bool>,
     /// Total length of the unused candidates.
     supply: u64,
     placed: Vec<Placement>,
     steps: u64,
-    judge: Judge<'a>,
+    judge: &'a Judge<'a>,
     /// The tiling with the fewest mismatches so far, and their number.
     best: Option<(usize, Vec<Placement>)>,
     /// Set once no further tiling can change the answer.
@@ -279,14 +304,15 @@ impl<'a> Search<'a> {
     fn new(
         model: &'a Model,
         gaps: Vec<Gap>,
-        candidates: Vec<usize>,
-        judge: Judge<'a>,
+        candidates: &'a [usize],
+        judge: &'a Judge<'a>,
+        rules: &'a SeenRules,
     ) -> Search<'a> {
         let mut need_after = vec![0; gaps.len()];
         for g in (1..gaps.len()).rev() {
             need_after[g - 1] = need_after[g] + gaps[g].len;
         }
-        let twin_of = twins(model, &candidates);
+        let twin_of = twins(model, candidates, rules);
         let supply = candidates.iter().map(|&index| model.writes[index].len()).sum();
         let used = vec![false; candidates.len()];
         let (placed, steps, best, done) = (Vec::new(), 0, None, false);
@@ -295,6 +321,7 @@ impl<'a> Search<'a> {
             gaps,
             need_after,
             candidates,
+            rules,
             twin_of,
             used,
             supply,
@@ -306,14 +333,15 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn run(mut self) -> Result<(), Violation> {
+    /// The unknown writes a perfect legal tiling places, if there is one.
+    fn run(mut self) -> Result<Vec<Placement>, Violation> {
         let first_len = self.gaps.first().map_or(0, |gap| gap.len);
         if self.gaps.first().is_none_or(|_| self.supply >= first_len + self.need_after[0]) {
             self.fill(0, first_len)?;
         }
         match self.best.take() {
             None => Err(self.hole()),
-            Some((0, _)) => Ok(()),
+            Some((0, placed)) => Ok(placed),
             Some((_, placed)) => Err(self.judge.report(&placed)),
         }
     }
@@ -341,6 +369,9 @@ impl<'a> Search<'a> {
             return Ok(());
         }
         let seq = first_seq + (len - left);
+        if self.required_passed(seq) {
+            return Ok(());
+        }
         for candidate in 0..self.candidates.len() {
             if !self.may_place(candidate, seq, left) {
                 continue;
@@ -361,6 +392,25 @@ impl<'a> Search<'a> {
             && write.len() <= left
             && write.floor_seq < seq
             && self.twin_of[candidate].is_none_or(|twin| self.used[twin])
+            && self.fits_what_reads_saw(candidate, seq)
+    }
+
+    /// Whether a candidate placed at `seq` keeps what reads proved: it ends below its
+    /// ceiling, and every write a read showed before it was issued is already placed.
+    fn fits_what_reads_saw(&self, candidate: usize, seq: u64) -> bool {
+        let len = self.model.writes[self.candidates[candidate]].len();
+        !self.rules.barred[candidate]
+            && self.rules.ceiling[candidate].is_none_or(|ceiling| seq + len <= ceiling)
+            && self.rules.after[candidate].iter().all(|&before| self.used[before])
+    }
+
+    /// Whether some required write is still unplaced though it could only start below `seq`.
+    fn required_passed(&self, seq: u64) -> bool {
+        self.rules.required.iter().filter_map(|&(_, candidate)| candidate).any(|candidate| {
+            let len = self.model.writes[self.candidates[candidate]].len();
+            let ceiling = self.rules.ceiling[candidate].expect("a required write has a ceiling");
+            !self.used[candidate] && seq + len > ceiling
+        })
     }
 
     /// Places (or takes back) a candidate at `seq`; returns its length.
@@ -381,6 +431,12 @@ impl<'a> Search<'a> {
     /// Scores a complete tiling. A perfect one ends the search; so does any tiling when some
     /// key differs in every tiling, since then none can be perfect and the first will do.
     fn evaluate(&mut self) {
+        let placed = |&(_, candidate): &(usize, Option<usize>)| {
+            candidate.is_some_and(|candidate| self.used[candidate])
+        };
+        if !self.rules.required.iter().all(placed) {
+            return;
+        }
         let mismatches = self.judge.mismatches(&self.placed);
         if self.best.as_ref().is_none_or(|(best, _)| mismatches < *best) {
             self.best = Some((mismatches, self.placed.clone()));
@@ -402,13 +458,19 @@ impl<'a> Search<'a> {
     }
 }
 
-/// For each candidate, the nearest earlier one with the same ops and floor.
-fn twins(model: &Model, candidates: &[usize]) -> Vec<Option<usize>> {
-    let same = |a: &Write, b: &Write| a.floor_seq == b.floor_seq && a.ops == b.ops;
-    let twin_of = |c: usize| {
-        let write = &model.writes[candidates[c]];
-        (0..c).rev().find(|&earlier| same(&model.writes[candidates[earlier]], write))
+/// For each candidate, the nearest earlier one with the same ops, floor and rules: a read
+/// that showed one of them, or one issued between them, sets them apart.
+fn twins(model: &Model, candidates: &[usize], rules: &SeenRules) -> Vec<Option<usize>> {
+    let same = |a: usize, b: usize| {
+        let (write_a, write_b) = (&model.writes[candidates[a]], &model.writes[candidates[b]]);
+        write_a.floor_seq == write_b.floor_seq
+            && write_a.ops == write_b.ops
+            && write_a.seen_at.get() == write_b.seen_at.get()
+            && rules.ceiling[a] == rules.ceiling[b]
+            && rules.barred[a] == rules.barred[b]
+            && rules.after[a] == rules.after[b]
     };
+    let twin_of = |c: usize| (0..c).rev().find(|&earlier| same(earlier, c));
     (0..candidates.len()).map(twin_of).collect()
 }
 
@@ -784,8 +846,14 @@ mod tests {
         let failed = model.issue_write(vec![put("x", "1")], true);
         model.fail_write(failed);
         model.issue_write(vec![put("y", "1")], false);
-        let expected =
-            crate::ModelStats { issued: 5, acked: 3, failed: 1, in_flight: 1, synced: 1 };
+        let expected = crate::ModelStats {
+            issued: 5,
+            acked: 3,
+            failed: 1,
+            in_flight: 1,
+            synced: 1,
+            ..crate::ModelStats::default()
+        };
         assert_eq!(model.stats(), expected);
     }
 }

@@ -70,6 +70,52 @@ pub enum Violation {
     /// A snapshot below the epoch's base sequence number was read: history before the last
     /// recovery is not something the engine can still show.
     SnapshotBelowBase { snap_seq: u64, base_seq: u64 },
+    /// A read (an observation) is the state at no single legal sequence number. It may lie in
+    /// `lo..=hi` (acked before it began, issued before it ended), at a batch boundary, not
+    /// below `floor` (the sequence number of the client's previous read, or `lo`). At
+    /// `closest_seq`, the legal candidate where the fewest keys (`differing_keys`) differ,
+    /// `key` is the first that does: the read showed `got` where the model holds
+    /// `expected_at_closest_seq`.
+    ReadNotAtOneSequence {
+        client: u64,
+        key: Key,
+        got: Option<Value>,
+        expected_at_closest_seq: Option<Value>,
+        closest_seq: u64,
+        differing_keys: usize,
+        lo: u64,
+        hi: u64,
+        floor: u64,
+    },
+    /// A client's read is the state at `seq`, below `floor`, the sequence number its previous
+    /// read had already shown, and at no legal sequence number from `floor` on.
+    ReadWentBackwards { client: u64, seq: u64, floor: u64 },
+    /// A read through the snapshot at `snap_seq` is not the state at that sequence number:
+    /// `key` is the first of `differing_keys` keys that differ.
+    SnapshotReadNotAtItsSequence {
+        client: u64,
+        snap_seq: u64,
+        key: Key,
+        got: Option<Value>,
+        expected: Option<Value>,
+        differing_keys: usize,
+    },
+    /// A snapshot was pinned at `snap_seq`, below `acked_seq`, up to which `write` had been
+    /// acked before the snapshot was created.
+    SnapshotBelowAck { client: u64, snap_seq: u64, write: WriteId, acked_seq: u64 },
+    /// A read returned `key`, which lies outside every interval it covered.
+    KeyOutsideRead { client: u64, key: Key },
+    /// A read showed `write` at model clock `seen_at` while its outcome was unknown, so it was
+    /// published below every write issued after that; `later_write`, issued after it and
+    /// starting at `later_first_seq`, is in the recovered prefix (a synced write always is),
+    /// yet no legal prefix keeps `write` below it (invariant 7).
+    SeenWriteLost {
+        write: WriteId,
+        seen_at: u64,
+        later_write: WriteId,
+        later_first_seq: u64,
+        recovered_seq: u64,
+    },
 }
 
 impl std::error::Error for Violation {}
@@ -101,6 +147,20 @@ impl fmt::Display for Violation {
                 f,
                 "recovery check gave up at recovered_seq {recovered_seq} after {nodes} search \
                  steps over {unknown_writes} unknown-seq writes"
+            ),
+            Violation::SeenWriteLost {
+                write,
+                seen_at,
+                later_write,
+                later_first_seq,
+                recovered_seq,
+            } => write!(
+                f,
+                "seen write lost: a read showed {write} (model clock {seen_at}) while its \
+                 outcome was unknown, so it was published below every later write; \
+                 {later_write}, issued after that read and starting at seq {later_first_seq}, \
+                 is in the state recovered up to seq {recovered_seq}, yet no legal prefix \
+                 keeps {write} below it"
             ),
             _ => fmt_ack_or_read(self, f),
         }
@@ -173,7 +233,8 @@ fn fmt_ack_or_read(violation: &Violation, f: &mut fmt::Formatter<'_>) -> fmt::Re
         Violation::AckReordered { write, first_seq, earlier, earlier_last_seq } => write!(
             f,
             "writes reordered: {write} got first seq {first_seq}, yet {earlier} had already \
-             been acked up to seq {earlier_last_seq} before {write} was issued"
+             been acked (or shown by a read) up to seq {earlier_last_seq} before {write} was \
+             issued"
         ),
         Violation::StaleRead { .. } => fmt_stale_read(violation, f),
         Violation::StaleSnapshotRead { key, snap_seq, got, expected } => write!(
@@ -187,8 +248,77 @@ fn fmt_ack_or_read(violation: &Violation, f: &mut fmt::Formatter<'_>) -> fmt::Re
         Violation::SnapshotBelowBase { snap_seq, base_seq } => {
             write!(f, "snapshot at seq {snap_seq} is below the epoch's base seq {base_seq}")
         }
+        _ => fmt_observation(violation, f),
+    }
+}
+
+fn fmt_observation(violation: &Violation, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match violation {
+        Violation::ReadNotAtOneSequence { .. } => fmt_not_at_one_seq(violation, f),
+        Violation::ReadWentBackwards { client, seq, floor } => write!(
+            f,
+            "read went backwards: client {client}'s read is the state at seq {seq}, and at no \
+             legal seq from {floor} on, which its previous read had already shown"
+        ),
+        Violation::SnapshotReadNotAtItsSequence {
+            client,
+            snap_seq,
+            key,
+            got,
+            expected,
+            differing_keys,
+        } => write!(
+            f,
+            "snapshot read not at its seq: client {client} read through the snapshot at seq \
+             {snap_seq} and got {} for key {}, but the state at that seq holds {} \
+             ({differing_keys} keys differ)",
+            Bytes(got.as_deref()),
+            Bytes(Some(key)),
+            Bytes(expected.as_deref())
+        ),
+        Violation::SnapshotBelowAck { client, snap_seq, write, acked_seq } => write!(
+            f,
+            "snapshot misses an ack: client {client}'s snapshot is at seq {snap_seq}, but \
+             {write} had been acked up to seq {acked_seq} before the snapshot was created"
+        ),
+        Violation::KeyOutsideRead { client, key } => write!(
+            f,
+            "read returned a key it did not cover: client {client}'s read returned key {}, \
+             outside every key interval it covered",
+            Bytes(Some(key))
+        ),
         _ => unreachable!("every other variant is formatted by Display::fmt"),
     }
+}
+
+fn fmt_not_at_one_seq(violation: &Violation, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let Violation::ReadNotAtOneSequence {
+        client,
+        key,
+        got,
+        expected_at_closest_seq,
+        closest_seq,
+        differing_keys,
+        lo,
+        hi,
+        floor,
+    } = violation
+    else {
+        unreachable!("fmt_not_at_one_seq takes a ReadNotAtOneSequence")
+    };
+    let floor = match floor > lo {
+        true => format!(", not below seq {floor} of the client's previous read"),
+        false => String::new(),
+    };
+    write!(
+        f,
+        "read not at one seq: client {client}'s read showed key {} as {}, but the read may \
+         only be at a batch boundary in seqs {lo}..={hi}{floor}, and at seq {closest_seq}, \
+         the closest, the key is {} ({differing_keys} keys differ there)",
+        Bytes(Some(key)),
+        Bytes(got.as_deref()),
+        Bytes(expected_at_closest_seq.as_deref()),
+    )
 }
 
 fn fmt_stale_read(violation: &Violation, f: &mut fmt::Formatter<'_>) -> fmt::Result {

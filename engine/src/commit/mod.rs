@@ -46,6 +46,7 @@ use crate::wal::WalWriter;
 use bytes::Bytes;
 use publish::{Completions, Group, Member};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The state only the leader touches.
@@ -112,8 +113,11 @@ struct Queue {
     waiting: VecDeque<Pending>,
     /// `Some` exactly when no leader is running; then `waiting` is empty.
     idle: Option<Box<LeaderState>>,
-    /// Told when the running leader next lets go of leadership.
-    release_watcher: Option<Arc<Signal<()>>>,
+    /// Whether the running leader is encoding and appending its group (not stalled for room,
+    /// not rotating the log).
+    appending: bool,
+    /// Told when the running leader's append ends.
+    append_watcher: Option<Arc<Signal<()>>>,
 }
 
 /// What `Pipeline::enqueue` decided.
@@ -176,14 +180,8 @@ impl Pipeline {
 
     /// Passes leadership to the first waiting writer that is still there, or parks it.
     fn release(&self, db: &Arc<DbInner>, state: Box<LeaderState>) {
-        let watcher = {
-            let mut q = self.lock();
-            Self::hand_over(&mut q, db, state);
-            q.release_watcher.take()
-        };
-        if let Some(watcher) = watcher {
-            let _ = watcher.fill(());
-        }
+        let mut q = self.lock();
+        Self::hand_over(&mut q, db, state);
     }
 
     fn hand_over(q: &mut Queue, db: &Arc<DbInner>, mut state: Box<LeaderState>) {
@@ -205,16 +203,41 @@ impl Pipeline {
         }
     }
 
-    /// If a leader is writing a group, a signal told when it lets go of leadership (its group
-    /// then written and queued). One watcher at a time: the sync task.
-    fn watch_release(&self) -> Option<Arc<Signal<()>>> {
+    /// Marks the leader as appending its group until the returned guard is dropped.
+    fn appending(&self) -> Appending<'_> {
+        self.lock().appending = true;
+        Appending(self)
+    }
+
+    /// If the leader is appending a group, a signal told when its append ends (the group's
+    /// bytes then written). One watcher at a time: the sync task. A leader that is stalled for
+    /// room, or rotating the log, is not waited for: that can last as long as a compaction,
+    /// and groups already written would wait for their fsync all that time.
+    fn watch_append(&self) -> Option<Arc<Signal<()>>> {
         let mut q = self.lock();
-        if q.idle.is_some() {
+        if !q.appending {
             return None;
         }
         let signal = Signal::new();
-        q.release_watcher = Some(Arc::clone(&signal));
+        q.append_watcher = Some(Arc::clone(&signal));
         Some(signal)
+    }
+}
+
+/// A leader's append in progress; dropping it, however the append ends, tells the watcher.
+struct Appending<'a>(&'a Pipeline);
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        let watcher = {
+            let mut q = self.0.lock();
+            q.appending = false;
+            q.append_watcher.take()
+        };
+        if let Some(watcher) = watcher {
+            // A watcher that went away (its task was dropped) needs no wake-up.
+            let _ = watcher.fill(());
+        }
     }
 }
 
@@ -329,7 +352,7 @@ async fn lead(db: &Arc<DbInner>, mut token: LeadToken, own: Pending) {
         Ok(Written { ticket, memtable, want_sync }) => {
             group.ticket = Some(ticket);
             if want_sync {
-                // After letting go of leadership: the sync task does not wait for this leader.
+                // After the group is queued: the sync task then finds it wanting durability.
                 db.sync_bell.ring();
             }
             if buggify(db.rt.as_ref(), "commit.yield_before_apply") {
@@ -378,10 +401,13 @@ async fn write_stage(
     if asked || early || db.active_memtable_full() {
         rotate(db, state).await?;
     }
-    encode_group(state, members);
-    if !state.buf.is_empty() {
-        state.wal.append(&state.buf).await?;
-        Counters::add(&db.counters.wal_bytes, state.buf.len() as u64);
+    {
+        let _appending = db.pipeline.appending();
+        encode_group(state, members);
+        if !state.buf.is_empty() {
+            state.wal.append(&state.buf).await?;
+            Counters::add(&db.counters.wal_bytes, state.buf.len() as u64);
+        }
     }
     Counters::add(&db.counters.commit_groups, 1);
     if members.last().is_some_and(|m| m.barrier == Barrier::Seal) {
@@ -478,7 +504,8 @@ async fn throttle_for_level0(db: &Arc<DbInner>) -> Result<()> {
 /// Waits until `room` holds, woken by each flush and compaction, counting the stall and its
 /// duration.
 async fn stall_until(db: &Arc<DbInner>, room: impl Fn(&DbInner) -> bool) -> Result<()> {
-    let mut stalled_since = None;
+    // When the stall began, and the count of stalled writers this one is in meanwhile.
+    let mut stalled: Option<(std::time::Duration, Stalled<'_>)> = None;
     loop {
         // Listening before checking: a flush that ends in between still wakes this writer.
         let changed = db.changed.listen();
@@ -486,15 +513,17 @@ async fn stall_until(db: &Arc<DbInner>, room: impl Fn(&DbInner) -> bool) -> Resu
         if room(db) {
             break;
         }
-        if stalled_since.is_none() {
-            stalled_since = Some(db.rt.now());
+        if stalled.is_none() {
+            // Counted before the worker is rung: a closing database's worker starts jobs only
+            // for a stalled writer, and must see this one when it wakes.
+            stalled = Some((db.rt.now(), Stalled::start(&db.writers_stalled)));
             Counters::add(&db.counters.write_stalls, 1);
             tracing::debug!("writes stalled: waiting for background work");
             db.work_bell.ring();
         }
         changed.await;
     }
-    if let Some(since) = stalled_since {
+    if let Some((since, _)) = stalled {
         let waited = db.rt.now().saturating_sub(since);
         Counters::add(
             &db.counters.write_stall_us,
@@ -502,6 +531,22 @@ async fn stall_until(db: &Arc<DbInner>, room: impl Fn(&DbInner) -> bool) -> Resu
         );
     }
     Ok(())
+}
+
+/// Counts a writer as stalled for as long as it waits, however the wait ends.
+struct Stalled<'a>(&'a AtomicU64);
+
+impl<'a> Stalled<'a> {
+    fn start(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::SeqCst);
+        Stalled(gauge)
+    }
+}
+
+impl Drop for Stalled<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Poisons the database for any failure but a refusal, fails every group still queued, and

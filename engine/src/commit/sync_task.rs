@@ -8,11 +8,13 @@
 //!
 //! The task holds only a `Weak` reference to the database, so dropping every handle ends it;
 //! `close` stops and joins it. If it is dropped while the database is still open (a cancelled
-//! task), nothing would sync queued groups any more, so the database is poisoned and they fail.
+//! task), nothing would sync queued groups any more, so the database is poisoned and they fail;
+//! likewise if it panics (`crate::unwind`), naming the panic.
 
 use crate::db::DbInner;
 use crate::runtime::{buggify, JoinHandle};
 use crate::signal::Doorbell;
+use crate::unwind::catch_panic;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -27,7 +29,14 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>) {
     while bell.wait().await {
         // Upgraded only while there is work, so that dropping every handle ends the task.
         let Some(db) = db.upgrade() else { break };
-        sync_wanted(&db).await;
+        if let Err(panic) = catch_panic(&db.options, sync_wanted(&db)).await {
+            // The fsync's outcome is unknown (its log is failed if it was running), so nothing
+            // queued may be acknowledged: poisoned, the queued groups fail, and the task ends.
+            tracing::error!(panic = %panic, "the WAL sync task panicked");
+            db.poison(&format!("the WAL sync task panicked: {panic}"));
+            db.publish_queue.publish_ready(&db);
+            break;
+        }
     }
     guard.stopped = true;
 }
@@ -35,10 +44,11 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>) {
 /// Syncs until no queued group wants more bytes durable, publishing after every fsync.
 async fn sync_wanted(db: &DbInner) {
     while db.check_not_poisoned().is_ok() {
-        if let Some(release) = db.pipeline.watch_release() {
+        if let Some(append) = db.pipeline.watch_append() {
             // A group being appended now would miss this fsync and wait for all of the next
-            // one; waiting for its append costs far less.
-            release.wait().await;
+            // one; waiting for its append costs far less. Only an append is waited for, never
+            // a leader stalled for room: groups already written would wait behind the stall.
+            append.wait().await;
         }
         if buggify(db.rt.as_ref(), "sync.delay") {
             // A slow fsync queue: more groups pile up behind the next fsync.

@@ -172,8 +172,14 @@ pub(crate) struct Replayed {
     pub last_seq: u64,
 }
 
-/// Replays MANIFEST `number` of `dir`.
-pub(crate) async fn replay(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<Replayed> {
+/// Replays MANIFEST `number` of `dir`. `bad_record_as_torn` plants the bug of taking any bad
+/// record for a torn tail (`PlantedBug::BadRecordAsTornTail`).
+pub(crate) async fn replay(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    number: u64,
+    bad_record_as_torn: bool,
+) -> Result<Replayed> {
     let path = dir.join(file_name(number));
     let data = match wal::read_log(fs, &path).await {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -182,7 +188,8 @@ pub(crate) async fn replay(fs: &dyn FileSystem, dir: &Path, number: u64) -> Resu
         }
         other => other?,
     };
-    let replayed = replay_edits(&data, &path, number);
+    let leniency = wal::Leniency { bad_record_as_torn, ..wal::Leniency::default() };
+    let replayed = replay_edits(&data, &path, number, leniency);
     // Damage is acted on (a torn tail dropped, corruption reported) only if a second read
     // agrees; see `wal::confirm_read`.
     let damaged = match &replayed {
@@ -196,9 +203,14 @@ pub(crate) async fn replay(fs: &dyn FileSystem, dir: &Path, number: u64) -> Resu
 }
 
 /// Applies the edits of a MANIFEST's bytes; also says whether its tail was torn.
-fn replay_edits(data: &[u8], path: &Path, number: u64) -> Result<(Replayed, bool)> {
+fn replay_edits(
+    data: &[u8],
+    path: &Path,
+    number: u64,
+    leniency: wal::Leniency,
+) -> Result<(Replayed, bool)> {
     // Always the newest MANIFEST: only it may have a torn tail (a crash mid-edit).
-    let framed = wal::parse_frames(data, path, number, true, false, "MANIFEST")?;
+    let framed = wal::parse_frames(data, path, number, true, leniency, "MANIFEST")?;
     let mut r =
         Replayed { version: Version::default(), log_number: 0, next_file_number: 0, last_seq: 0 };
     let mut edits = 0;

@@ -65,14 +65,15 @@ impl Runtime for StdRuntime {
 
     fn spawn(&self, name: &str, task: BoxFuture<'static, ()>) -> JoinHandle {
         let done = Signal::new();
-        let filler = done.clone();
+        let finished = Finished(done.clone());
         // A background task that cannot start would silently stop flushes and compactions;
         // failing loudly is the only safe answer when the OS has no thread left to give.
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                // Dropped however the task ends, a panic included.
+                let _finished = finished;
                 crate::blocking::block_on(task);
-                let _ = filler.fill(());
             })
             .expect("the OS refused to start a background thread");
         JoinHandle::new(Box::pin(async move { done.wait().await }))
@@ -80,6 +81,17 @@ impl Runtime for StdRuntime {
 
     fn random_u64(&self) -> u64 {
         self.rng.lock().unwrap_or_else(PoisonError::into_inner).next_u64()
+    }
+}
+
+/// Completes a task's `JoinHandle` when dropped: at the end of the task's thread, whether the
+/// task returned or panicked, so that no join waits forever on a thread that is gone.
+struct Finished(std::sync::Arc<Signal<()>>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        // A handle that was dropped (a detached task) is not listening.
+        let _ = self.0.fill(());
     }
 }
 
@@ -193,3 +205,24 @@ struct StdLock {
 }
 
 impl FileLock for StdLock {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Regression: a task that panicked left its `JoinHandle` pending forever, so `close`
+    /// hung joining a background task that had died.
+    #[test]
+    fn joining_a_task_that_panicked_completes() {
+        let rt = StdRuntime::new();
+        let handle = rt.spawn("panics", Box::pin(async { panic!("test: the task died") }));
+        let (tx, rx) = mpsc::channel();
+        // The join runs on its own thread, so a join that hangs fails the test instead.
+        std::thread::spawn(move || {
+            crate::blocking::block_on(handle.join());
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("the join hung");
+    }
+}

@@ -10,8 +10,8 @@
 mod reader;
 mod writer;
 
-pub(crate) use reader::{confirm_read, parse_frames, read_log, replay};
-pub(crate) use writer::{WalFile, WalWriter};
+pub(crate) use reader::{confirm_read, parse_frames, read_log, replay, Leniency};
+pub(crate) use writer::{SyncBugs, WalFile, WalWriter};
 
 /// Size of a record header.
 pub(crate) const HEADER_BYTES: usize = 24;

@@ -36,6 +36,17 @@ pub(crate) struct ReplayedLog {
     pub torn: bool,
 }
 
+/// What the reader wrongly lets pass: planted bugs (`Options::has_bug`), all off in any build
+/// that stores real data.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Leniency {
+    /// Accept a record whose checksum does not match (`PlantedBug::AcceptTornWalRecord`).
+    pub accept_bad_crc: bool,
+    /// Take every bad record for a torn tail, even where it is corruption
+    /// (`PlantedBug::BadRecordAsTornTail`).
+    pub bad_record_as_torn: bool,
+}
+
 /// A framed record found at some offset.
 struct Frame<'a> {
     payload: &'a [u8],
@@ -92,21 +103,22 @@ pub(crate) fn parse_frames<'a>(
     path: &Path,
     number: u64,
     newest: bool,
-    accept_bad_crc: bool,
+    leniency: Leniency,
     kind: &str,
 ) -> Result<Framed<'a>> {
     let mut records = Vec::new();
     let mut pos = 0usize;
     let mut attested = 0u64;
     while pos < data.len() {
-        let Some(frame) = frame_at(data, pos, number, !accept_bad_crc) else {
+        let Some(frame) = frame_at(data, pos, number, !leniency.accept_bad_crc) else {
             if newest && pos as u64 >= attested && data[pos..].iter().all(|&b| b == 0) {
                 // Preallocated space: no valid record can start in it (log numbers start at 1),
                 // so nothing past it can attest the space synced.
                 return Ok(Framed { records, valid_len: pos as u64, torn: true });
             }
             let attested = attested.max(attested_after(data, pos, number));
-            if !newest || (pos as u64) < attested {
+            let corrupt = !newest || (pos as u64) < attested;
+            if corrupt && !leniency.bad_record_as_torn {
                 return Err(Error::corruption(path, pos as u64, bad_record_reason(kind, newest)));
             }
             return Ok(Framed { records, valid_len: pos as u64, torn: true });
@@ -126,9 +138,9 @@ pub(crate) fn parse_log(
     number: u64,
     newest: bool,
     mut next_seq: Option<u64>,
-    accept_bad_crc: bool,
+    leniency: Leniency,
 ) -> Result<ReplayedLog> {
-    let framed = parse_frames(data, path, number, newest, accept_bad_crc, "WAL")?;
+    let framed = parse_frames(data, path, number, newest, leniency, "WAL")?;
     let mut batches = Vec::new();
     for &(pos, payload) in &framed.records {
         if payload.is_empty() {
@@ -185,10 +197,10 @@ pub(crate) async fn replay(
     number: u64,
     newest: bool,
     next_seq: Option<u64>,
-    accept_bad_crc: bool,
+    leniency: Leniency,
 ) -> Result<ReplayedLog> {
     let data = Bytes::from(read_log(fs, path).await?);
-    let parsed = parse_log(&data, path, number, newest, next_seq, accept_bad_crc);
+    let parsed = parse_log(&data, path, number, newest, next_seq, leniency);
     let damaged = match &parsed {
         // Preallocated zeros after the last whole record end nearly every newest log. They are
         // no damage, and no single flipped bit can make a record's bytes read as all zeros, so
@@ -247,7 +259,30 @@ mod tests {
     }
 
     fn parse(data: &[u8], newest: bool) -> Result<ReplayedLog> {
-        parse_log(&Bytes::copy_from_slice(data), Path::new("000003.log"), 3, newest, Some(1), false)
+        parse_with(data, newest, Leniency::default())
+    }
+
+    fn parse_with(data: &[u8], newest: bool, leniency: Leniency) -> Result<ReplayedLog> {
+        let data = Bytes::copy_from_slice(data);
+        parse_log(&data, Path::new("000003.log"), 3, newest, Some(1), leniency)
+    }
+
+    #[test]
+    fn the_planted_bug_takes_corruption_for_a_torn_tail() {
+        let lenient = Leniency { bad_record_as_torn: true, ..Leniency::default() };
+        // Before data a later record attests synced.
+        let (mut data, starts) = log_of(4, true);
+        data[starts[1] + HEADER_BYTES + 3] ^= 0x40;
+        assert!(parse(&data, true).unwrap_err().is_corruption());
+        let log = parse_with(&data, true, lenient).unwrap();
+        assert!(log.torn);
+        assert_eq!(log.batches.len(), 1);
+        assert_eq!(log.valid_len, starts[1] as u64);
+        // In an older log.
+        let (data, starts) = log_of(3, false);
+        let cut = &data[..starts[2] + 3];
+        assert!(parse(cut, false).unwrap_err().is_corruption());
+        assert_eq!(parse_with(cut, false, lenient).unwrap().batches.len(), 2);
     }
 
     #[test]

@@ -14,8 +14,10 @@
 //! Invariants: `synced_upto <= written`, and every byte below `synced_upto` was covered by a
 //! successful `sync_data`. After one failed sync the log is failed for good: the kernel may
 //! have dropped the dirty pages and a retried fsync could report success for data it lost.
+//! (Two planted bugs, `SyncBugs`, break these on purpose, to prove the simulator notices.)
 
 use crate::error::{Error, Result};
+use crate::options::{Options, PlantedBug};
 use crate::runtime::File;
 use crate::signal::Signal;
 use std::path::PathBuf;
@@ -30,6 +32,46 @@ pub(crate) struct WalFile {
     number: u64,
     written: AtomicU64,
     sync: Mutex<SyncState>,
+    bugs: SyncBugs,
+}
+
+/// The planted bugs a log's fsyncs obey. Without the `planted-bugs` feature it is empty and
+/// every check of it is a constant `false`, so the fsync path pays nothing for it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SyncBugs {
+    #[cfg(feature = "planted-bugs")]
+    retry_failed_fsync: bool,
+    #[cfg(feature = "planted-bugs")]
+    durable_mark_before_sync: bool,
+}
+
+impl SyncBugs {
+    /// The bugs `options` plants in a WAL's fsyncs.
+    pub(crate) fn of(options: &Options) -> Self {
+        let _ = options;
+        SyncBugs {
+            #[cfg(feature = "planted-bugs")]
+            retry_failed_fsync: options.has_bug(PlantedBug::RetryFailedFsync),
+            #[cfg(feature = "planted-bugs")]
+            durable_mark_before_sync: options.has_bug(PlantedBug::DurableMarkBeforeSync),
+        }
+    }
+
+    fn has(self, bug: PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            match bug {
+                PlantedBug::RetryFailedFsync => self.retry_failed_fsync,
+                PlantedBug::DurableMarkBeforeSync => self.durable_mark_before_sync,
+                _ => false,
+            }
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = (self, bug);
+            false
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +147,11 @@ impl WalFile {
         let mut guard = SyncGuard { wal: self, done: false };
         let upto = self.written.load(Ordering::Acquire);
         syncs.fetch_add(1, Ordering::Relaxed);
+        if self.bugs.has(PlantedBug::DurableMarkBeforeSync) {
+            // Planted: the bytes count as durable while the fsync runs, whatever it returns.
+            let mut st = self.lock();
+            st.synced_upto = st.synced_upto.max(upto);
+        }
         let result = self.file.sync_data().await;
         guard.done = true;
         let mut st = self.lock();
@@ -113,6 +160,13 @@ impl WalFile {
             Ok(()) => {
                 st.synced_upto = st.synced_upto.max(upto);
                 st.completed = ordinal;
+                Ok(())
+            }
+            Err(e) if self.bugs.has(PlantedBug::RetryFailedFsync) => {
+                // Planted: the failure is forgotten. `sync_until` finds the bytes not yet
+                // durable and runs another fsync, whose success says nothing of the pages
+                // this one dropped.
+                tracing::warn!(log = %self.path.display(), error = %e, "retrying a failed fsync");
                 Ok(())
             }
             Err(e) => {
@@ -186,9 +240,22 @@ impl WalWriter {
         preallocate_bytes: u64,
     ) -> Self {
         let sync = SyncState { synced_upto: offset, ..SyncState::default() };
-        let shared =
-            WalFile { file, path, number, written: AtomicU64::new(offset), sync: sync.into() };
+        let shared = WalFile {
+            file,
+            path,
+            number,
+            written: AtomicU64::new(offset),
+            sync: sync.into(),
+            bugs: SyncBugs::default(),
+        };
         WalWriter { shared: Arc::new(shared), offset, allocated: offset, preallocate_bytes }
+    }
+
+    /// Plants `bugs` in this log's fsyncs; for a writer just made.
+    pub(crate) fn with_bugs(mut self, bugs: SyncBugs) -> Self {
+        let shared = Arc::get_mut(&mut self.shared).expect("a new writer's file is not shared");
+        shared.bugs = bugs;
+        self
     }
 
     pub(crate) fn number(&self) -> u64 {
@@ -322,5 +389,43 @@ mod tests {
         });
         assert_eq!(syncs.load(Ordering::Relaxed), 1);
         assert_eq!(file.durable_len(), 0);
+    }
+}
+
+#[cfg(all(test, feature = "planted-bugs"))]
+mod planted_tests {
+    use super::*;
+    use crate::testing::MemFile;
+
+    fn writer_with(bug: PlantedBug) -> (Arc<MemFile>, WalWriter) {
+        let file = MemFile::new();
+        let bugs = SyncBugs::of(&Options::default().planted_bug(Some(bug)));
+        let w = WalWriter::new(Box::new(Arc::clone(&file)), "000001.log".into(), 1, 0, 0);
+        (file, w.with_bugs(bugs))
+    }
+
+    #[test]
+    fn retry_failed_fsync_runs_another_and_reports_success() {
+        let (file, mut w) = writer_with(PlantedBug::RetryFailedFsync);
+        let syncs = AtomicU64::new(0);
+        file.fail_next_sync();
+        pollster::block_on(async {
+            w.append(&[7; 10]).await.unwrap();
+            w.file().sync_to(10, &syncs).await.unwrap();
+        });
+        assert_eq!(syncs.load(Ordering::Relaxed), 2);
+        assert_eq!(w.file().synced_upto(), 10);
+    }
+
+    #[test]
+    fn durable_mark_before_sync_marks_bytes_a_failed_fsync_covered() {
+        let (file, mut w) = writer_with(PlantedBug::DurableMarkBeforeSync);
+        let syncs = AtomicU64::new(0);
+        file.fail_next_sync();
+        pollster::block_on(async {
+            w.append(&[7; 10]).await.unwrap();
+            assert!(w.file().sync_to(10, &syncs).await.is_err());
+        });
+        assert_eq!(w.file().synced_upto(), 10, "marked durable before the fsync's outcome");
     }
 }
