@@ -62,11 +62,15 @@ struct Worker {
     pointers: Pointers,
     /// Tables no longer in the current version, waiting for readers to let go of them.
     obsolete: Vec<Arc<FileMeta>>,
+    /// Tables no reader holds whose deletion failed (here or at open): retried before each job.
+    undeleted: Vec<u64>,
 }
 
-/// Starts the background worker of `db`, which takes ownership of the MANIFEST.
-pub(crate) fn start(db: &Arc<DbInner>, manifest: Manifest) -> JoinHandle {
-    let worker = Worker { manifest, pointers: Pointers::default(), obsolete: Vec::new() };
+/// Starts the background worker of `db`, which takes ownership of the MANIFEST, and retries
+/// deleting the `undeleted` tables the open could not.
+pub(crate) fn start(db: &Arc<DbInner>, manifest: Manifest, undeleted: Vec<u64>) -> JoinHandle {
+    let worker =
+        Worker { manifest, pointers: Pointers::default(), obsolete: Vec::new(), undeleted };
     let task = run(Arc::downgrade(db), Arc::clone(&db.work_bell), worker);
     let handle = db.rt.spawn("jadedb-background", Box::pin(task));
     // The recovered tree may already need a compaction.
@@ -81,7 +85,7 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
             match catch_panic(&db.options, worker.job(&db)).await {
                 Ok(Ok(true)) => {
                     #[cfg(feature = "invariants")]
-                    crate::invariants::check_tree(&db, &worker.obsolete).await;
+                    crate::invariants::check_tree(&db, &worker.obsolete, &worker.undeleted).await;
                 }
                 Ok(Ok(false)) => break,
                 Ok(Err(err)) => {
@@ -209,15 +213,19 @@ impl Worker {
         let (free, held): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.obsolete).into_iter().partition(|f| Arc::strong_count(f) == 1);
         self.obsolete = held;
-        for f in free {
-            db.table_cache.evict(f.number);
-            let path = db.dir.join(crate::sstable::file_name(f.number));
+        let mut free: Vec<u64> = free.iter().map(|f| f.number).collect();
+        free.append(&mut self.undeleted);
+        for number in free {
+            db.table_cache.evict(number);
+            let path = db.dir.join(crate::sstable::file_name(number));
             match db.rt.fs().remove(&path).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                // Costs only space: the next open deletes what no version names.
+                // Costs only space, and is tried again before the next job (and by the next
+                // open, which deletes what no version names).
                 Err(e) => {
-                    tracing::warn!(table = %path.display(), error = %e, "could not delete a table")
+                    tracing::warn!(table = %path.display(), error = %e, "could not delete a table");
+                    self.undeleted.push(number);
                 }
             }
         }

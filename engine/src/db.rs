@@ -144,7 +144,7 @@ impl Db {
         let inner = Arc::new(inner);
         let task = commit::sync_task::start(&inner);
         *inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
-        let task = crate::background::start(&inner, r.manifest);
+        let task = crate::background::start(&inner, r.manifest, r.undeleted_tables);
         *inner.background_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         Db { inner }
     }

@@ -16,14 +16,15 @@ use crate::version::FileMeta;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Runs every check; panics on a violation.
-pub(crate) async fn check_tree(db: &DbInner, obsolete: &[Arc<FileMeta>]) {
-    if let Err(why) = check(db, obsolete).await {
+/// Runs every check; panics on a violation. `obsolete` are the tables waiting for readers to
+/// let go of them, `undeleted` those whose deletion failed and waits for a retry.
+pub(crate) async fn check_tree(db: &DbInner, obsolete: &[Arc<FileMeta>], undeleted: &[u64]) {
+    if let Err(why) = check(db, obsolete, undeleted).await {
         panic!("LSM structure violated: {why}");
     }
 }
 
-async fn check(db: &DbInner, obsolete: &[Arc<FileMeta>]) -> Result<(), String> {
+async fn check(db: &DbInner, obsolete: &[Arc<FileMeta>], undeleted: &[u64]) -> Result<(), String> {
     let version = db.current();
     version.check()?;
     let fs = db.rt.checker_fs().unwrap_or(db.rt.fs());
@@ -37,7 +38,8 @@ async fn check(db: &DbInner, obsolete: &[Arc<FileMeta>]) -> Result<(), String> {
     }
     for &number in &on_disk {
         let live = version.files().any(|(_, f)| f.number == number);
-        if !live && !obsolete.iter().any(|f| f.number == number) {
+        let waiting = obsolete.iter().any(|f| f.number == number) || undeleted.contains(&number);
+        if !live && !waiting {
             return Err(format!("table {number} is on disk but neither live nor obsolete"));
         }
     }

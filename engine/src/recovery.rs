@@ -36,6 +36,8 @@ pub(crate) struct Recovered {
     pub next_file_number: u64,
     pub wal: WalWriter,
     pub manifest: Manifest,
+    /// Tables no version names whose deletion failed: the background worker retries them.
+    pub undeleted_tables: Vec<u64>,
     pub counters: Counters,
 }
 
@@ -116,7 +118,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
         Manifest::create(rt.as_ref(), dir, manifest_number, &snapshot, &counters.manifest_syncs)
             .await?;
     let wal = create_wal(rt.as_ref(), dir, wal_number, &options).await?;
-    remove_obsolete(&rt, dir, &names, &version, manifest_number).await;
+    let undeleted_tables = remove_obsolete(&rt, dir, &names, &version, manifest_number).await;
     tracing::debug!(logs = logs.len(), last_seq = base.last_seq, wal = wal_number, "opened");
     Ok(Db::from_recovered(Recovered {
         rt,
@@ -128,6 +130,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
         next_file_number: base.next_file_number,
         wal,
         manifest,
+        undeleted_tables,
         counters,
     }))
 }
@@ -189,27 +192,33 @@ fn check_tables_exist(
 
 /// Deletes what no longer belongs to the database: WALs already in tables, tables no version
 /// names (a flush or compaction that crashed before its MANIFEST edit), old MANIFESTs and a
-/// leftover temporary `CURRENT`. Failing to delete costs only space, so failures are logged.
+/// leftover temporary `CURRENT`. Failing to delete costs only space, so failures are logged;
+/// the tables among them are returned for the background worker to retry (the other files are
+/// found and deleted again by the next open).
 async fn remove_obsolete(
     rt: &RuntimeRef,
     dir: &Path,
     names: &[String],
     version: &Version,
     manifest: u64,
-) {
+) -> Vec<u64> {
     let live_table = |n: u64| version.files().any(|(_, f)| f.number == n);
+    let mut undeleted_tables = Vec::new();
     for name in names {
+        let table = sstable::parse_file_name(name);
         let obsolete = wal::parse_file_name(name).is_some()
-            || sstable::parse_file_name(name).is_some_and(|n| !live_table(n))
+            || table.is_some_and(|n| !live_table(n))
             || manifest::parse_file_name(name).is_some_and(|n| n != manifest)
             || name == manifest::CURRENT_TEMP;
         if obsolete {
             let path = dir.join(name);
             if let Err(e) = rt.fs().remove(&path).await {
                 tracing::warn!(file = %path.display(), error = %e, "could not delete an obsolete file");
+                undeleted_tables.extend(table);
             }
         }
     }
+    undeleted_tables
 }
 
 fn check_existence(dir: &Path, options: &Options, exists: bool) -> Result<()> {

@@ -26,16 +26,31 @@ pub enum Bug {
     DeleteWalEarly,
     /// Compaction drops versions that live snapshots still read.
     CompactionIgnoresSnapshots,
+    /// A failed WAL fsync is retried instead of failing stop.
+    RetryFailedFsync,
+    /// The WAL's durable mark is raised before its fsync returns.
+    DurableMarkEarly,
+    /// The WAL and MANIFEST readers take any bad record for a torn tail.
+    BadRecordAsTornTail,
+    /// Recovery takes the next file number from the MANIFEST alone.
+    NextFileNumberTooLow,
+    /// A panicking background job kills its task silently instead of poisoning the database.
+    BackgroundPanicNotCaught,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 10] = [
         Bug::SyncNoop,
         Bug::AcceptTornWal,
         Bug::AckBeforeSync,
         Bug::DeleteWalEarly,
         Bug::CompactionIgnoresSnapshots,
+        Bug::RetryFailedFsync,
+        Bug::DurableMarkEarly,
+        Bug::BadRecordAsTornTail,
+        Bug::NextFileNumberTooLow,
+        Bug::BackgroundPanicNotCaught,
     ];
 
     /// The name used on the command line.
@@ -46,7 +61,29 @@ impl Bug {
             Bug::AckBeforeSync => "ack-before-sync",
             Bug::DeleteWalEarly => "delete-wal-early",
             Bug::CompactionIgnoresSnapshots => "compaction-ignores-snapshots",
+            Bug::RetryFailedFsync => "retry-failed-fsync",
+            Bug::DurableMarkEarly => "durable-mark-early",
+            Bug::BadRecordAsTornTail => "bad-record-as-torn-tail",
+            Bug::NextFileNumberTooLow => "next-file-number-too-low",
+            Bug::BackgroundPanicNotCaught => "background-panic-not-caught",
         }
+    }
+
+    /// The engine's switch for this bug; `None` for bugs planted in the simulated disk.
+    pub fn planted(self) -> Option<jadedb::PlantedBug> {
+        use jadedb::PlantedBug as P;
+        Some(match self {
+            Bug::SyncNoop => return None,
+            Bug::AcceptTornWal => P::AcceptTornWalRecord,
+            Bug::AckBeforeSync => P::AckBeforeSync,
+            Bug::DeleteWalEarly => P::DeleteWalBeforeManifest,
+            Bug::CompactionIgnoresSnapshots => P::CompactionIgnoresSnapshots,
+            Bug::RetryFailedFsync => P::RetryFailedFsync,
+            Bug::DurableMarkEarly => P::DurableMarkBeforeSync,
+            Bug::BadRecordAsTornTail => P::BadRecordAsTornTail,
+            Bug::NextFileNumberTooLow => P::NextFileNumberFromManifest,
+            Bug::BackgroundPanicNotCaught => P::BackgroundPanicNotCaught,
+        })
     }
 
     /// Parses a command-line name.
@@ -457,7 +494,8 @@ impl ScenarioConfig {
         };
         let cycle_count = if scale { 2 } else { rng.gen_range(2..=4) };
         let clients = rng.gen_range(2..=4);
-        let ops_per_client = if scale { rng.gen_range(2_500..=3_500) } else { rng.gen_range(8..=30) };
+        let ops_per_client =
+            if scale { rng.gen_range(2_500..=3_500) } else { rng.gen_range(8..=30) };
         let palette = draw_palette(&mut rng, latency);
         let measuring = latency != Latency::Random;
         let cycles = (0..cycle_count)
@@ -571,7 +609,8 @@ fn draw_cycle(
     } else {
         deadline_ms
     };
-    let close = matches!(point, CrashPoint::InPhase { phase: Phase::Close, .. }) || rng.gen_bool(0.2);
+    let close =
+        matches!(point, CrashPoint::InPhase { phase: Phase::Close, .. }) || rng.gen_bool(0.2);
     let tables = if measuring {
         TableConfig::for_latency(rng)
     } else if scale {
@@ -586,8 +625,7 @@ fn draw_cycle(
     } else {
         *pick(rng, &[256, 512, 1024, 2048, 16 << 10])
     };
-    let crash_kind =
-        if rng.gen_bool(0.5) { CrashKind::PowerLoss } else { CrashKind::ProcessCrash };
+    let crash_kind = if rng.gen_bool(0.5) { CrashKind::PowerLoss } else { CrashKind::ProcessCrash };
     Cycle { crash_kind, point, deadline_ms, close, faults, memtable_bytes_max, tables }
 }
 

@@ -40,7 +40,7 @@ mod cli {
             /// Parallel workers (default: the number of cores).
             #[arg(long)]
             jobs: Option<usize>,
-            /// Plant a known bug (sync-noop, accept-torn-wal, ack-before-sync).
+            /// Plant a known bug (see `Bug::ALL` for the names; an unknown name lists them).
             #[arg(long, value_parser = Bug::parse)]
             bug: Option<Bug>,
         },

@@ -13,7 +13,7 @@ use crate::config::{FaultKind, Faults, Latency, ScenarioConfig};
 use crate::runtime::{now_ns, Control, SimRuntime};
 use crate::scenario::{lock, Shared};
 use crate::trace::Trace;
-use jadedb::{Db, DbIterator, Options, PlantedBug, Snapshot, WriteBatch, WriteOptions};
+use jadedb::{Db, DbIterator, Options, Snapshot, WriteBatch, WriteOptions};
 use jadedb_fault::MemFs;
 use jadedb_model::{Observation, Op, ReadToken};
 use rand::{Rng, SeedableRng};
@@ -419,7 +419,11 @@ impl Process {
             Err(e) => return self.shared.fail(&self.trace, format!("iterator walk failed: {e}")),
         };
         self.trace.event(now_ns(), || {
-            format!("walk of {steps} steps showed {} keys in {} intervals", shown.seen.len(), shown.intervals.len())
+            format!(
+                "walk of {steps} steps showed {} keys in {} intervals",
+                shown.seen.len(),
+                shown.intervals.len()
+            )
         });
         lock(&self.shared.stats).walks += 1;
         match snap {
@@ -448,7 +452,8 @@ impl Process {
                 }
             }
         }
-        let obs = Observation { client: client as u64, intervals: shown.intervals, seen: shown.seen };
+        let obs =
+            Observation { client: client as u64, intervals: shown.intervals, seen: shown.seen };
         match reading {
             Reading::Latest(token) => model.observe(token, obs),
             Reading::Snapshot(seq, token) => model.observe_snapshot(seq, token, obs),
@@ -620,7 +625,9 @@ impl Process {
         let dir = Path::new(self.config.db_dir);
         let found = match self.disk.find(dir, ".log", value) {
             Ok(found) => found,
-            Err(e) => return self.shared.fail(&self.trace, format!("cannot inspect the disk: {e}")),
+            Err(e) => {
+                return self.shared.fail(&self.trace, format!("cannot inspect the disk: {e}"))
+            }
         };
         let Some(found) = found else {
             let why = format!("{id} was acknowledged as synced but no WAL holds it");
@@ -688,14 +695,7 @@ enum Reading {
 
 /// The options of cycle `cycle`.
 fn options(config: &ScenarioConfig, cycle: usize) -> Options {
-    use crate::config::Bug;
-    let planted = match config.bug {
-        Some(Bug::AckBeforeSync) => Some(PlantedBug::AckBeforeSync),
-        Some(Bug::AcceptTornWal) => Some(PlantedBug::AcceptTornWalRecord),
-        Some(Bug::DeleteWalEarly) => Some(PlantedBug::DeleteWalBeforeManifest),
-        Some(Bug::CompactionIgnoresSnapshots) => Some(PlantedBug::CompactionIgnoresSnapshots),
-        Some(Bug::SyncNoop) | None => None,
-    };
+    let planted = config.bug.and_then(crate::config::Bug::planted);
     let plan = &config.cycles[cycle.min(config.cycles.len() - 1)];
     let tables = &plan.tables;
     Options::default()
@@ -839,7 +839,9 @@ async fn walk_steps(
         };
         if let Some((k, v)) = it.entry() {
             if !within(k, &from, &to) || !within(k, &lo, &hi) {
-                return Ok(Err(format!("iterator step {step:?} answered {k:?}, outside {from:?}..{to:?}")));
+                return Ok(Err(format!(
+                    "iterator step {step:?} answered {k:?}, outside {from:?}..{to:?}"
+                )));
             }
             if let Some(old) = shown.seen.insert(k.to_vec(), v.to_vec()) {
                 if old != v.as_ref() {
@@ -932,7 +934,8 @@ pub async fn final_check(
     let config = Arc::new(config);
     let index = config.cycles.len() - 1;
     let control = Control::new(crate::config::CrashPoint::Time, true);
-    let (runtime, _, _) = crate::scenario::make_runtime(&disk, &config, index, &control, rng, trace);
+    let (runtime, _, _) =
+        crate::scenario::make_runtime(&disk, &config, index, &control, rng, trace);
     let node = handle.create_node().name("final").build();
     let process = Process::new(&config, index, runtime, &disk, shared, trace);
     let done = node.spawn(async move {

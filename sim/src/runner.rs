@@ -298,11 +298,7 @@ pub fn coverage_lines(s: &Summary, count: u64) -> Vec<String> {
             t.aimed_crashes,
             t.crashes
         ),
-        format!(
-            "crash points: right after {}; inside {}",
-            calls.join(", "),
-            phases.join(", ")
-        ),
+        format!("crash points: right after {}; inside {}", calls.join(", "), phases.join(", ")),
         format!(
             "faults (scenarios where each fired): {}; sector-torn blocks {}, directory changes \
              out of order {}; {} opens refused after damage at rest",

@@ -440,12 +440,7 @@ pub struct SimRuntime {
 }
 
 impl SimRuntime {
-    pub fn new(
-        fs: SimFs,
-        seed: u64,
-        buggify: Option<Buggify>,
-        panic_rate: f64,
-    ) -> Self {
+    pub fn new(fs: SimFs, seed: u64, buggify: Option<Buggify>, panic_rate: f64) -> Self {
         let points = Points { config: buggify, panic_rate, enabled: BTreeMap::new(), fired: 0 };
         SimRuntime {
             control: Arc::clone(&fs.control),

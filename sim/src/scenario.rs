@@ -167,7 +167,8 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
     for (index, cycle) in config.cycles.iter().enumerate() {
         damage_at_boot(&disk, &config, index, &shared, &mut rng, &trace);
         let control = Control::new(cycle.point, index > 0);
-        let (runtime, fault_fs, rules) = make_runtime(&disk, &config, index, &control, &mut rng, &trace);
+        let (runtime, fault_fs, rules) =
+            make_runtime(&disk, &config, index, &control, &mut rng, &trace);
         let node = handle.create_node().name(format!("db-{index}")).build();
         let process = Process::new(&config, index, Arc::clone(&runtime), &disk, &shared, &trace);
         node.spawn(process.run());
@@ -221,7 +222,8 @@ fn damage_at_boot(
     trace: &Trace,
 ) {
     let faults = &config.cycles[index].faults;
-    for (kind, what) in [(FaultKind::BitRot, Damage::Rot), (FaultKind::BadSector, Damage::BadSector)]
+    for (kind, what) in
+        [(FaultKind::BitRot, Damage::Rot), (FaultKind::BadSector, Damage::BadSector)]
     {
         let rate = faults.rate(kind);
         if rate == 0.0 || !rng.gen_bool(rate) {
@@ -234,7 +236,9 @@ fn damage_at_boot(
             continue;
         };
         drop(attest);
-        trace.event(now_ns(), || format!("{what:?} at rest in {} at {offset} ({file:?})", path.display()));
+        trace.event(now_ns(), || {
+            format!("{what:?} at rest in {} at {offset} ({file:?})", path.display())
+        });
         *lock(&shared.damaged) = true;
         lock(&shared.stats).faults_fired[fault_index(kind)] += 1;
     }
@@ -272,7 +276,11 @@ pub fn make_runtime(
         (FaultKind::List, &[OpKind::List], eio),
         (FaultKind::Truncate, &[OpKind::Truncate], eio),
         (FaultKind::NoSpaceWrite, &[OpKind::Write], Effect::ENOSPC),
-        (FaultKind::NoSpaceMeta, &[OpKind::Create, OpKind::Rename, OpKind::CreateDir], Effect::ENOSPC),
+        (
+            FaultKind::NoSpaceMeta,
+            &[OpKind::Create, OpKind::Rename, OpKind::CreateDir],
+            Effect::ENOSPC,
+        ),
         (FaultKind::ShortRead, &[OpKind::Read], Effect::ShortRead),
         (FaultKind::ReadFlip, &[OpKind::Read], Effect::BitFlip),
     ];
@@ -289,7 +297,8 @@ pub fn make_runtime(
     if config.bug == Some(crate::config::Bug::SyncNoop) {
         fault_fs.add_rule(OpKind::Sync, Predicate::always(), Effect::SkipSilently);
     }
-    let fs = SimFs::new(fault_fs.clone(), config.latency, rng.gen(), Arc::clone(control), trace.clone());
+    let fs =
+        SimFs::new(fault_fs.clone(), config.latency, rng.gen(), Arc::clone(control), trace.clone());
     let panic_rate = faults.rate(FaultKind::Panic);
     let runtime = Arc::new(SimRuntime::new(fs, rng.gen(), config.buggify, panic_rate));
     (runtime, fault_fs, rules)
