@@ -12,8 +12,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The kinds of call a fault rule can be keyed by, one per method of the seam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,6 +89,7 @@ enum Kind {
     PathEndsWith(String),
     // Boxed: a ChaCha state is ten times the size of every other variant.
     Probability { p: f64, rng: Box<Mutex<ChaCha8Rng>> },
+    WhileOn(Arc<AtomicBool>),
     And(Box<Predicate>, Box<Predicate>),
     Or(Box<Predicate>, Box<Predicate>),
     Not(Box<Predicate>),
@@ -144,6 +145,13 @@ impl Predicate {
         Predicate { kind: Kind::Probability { p, rng } }
     }
 
+    /// Fires while `switch` is set: a fault that starts (or stops) at a moment the test
+    /// chooses, such as once a database has opened. Combine it first (`while_on(s).and(p)`), so
+    /// that `p` counts and draws only while the switch is on.
+    pub fn while_on(switch: Arc<AtomicBool>) -> Self {
+        Predicate { kind: Kind::WhileOn(switch) }
+    }
+
     /// Fires when both fire; `other` sees only the calls `self` accepted.
     pub fn and(self, other: Predicate) -> Self {
         Predicate { kind: Kind::And(Box::new(self), Box::new(other)) }
@@ -174,6 +182,7 @@ impl Predicate {
                 let mut rng = rng.lock().unwrap_or_else(PoisonError::into_inner);
                 rng.gen::<f64>() < *p
             }
+            Kind::WhileOn(switch) => switch.load(Ordering::SeqCst),
             Kind::And(a, b) => a.matches(call) && b.matches(call),
             Kind::Or(a, b) => a.matches(call) || b.matches(call),
             Kind::Not(a) => !a.matches(call),
@@ -197,6 +206,7 @@ impl fmt::Debug for Predicate {
             Kind::PathContains(s) => write!(f, "path_contains({s:?})"),
             Kind::PathEndsWith(s) => write!(f, "path_ends_with({s:?})"),
             Kind::Probability { p, .. } => write!(f, "probability({p})"),
+            Kind::WhileOn(switch) => write!(f, "while_on({})", switch.load(Ordering::SeqCst)),
             Kind::And(a, b) => write!(f, "({a:?} and {b:?})"),
             Kind::Or(a, b) => write!(f, "({a:?} or {b:?})"),
             Kind::Not(a) => write!(f, "not {a:?}"),
@@ -259,6 +269,15 @@ mod tests {
             to: Some(Path::new("/db/CURRENT")),
         };
         assert!(p.matches(&c));
+    }
+
+    #[test]
+    fn while_on_gates_what_follows_it() {
+        let switch = Arc::new(AtomicBool::new(false));
+        let p = Predicate::while_on(Arc::clone(&switch)).and(Predicate::nth(2));
+        assert_eq!(fires(&p, &["/a"; 3]), [false, false, false], "off: nth sees nothing");
+        switch.store(true, Ordering::SeqCst);
+        assert_eq!(fires(&p, &["/a"; 3]), [false, true, false]);
     }
 
     #[test]

@@ -199,6 +199,19 @@ impl FaultKind {
         )
     }
 
+    /// The chance that a faulty seed's palette holds this kind. A palette holds two or three
+    /// kinds on average: the first fault that fires usually stops the database's writes, so a
+    /// short palette gives each kind its own chance. The faults a storage engine is most often
+    /// wrong about (a failed fsync, a crashing background job, rot at rest) are drawn most.
+    fn weight(self) -> f64 {
+        match self {
+            FaultKind::Sync => 0.75,
+            FaultKind::Panic => 0.6,
+            FaultKind::BitRot => 0.7,
+            _ => 0.1,
+        }
+    }
+
     /// Whether this fault damages data at rest (the engine may then refuse with `Corruption`
     /// or an I/O error, forever, but never lose data silently).
     pub fn at_rest(self) -> bool {
@@ -216,7 +229,7 @@ impl FaultKind {
             FaultKind::ReadEio | FaultKind::WriteEio | FaultKind::NoSpaceWrite => (0.005, 0.05),
             FaultKind::ShortRead => (0.05, 0.5),
             // Rot and bad sectors: the chance that a boot damages one place.
-            FaultKind::BitRot | FaultKind::BadSector => (0.3, 0.9),
+            FaultKind::BitRot | FaultKind::BadSector => (0.7, 1.0),
             FaultKind::Panic => (0.02, 0.2),
             FaultKind::SyncDir
             | FaultKind::Create
@@ -272,6 +285,9 @@ pub enum CrashKind {
 /// File calls a crash may be aimed right after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CallKind {
+    /// A write: a crash right after an append and before its fsync leaves the tail that a
+    /// power loss tears.
+    Write,
     Sync,
     SyncDir,
     Rename,
@@ -281,12 +297,19 @@ pub enum CallKind {
 
 impl CallKind {
     /// Every kind, in report order.
-    pub const ALL: [CallKind; 5] =
-        [CallKind::Sync, CallKind::SyncDir, CallKind::Rename, CallKind::Remove, CallKind::Create];
+    pub const ALL: [CallKind; 6] = [
+        CallKind::Write,
+        CallKind::Sync,
+        CallKind::SyncDir,
+        CallKind::Rename,
+        CallKind::Remove,
+        CallKind::Create,
+    ];
 
     /// The name of the file call, as the trace writes it.
     pub fn name(self) -> &'static str {
         match self {
+            CallKind::Write => "write",
             CallKind::Sync => "sync",
             CallKind::SyncDir => "sync_dir",
             CallKind::Rename => "rename",
@@ -304,6 +327,7 @@ impl CallKind {
     /// up to this.
     fn typical(self) -> u32 {
         match self {
+            CallKind::Write => 60,
             CallKind::Sync => 40,
             CallKind::SyncDir => 10,
             CallKind::Rename => 3,
@@ -416,6 +440,9 @@ pub struct Cycle {
     /// Close the database cleanly once the clients finish.
     pub close: bool,
     pub faults: Faults,
+    /// Whether the faults are on from boot, so recovery meets them too; otherwise they start
+    /// once the database is open (a disk that breaks while the engine runs).
+    pub faults_during_recovery: bool,
     pub memtable_bytes_max: usize,
     /// Reopening may change every table option.
     pub tables: TableConfig,
@@ -498,8 +525,14 @@ impl ScenarioConfig {
             if scale { rng.gen_range(2_500..=3_500) } else { rng.gen_range(8..=30) };
         let palette = draw_palette(&mut rng, latency);
         let measuring = latency != Latency::Random;
+        // Data rots at rest, while the database is closed: the cycles before the boots that
+        // damage it (the last cycle's and the final process's) mostly end in a clean close.
+        let damaging = palette.iter().any(|k| k.at_rest());
         let cycles = (0..cycle_count)
-            .map(|cycle| draw_cycle(&mut rng, cycle, ops_per_client, &palette, scale, measuring))
+            .map(|cycle| {
+                let rest_after = damaging && cycle + 2 >= cycle_count;
+                draw_cycle(&mut rng, cycle, ops_per_client, &palette, scale, measuring, rest_after)
+            })
             .collect();
         let crash_model = jadedb_fault::CrashModel {
             tear_sectors: rng.gen_bool(0.5),
@@ -516,7 +549,7 @@ impl ScenarioConfig {
         };
         ScenarioConfig {
             seed,
-            db_dir: *pick(&mut rng, &["/db", "/db", "/db", "/data/jade/db"]),
+            db_dir: if rng.gen_range(0..4) == 0 { "/data/jade/db" } else { "/db" },
             clients,
             ops_per_client,
             keys,
@@ -555,11 +588,11 @@ impl ScenarioConfig {
 /// The fault kinds of a seed: most seeds have none; a faulty seed has a few kinds, each kept
 /// with the same probability so every kind meets every other now and then.
 fn draw_palette(rng: &mut ChaCha8Rng, latency: Latency) -> Vec<FaultKind> {
-    if latency != Latency::Random || !rng.gen_bool(0.4) {
+    if latency != Latency::Random || !rng.gen_bool(0.6) {
         return Vec::new();
     }
     let mut palette: Vec<FaultKind> =
-        FaultKind::ALL.into_iter().filter(|_| rng.gen_bool(0.25)).collect();
+        FaultKind::ALL.into_iter().filter(|k| rng.gen_bool(k.weight())).collect();
     if palette.is_empty() {
         palette.push(*pick(rng, &FaultKind::ALL));
     }
@@ -573,6 +606,7 @@ fn draw_cycle(
     palette: &[FaultKind],
     scale: bool,
     measuring: bool,
+    rest_after: bool,
 ) -> Cycle {
     // The first cycle runs fault-free and always gets its clients going, so every scenario
     // acknowledges synced and unsynced writes before its first crash; faults come after.
@@ -588,14 +622,22 @@ fn draw_cycle(
     } else {
         Faults::default()
     };
-    // At scale the crash comes late, so thousands of operations run first.
-    let point = if scale { CrashPoint::Time } else { draw_point(rng, cycle, measuring) };
+    // At scale the crash comes late, so thousands of operations run first. Before data rots
+    // at rest, the database is mostly closed cleanly and left: the crash comes long after.
+    let at_rest_after_close = rest_after && rng.gen_bool(0.7);
+    let point = if scale || at_rest_after_close {
+        CrashPoint::Time
+    } else {
+        draw_point(rng, cycle, measuring)
+    };
     // Every file call costs at least a virtual millisecond, and a client op is a few of them:
     // this lands time crashes from early in the clients' run to after they are done. An aimed
     // crash gets room to find its point.
     let busy_ms = (ops_per_client as u64) * if scale { 3 } else { 8 };
     let deadline_ms = match point {
         CrashPoint::Time if scale => busy_ms + rng.gen_range(0..=busy_ms),
+        // Long enough for any stall the clients meet; once closed, waiting costs nothing.
+        CrashPoint::Time if at_rest_after_close => 60_000,
         // Close comes after every client is done, however long stalls made them take.
         CrashPoint::InPhase { phase: Phase::Close, .. } => 500 + 4 * busy_ms,
         CrashPoint::Time if cycle > 0 && rng.gen_bool(0.15) => rng.gen_range(1..=12),
@@ -603,14 +645,16 @@ fn draw_cycle(
         _ => 60 + busy_ms + rng.gen_range(0..=busy_ms),
     };
     // A panicking background job must not leave anything hanging: the process lives past the
-    // liveness bound (`process::LIVENESS_BOUND`, 5 s) so that a hang is seen before the crash.
+    // longest an operation may take (`process::OPERATION_MAX`, 60 s) so that a hang is seen
+    // before the crash. Waiting costs nothing: virtual time jumps to the next timer.
     let deadline_ms = if faults.rate(FaultKind::Panic) > 0.0 {
-        deadline_ms.max(6_000 + 2 * busy_ms)
+        deadline_ms.max(65_000 + 2 * busy_ms)
     } else {
         deadline_ms
     };
-    let close =
-        matches!(point, CrashPoint::InPhase { phase: Phase::Close, .. }) || rng.gen_bool(0.2);
+    let close = matches!(point, CrashPoint::InPhase { phase: Phase::Close, .. })
+        || at_rest_after_close
+        || rng.gen_bool(0.2);
     let tables = if measuring {
         TableConfig::for_latency(rng)
     } else if scale {
@@ -625,8 +669,20 @@ fn draw_cycle(
     } else {
         *pick(rng, &[256, 512, 1024, 2048, 16 << 10])
     };
-    let crash_kind = if rng.gen_bool(0.5) { CrashKind::PowerLoss } else { CrashKind::ProcessCrash };
-    Cycle { crash_kind, point, deadline_ms, close, faults, memtable_bytes_max, tables }
+    // Power loss more often: only it tears unsynced writes, which the WAL reader must tell
+    // from corruption.
+    let crash_kind = if rng.gen_bool(0.6) { CrashKind::PowerLoss } else { CrashKind::ProcessCrash };
+    let faults_during_recovery = rng.gen_bool(0.3);
+    Cycle {
+        crash_kind,
+        point,
+        deadline_ms,
+        close,
+        faults,
+        faults_during_recovery,
+        memtable_bytes_max,
+        tables,
+    }
 }
 
 /// Where a cycle's crash is aimed: at a time, after a kind of file call, or inside a phase.

@@ -4,86 +4,186 @@
 //! The engine must report damage it can detect (`Corruption` naming the file and offset, or the
 //! I/O error of a bad sector) and never return wrong data or silently drop a synced write. One
 //! place is exempt, because no log with a single copy of each record can tell rot there from a
-//! write torn by the crash: the newest log's bytes that no durable later write attests. A
-//! record written after a synced write was acknowledged can carry the proof that everything
-//! before it was synced (JadeDB's records do, in their `synced_upto` field), so the bytes below
-//! the end of a synced write W are provable once another synced write, issued after W's
-//! acknowledgement, is itself acknowledged in the same log. [`Attestations`] tracks exactly
-//! that from what the simulator sees (acknowledgements and where the bytes are on disk), and
-//! damage lands in the newest log only below it. Every other synced byte of every file kind
-//! (older logs, tables, MANIFESTs, `CURRENT`) may be damaged.
+//! write torn by the crash: the newest log's bytes that no durable later record attests. A
+//! record written after a write W was acknowledged can carry the proof that everything up to W
+//! was synced (JadeDB's records do, in their `synced_upto` field), so W's bytes are provably
+//! synced once a write issued after W's acknowledgement lies whole in the durable image of the
+//! same log. [`Attestations`] works that out from what the simulator sees (acknowledgements,
+//! and where the written values are on disk, which it finds by their unique bytes), and damage
+//! lands in the newest log only below it. Every other synced byte of every file kind (older
+//! logs, tables, MANIFESTs, `CURRENT`) may be damaged.
 
 use jadedb_fault::MemFs;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-/// What the simulator knows about each log's provably synced prefix.
+/// How many of the latest acknowledged writes are remembered: enough to cover a log (a log
+/// holds one memtable's worth of writes), few enough that working out a log's proof stays cheap.
+const ACKED_KEPT: usize = 1_000;
+
+/// How many bytes of a value find it on disk: values start with a number unique in the
+/// scenario, so a short prefix is unique too.
+const NEEDLE_BYTES: usize = 32;
+
+/// What the simulator knows to work out each log's provably synced prefix, and which files it
+/// has damaged already.
 #[derive(Debug, Default)]
 pub struct Attestations {
-    logs: BTreeMap<PathBuf, LogBytes>,
+    /// The latest acknowledged writes that put a value, oldest first.
+    acked: VecDeque<Acked>,
+    /// Writes acknowledged so far: the index the next one gets.
+    acks: u64,
+    /// Logs a clean close sealed: the seal attests each whole.
+    sealed: BTreeSet<PathBuf>,
+    /// Files damaged once are left alone: a second hit on the same log could destroy the very
+    /// record that attests the first (a sealed log's seal, say), and two faults in one record's
+    /// proof are beyond what one copy of a log can detect.
+    damaged: BTreeSet<PathBuf>,
+    /// What each log's durable records attested when the last crash came: worked out then,
+    /// while the disk still tells durable bytes from written ones (a crash image holds torn
+    /// writes that look whole).
+    at_crash: BTreeMap<PathBuf, u64>,
 }
 
+/// The first bytes of a value, which find it on disk, and its length.
+#[derive(Clone, Debug)]
+pub struct Needle {
+    pub bytes: Vec<u8>,
+    pub len: u64,
+}
+
+impl Needle {
+    pub fn of(value: &[u8]) -> Needle {
+        Needle { bytes: value[..value.len().min(NEEDLE_BYTES)].to_vec(), len: value.len() as u64 }
+    }
+}
+
+/// One acknowledged write, as the simulator can find it on disk.
+#[derive(Debug)]
+struct Acked {
+    /// Its place in acknowledgement order.
+    index: u64,
+    /// How many writes had been acknowledged when it was issued: those it can attest.
+    acks_at_issue: u64,
+    /// Whether it was acknowledged as synced: then its bytes, and every byte of the log
+    /// before them, were durable when it was acknowledged.
+    synced: bool,
+    /// Its first value: where it lies in a log.
+    first: Needle,
+    /// Its last operation's value, if that is a put: its record ends there, so the record is
+    /// whole on disk if everything up to that end is durable.
+    last: Option<Needle>,
+}
+
+/// Taken when a write is issued: the writes acknowledged before it.
 #[derive(Clone, Copy, Debug, Default)]
-struct LogBytes {
-    /// The farthest end of a synced write acknowledged in this log.
-    synced_end: u64,
-    /// Bytes below this are attested by a durable record written after they were synced.
-    attested: u64,
-}
-
-/// The synced ends of every log when a synced write was issued: what a record written for it
-/// may attest.
-#[derive(Clone, Debug, Default)]
-pub struct IssueSnapshot(BTreeMap<PathBuf, u64>);
+pub struct Issued(u64);
 
 impl Attestations {
-    /// Taken when a synced write is issued.
-    pub fn snapshot(&self) -> IssueSnapshot {
-        IssueSnapshot(self.logs.iter().map(|(p, b)| (p.clone(), b.synced_end)).collect())
+    /// Taken when a write is issued.
+    pub fn issued(&self) -> Issued {
+        Issued(self.acks)
     }
 
-    /// A synced write issued at `snapshot` was acknowledged, its bytes ending at `end` of `log`.
-    pub fn acknowledged(&mut self, snapshot: &IssueSnapshot, log: &Path, end: u64) {
-        let bytes = self.logs.entry(log.to_path_buf()).or_default();
-        bytes.attested = bytes.attested.max(snapshot.0.get(log).copied().unwrap_or(0));
-        bytes.synced_end = bytes.synced_end.max(end);
-    }
-
-    /// A clean close sealed every log: each is attested whole.
-    pub fn sealed_all(&mut self, logs: impl IntoIterator<Item = PathBuf>) {
-        for log in logs {
-            self.logs.entry(log).or_default().attested = u64::MAX;
+    /// A write issued at `issued` was acknowledged (as `synced` or not): `first` is its first
+    /// value and `last` its last operation's, if these are puts.
+    pub fn acknowledged(
+        &mut self,
+        issued: Issued,
+        synced: bool,
+        first: Option<Needle>,
+        last: Option<Needle>,
+    ) {
+        let index = self.acks;
+        self.acks += 1;
+        let Some(first) = first else { return };
+        let acks_at_issue = issued.0;
+        self.acked.push_back(Acked { index, acks_at_issue, synced, first, last });
+        if self.acked.len() > ACKED_KEPT {
+            self.acked.pop_front();
         }
     }
 
-    fn attested(&self, log: &Path) -> u64 {
-        self.logs.get(log).map_or(0, |b| b.attested)
+    /// A clean close sealed every log: the seal attests every record before it.
+    pub fn sealed_all(&mut self, logs: impl IntoIterator<Item = PathBuf>) {
+        self.sealed.extend(logs);
+    }
+
+    /// Works out, as a crash comes, what each log of `dir` has attested by then (see
+    /// `at_crash`). Logs not seen now keep what they attested at an earlier crash.
+    pub fn freeze(&mut self, disk: &MemFs, dir: &Path) {
+        let Ok(files) = disk.files(dir) else { return };
+        for f in files.iter().filter(|f| f.name.ends_with(".log")) {
+            let log = dir.join(&f.name);
+            let attested = self.attested(disk, dir, &log);
+            self.at_crash.insert(log, attested);
+        }
+    }
+
+    /// How many bytes from the start of `log` (a file of `dir` on `disk`) a durable record
+    /// attests as synced: a write issued after a synced write's acknowledgement whose record
+    /// is durable whole (everything from the log's start to its end is durable).
+    fn attested(&self, disk: &MemFs, dir: &Path, log: &Path) -> u64 {
+        let Some(name) = log.file_name().and_then(|n| n.to_str()) else { return 0 };
+        let sealed = self.sealed.contains(log);
+        let in_log = |needle: &[u8]| {
+            disk.find(dir, name, needle).ok().flatten().filter(|found| found.path == log)
+        };
+        // For each synced write in this log, the end of its first value (its record ends at or
+        // after it): synced when it was acknowledged. For each write whose whole record is
+        // durable, the acknowledgements before it was issued: the synced ends it can attest.
+        let mut ends = Vec::new();
+        let mut attesters = Vec::new();
+        for a in &self.acked {
+            let Some(found) = in_log(&a.first.bytes) else { continue };
+            if a.synced || sealed {
+                ends.push((a.index, found.offset + a.first.len));
+            }
+            let whole = a.last.as_ref().and_then(|last| {
+                in_log(&last.bytes).filter(|f| f.durable_upto >= f.offset + last.len)
+            });
+            if whole.is_some() {
+                attesters.push(a.acks_at_issue);
+            }
+        }
+        if sealed {
+            // The seal follows every record: it attests every write in the log (but not itself).
+            return ends.iter().map(|(_, e)| *e).max().unwrap_or(0);
+        }
+        attesters
+            .iter()
+            .filter_map(|&before| ends.iter().filter(|(i, _)| *i < before).map(|(_, e)| *e).max())
+            .max()
+            .unwrap_or(0)
     }
 }
 
-/// The kind of file a damaged byte belongs to, for reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where damage lands, by kind of file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FileKind {
-    Wal,
-    Table,
+    /// The newest WAL, in the bytes a durable later record attests: where telling rot from a
+    /// torn tail matters most, since synced writes live there.
+    NewestWal,
+    /// An older WAL, wholly synced before a newer one was created.
+    OlderWal,
     Manifest,
+    Table,
     Current,
 }
 
 impl FileKind {
-    fn of(name: &str) -> Option<FileKind> {
-        if name.ends_with(".log") {
-            Some(FileKind::Wal)
-        } else if name.ends_with(".sst") {
-            Some(FileKind::Table)
-        } else if name.starts_with("MANIFEST-") {
-            Some(FileKind::Manifest)
-        } else if name == "CURRENT" {
-            Some(FileKind::Current)
-        } else {
-            None
+    /// How often damage lands in this kind of file, relative to the others. The logs are hit
+    /// most: their readers must tell damage from a torn tail, where a table or `CURRENT` only
+    /// has checksums to check.
+    fn weight(self) -> u32 {
+        match self {
+            FileKind::NewestWal => 40,
+            FileKind::Manifest => 4,
+            FileKind::Table => 3,
+            FileKind::OlderWal => 2,
+            FileKind::Current => 1,
         }
     }
 }
@@ -97,37 +197,56 @@ pub enum Damage {
     BadSector,
 }
 
-/// Damages one synced byte of a file of `dir` (a file kind chosen first, so that rarer kinds
-/// such as `CURRENT` are hit as often as tables); returns where, or `None` if no byte could be
-/// damaged.
+/// Damages one synced byte of a file of `dir` (a kind of file drawn first, by
+/// [`FileKind::weight`]); returns where, or `None` if no byte could be damaged. With `defer`,
+/// damages nothing unless the newest WAL has attested bytes to damage, the place that matters
+/// most, so that a later boot may find it.
 pub fn damage(
     disk: &MemFs,
     dir: &Path,
-    attest: &Attestations,
+    attest: &mut Attestations,
     what: Damage,
+    defer: bool,
     rng: &mut ChaCha8Rng,
 ) -> Option<(PathBuf, u64, FileKind)> {
     let files = disk.files(dir).ok()?;
     let newest_log = files.iter().filter(|f| f.name.ends_with(".log")).map(|f| &f.name).max();
-    let mut targets: BTreeMap<&'static str, Vec<(PathBuf, u64, FileKind)>> = BTreeMap::new();
+    let mut targets: BTreeMap<FileKind, Vec<(PathBuf, u64)>> = BTreeMap::new();
     for f in &files {
-        let Some(kind) = FileKind::of(&f.name) else { continue };
         let path = dir.join(&f.name);
-        let mut limit = f.durable_len;
-        if Some(&f.name) == newest_log {
-            limit = limit.min(attest.attested(&path));
+        if attest.damaged.contains(&path) {
+            continue;
         }
+        let (kind, limit) = if Some(&f.name) == newest_log {
+            let attested = attest.at_crash.get(&path).copied().unwrap_or(0);
+            (FileKind::NewestWal, f.durable_len.min(attested))
+        } else if f.name.ends_with(".log") {
+            (FileKind::OlderWal, f.durable_len)
+        } else if f.name.ends_with(".sst") {
+            (FileKind::Table, f.durable_len)
+        } else if f.name.starts_with("MANIFEST-") {
+            (FileKind::Manifest, f.durable_len)
+        } else if f.name == "CURRENT" {
+            (FileKind::Current, f.durable_len)
+        } else {
+            continue;
+        };
         if limit > 0 {
-            targets.entry(kind_key(kind)).or_default().push((path, limit, kind));
+            targets.entry(kind).or_default().push((path, limit));
         }
     }
+    if defer && !targets.contains_key(&FileKind::NewestWal) {
+        return None;
+    }
+    let total: u32 = targets.keys().map(|k| k.weight()).sum();
     for _ in 0..8 {
-        let kinds: Vec<_> = targets.values().collect();
-        if kinds.is_empty() {
-            return None;
-        }
-        let files = kinds[rng.gen_range(0..kinds.len())];
-        let (path, limit, kind) = &files[rng.gen_range(0..files.len())];
+        let mut roll = rng.gen_range(0..total.max(1));
+        let (&kind, files) = targets.iter().find(|(k, _)| {
+            let hit = roll < k.weight();
+            roll = roll.saturating_sub(k.weight());
+            hit
+        })?;
+        let (path, limit) = &files[rng.gen_range(0..files.len())];
         let offset = rng.gen_range(0..*limit);
         let done = match what {
             Damage::Rot => disk.rot_at_rest(path, offset, 1 << rng.gen_range(0..8)),
@@ -135,17 +254,9 @@ pub fn damage(
         };
         // A byte in a block that unsynced data shares (after a process crash) is not at rest.
         if done.unwrap_or(false) {
-            return Some((path.clone(), offset, *kind));
+            attest.damaged.insert(path.clone());
+            return Some((path.clone(), offset, kind));
         }
     }
     None
-}
-
-fn kind_key(kind: FileKind) -> &'static str {
-    match kind {
-        FileKind::Wal => "wal",
-        FileKind::Table => "table",
-        FileKind::Manifest => "manifest",
-        FileKind::Current => "current",
-    }
 }

@@ -10,8 +10,9 @@
 //! (liveness); errors are accepted only where the cycle's faults can cause them.
 
 use crate::config::{FaultKind, Faults, Latency, ScenarioConfig};
+use crate::damage::Needle;
 use crate::runtime::{now_ns, Control, SimRuntime};
-use crate::scenario::{lock, Shared};
+use crate::scenario::{lock, FaultSwitch, Shared};
 use crate::trace::Trace;
 use jadedb::{Db, DbIterator, Options, Snapshot, WriteBatch, WriteOptions};
 use jadedb_fault::MemFs;
@@ -25,13 +26,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long any single operation may take in virtual time before it counts as hung. Far above
-/// what a legitimate stall takes (the longest compaction of a standard scenario writes a few
-/// hundred one-key tables, about a virtual second), far below the time a scenario may take.
+/// How long an operation may wait while the process makes no file call at all before it counts
+/// as hung: every legitimate wait (a stall for a flush or a compaction, a commit window, a
+/// delayed background job) is a wait for I/O that keeps going, and the longest pause between
+/// two file calls is tens of milliseconds.
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(5);
-/// The same bound at scale, where one compaction may rewrite a few megabytes as hundreds of
-/// small tables, each a dozen file calls.
-pub const LIVENESS_BOUND_SCALE: Duration = Duration::from_secs(60);
+/// How long an operation may take at all, however busy the disk: a livelock of file calls.
+/// One `compact_range` of a standard scenario may rewrite a hundred one-key tables on each of
+/// six levels, a few virtual seconds; at scale, megabytes as hundreds of small tables.
+pub const OPERATION_MAX: Duration = Duration::from_secs(60);
+pub const OPERATION_MAX_SCALE: Duration = Duration::from_secs(1200);
 
 /// One simulated process.
 #[derive(Debug)]
@@ -42,6 +46,8 @@ pub struct Process {
     close: bool,
     rt: Arc<SimRuntime>,
     disk: MemFs,
+    /// Turns the cycle's faults on once the database is open (if they are not on already).
+    switch: FaultSwitch,
     shared: Arc<Shared>,
     trace: Trace,
 }
@@ -62,6 +68,7 @@ impl Process {
         cycle: usize,
         rt: Arc<SimRuntime>,
         disk: &MemFs,
+        switch: FaultSwitch,
         shared: &Arc<Shared>,
         trace: &Trace,
     ) -> Self {
@@ -73,6 +80,7 @@ impl Process {
             close: plan.close,
             rt,
             disk: disk.clone(),
+            switch,
             shared: Arc::clone(shared),
             trace: trace.clone(),
         }
@@ -98,22 +106,35 @@ impl Process {
         }
     }
 
-    /// Runs `op`, failing the scenario if it does not finish within [`LIVENESS_BOUND`] of
-    /// virtual time: the engine must never hang, whatever faults it met.
+    /// Runs `op`, failing the scenario if it hangs: if [`LIVENESS_BOUND`] of virtual time
+    /// passes without a single file call of the process completing, or if it takes longer than
+    /// [`OPERATION_MAX`] however busy the disk is. The engine must never hang, whatever faults
+    /// it met.
     async fn bounded<T>(&self, what: &str, op: impl Future<Output = T>) -> Option<T> {
-        let bound = if self.config.scale { LIVENESS_BOUND_SCALE } else { LIVENESS_BOUND };
-        match madsim::time::timeout(bound, op).await {
-            Ok(out) => Some(out),
-            Err(_) => {
-                let tasks = self.control().live_tasks().join(", ");
-                let why = format!(
-                    "liveness: {what} did not finish within {bound:?} of virtual time (engine \
-                     tasks alive: {tasks})"
-                );
-                self.shared.fail(&self.trace, why);
-                None
+        let max = if self.config.scale { OPERATION_MAX_SCALE } else { OPERATION_MAX };
+        let mut op = std::pin::pin!(op);
+        let mut waited = Duration::ZERO;
+        let mut calls = self.control().calls_completed();
+        let stuck = loop {
+            match madsim::time::timeout(LIVENESS_BOUND, op.as_mut()).await {
+                Ok(out) => return Some(out),
+                Err(_) => {
+                    waited += LIVENESS_BOUND;
+                    let now = self.control().calls_completed();
+                    if now == calls {
+                        break format!("{LIVENESS_BOUND:?} passed without a file call");
+                    }
+                    if waited >= max {
+                        break format!("it ran past {max:?} of virtual time");
+                    }
+                    calls = now;
+                }
             }
-        }
+        };
+        let tasks = self.control().live_tasks().join(", ");
+        let why = format!("liveness: {what} did not finish: {stuck} (engine tasks alive: {tasks})");
+        self.shared.fail(&self.trace, why);
+        None
     }
 
     /// Whether a read may fail under this cycle's faults (with `Corruption` or an I/O error,
@@ -162,6 +183,7 @@ impl Process {
         if !self.check_recovered(&db).await {
             return None;
         }
+        self.switch.on();
         *lock(&self.shared.live_db) = Some(db.clone());
         Some(db)
     }
@@ -556,9 +578,10 @@ impl Process {
             }
         }
         let n = ops.len();
-        let first_value = ops.iter().find_map(|o| o.value().map(<[u8]>::to_vec));
+        let first = ops.iter().find_map(Op::value).map(Needle::of);
+        let last = ops.last().and_then(Op::value).map(Needle::of);
         let failures_before = self.control().durability_failures();
-        let issued = lock(&self.shared.attest).snapshot();
+        let issued = lock(&self.shared.attest).issued();
         let issued_ns = now_ns();
         let id = lock(&self.shared.model).issue_write(ops, sync);
         self.trace.event(now_ns(), || format!("client {client} write {id} ops {n} sync {sync}"));
@@ -588,9 +611,10 @@ impl Process {
                     return self.shared.fail(&self.trace, why);
                 }
                 if sync {
-                    self.check_durable_at_ack(id, first_value.as_deref(), &issued);
+                    self.check_durable_at_ack(id, first.as_ref());
                     self.record_latency(issued_ns);
                 }
+                lock(&self.shared.attest).acknowledged(issued, sync, first, last);
             }
             Err(e) => {
                 let judged = {
@@ -614,16 +638,11 @@ impl Process {
 
     /// Invariant 7: when a synced write is acknowledged, its bytes in the log, and everything
     /// before them, are in the disk's durable image at that instant.
-    fn check_durable_at_ack(
-        &self,
-        id: jadedb_model::WriteId,
-        value: Option<&[u8]>,
-        issued: &crate::damage::IssueSnapshot,
-    ) {
+    fn check_durable_at_ack(&self, id: jadedb_model::WriteId, value: Option<&Needle>) {
         // A batch of deletes writes no bytes unique to it; its durability is checked by crashes.
         let Some(value) = value else { return };
         let dir = Path::new(self.config.db_dir);
-        let found = match self.disk.find(dir, ".log", value) {
+        let found = match self.disk.find(dir, ".log", &value.bytes) {
             Ok(found) => found,
             Err(e) => {
                 return self.shared.fail(&self.trace, format!("cannot inspect the disk: {e}"))
@@ -633,16 +652,16 @@ impl Process {
             let why = format!("{id} was acknowledged as synced but no WAL holds it");
             return self.shared.fail(&self.trace, why);
         };
-        if !found.durable_prefix {
+        let end = found.offset + value.len;
+        if found.durable_upto < end {
             let why = format!(
-                "{id} was acknowledged as synced before {} was durable up to its end (offset {})",
+                "{id} was acknowledged as synced before {} was durable up to its end (offset \
+                 {end}; durable up to {})",
                 found.path.display(),
-                found.offset + value.len() as u64
+                found.durable_upto
             );
             return self.shared.fail(&self.trace, why);
         }
-        let end = found.offset + value.len() as u64;
-        lock(&self.shared.attest).acknowledged(issued, &found.path, end);
         lock(&self.shared.stats).acks_checked_durable += 1;
     }
 
@@ -925,6 +944,7 @@ pub async fn final_check(
     shared: &Arc<Shared>,
     trace: &Trace,
 ) {
+    crate::scenario::damage_at_boot(&disk, config, config.cycles.len(), shared, rng, trace);
     let mut last = config.cycles.last().expect("at least one cycle").clone();
     last.faults = Faults::default();
     last.close = true;
@@ -934,10 +954,10 @@ pub async fn final_check(
     let config = Arc::new(config);
     let index = config.cycles.len() - 1;
     let control = Control::new(crate::config::CrashPoint::Time, true);
-    let (runtime, _, _) =
+    let (runtime, _, _, switch) =
         crate::scenario::make_runtime(&disk, &config, index, &control, rng, trace);
     let node = handle.create_node().name("final").build();
-    let process = Process::new(&config, index, runtime, &disk, shared, trace);
+    let process = Process::new(&config, index, runtime, &disk, switch, shared, trace);
     let done = node.spawn(async move {
         for round in 0..2 {
             if process.shared.failed() {
@@ -950,6 +970,7 @@ pub async fn final_check(
         }
     });
     let _ = done.await;
+    crate::scenario::check_panics(shared, &control, trace);
 }
 
 impl Process {

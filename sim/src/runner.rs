@@ -40,7 +40,7 @@ pub struct Summary {
     pub with_power_loss: u64,
     pub with_process_crash: u64,
     /// Scenarios with a crash right after a call of each kind ([`crate::config::CallKind::ALL`]).
-    pub with_crash_after_call: [u64; 5],
+    pub with_crash_after_call: [u64; 6],
     /// Scenarios with a crash inside each phase ([`jadedb::runtime::Phase::ALL`]).
     pub with_crash_in_phase: [u64; 7],
     /// Scenarios in which each fault kind fired ([`FaultKind::ALL`]).
@@ -133,20 +133,19 @@ fn run_batch(
             let (next, summary, seeds) = (Arc::clone(&next), Arc::clone(summary), seeds.clone());
             #[allow(clippy::disallowed_methods)]
             // worker threads of the sweep, outside any simulation
-            std::thread::spawn(move || loop {
-                let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
-                let outcome = run_one(seed, bug, Trace::default());
-                if outcome.failure.is_some() && !quiet {
-                    print_failure(&outcome);
+            std::thread::spawn(move || {
+                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let outcome = run_one(seed, bug, Trace::default());
+                    if outcome.failure.is_some() && !quiet {
+                        print_failure(&outcome);
+                    }
+                    if std::env::var_os("JADEDB_SIM_SHOW_UNCOVERED").is_some()
+                        && !covered(&outcome.stats)
+                    {
+                        println!("uncovered seed {}: {:?}", outcome.seed, outcome.stats);
+                    }
+                    tally(&mut summary.lock().unwrap_or_else(PoisonError::into_inner), &outcome);
                 }
-                if std::env::var_os("JADEDB_SIM_SHOW_UNCOVERED").is_some()
-                    && !covered(&outcome.stats)
-                {
-                    println!("uncovered seed {}: {:?}", outcome.seed, outcome.stats);
-                }
-                tally(&mut summary.lock().unwrap_or_else(PoisonError::into_inner), &outcome);
             })
         })
         .collect();

@@ -69,6 +69,8 @@ struct ControlState {
     /// Phases in progress, with how many tasks are inside each.
     active: BTreeMap<Phase, u32>,
     last_call: Option<&'static str>,
+    /// File calls completed so far: how the liveness check tells a long job from a hang.
+    calls_completed: u64,
     crash: Option<CrashSite>,
     /// The supervisor, waiting for an aimed crash.
     waiter: Option<Waker>,
@@ -81,6 +83,8 @@ struct ControlState {
     panics: Vec<String>,
     /// Panics injected through the fault points.
     injected_panics: u64,
+    /// What the file system saw the engine do that it must never do.
+    violations: Vec<String>,
 }
 
 impl Control {
@@ -93,12 +97,14 @@ impl Control {
             phase_calls: 0,
             active: BTreeMap::new(),
             last_call: None,
+            calls_completed: 0,
             crash: None,
             waiter: None,
             durability_failures: 0,
             tasks: BTreeMap::new(),
             panics: Vec::new(),
             injected_panics: 0,
+            violations: Vec::new(),
         };
         Arc::new(Control { state: Mutex::new(state) })
     }
@@ -119,6 +125,7 @@ impl Control {
             return true;
         }
         st.last_call = Some(op);
+        st.calls_completed += 1;
         st.durability_failures += u64::from(failed_durability);
         let aimed = match st.point {
             CrashPoint::Time => false,
@@ -184,6 +191,11 @@ impl Control {
         st.crash.clone().expect("just frozen")
     }
 
+    /// File calls completed so far by every task of the process.
+    pub fn calls_completed(&self) -> u64 {
+        self.lock().calls_completed
+    }
+
     /// Failed writes, syncs, directory syncs and truncates so far.
     pub fn durability_failures(&self) -> u64 {
         self.lock().durability_failures
@@ -198,6 +210,15 @@ impl Control {
     pub fn unexpected_panics(&self) -> Vec<String> {
         let st = self.lock();
         st.panics.iter().filter(|m| !m.starts_with(INJECTED_PANIC)).cloned().collect()
+    }
+
+    /// What the file system saw the engine do that it must never do.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    fn violated(&self, why: String) {
+        self.lock().violations.push(why);
     }
 
     /// How many panics the fault points injected.
@@ -322,6 +343,16 @@ fn none<T>(_: &io::Result<T>) -> String {
 impl FileSystem for SimFs {
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn File>> {
         Box::pin(async move {
+            // File numbers are never reused (DESIGN.md's names; Pebble and RocksDB hold to it
+            // too): creating a numbered file that exists replaces what may still be needed,
+            // and a later deletion of the old name takes the new file.
+            let numbered = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.ends_with(".log") || n.ends_with(".sst") || n.starts_with("MANIFEST-")
+            });
+            if numbered && !self.control.frozen() && self.inner.inner().open(path).await.is_ok() {
+                let why = format!("created {} again: a file number reused", path.display());
+                self.control.violated(why);
+            }
             let file = self.call("create", path, none, self.inner.create(path)).await?;
             Ok(self.file(file, path))
         })

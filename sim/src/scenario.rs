@@ -23,6 +23,7 @@ use jadedb_model::Model;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ pub struct Stats {
     /// Crashes that came at their aimed point.
     pub aimed_crashes: u64,
     /// Crashes right after a file call of each kind ([`CallKind::ALL`] order).
-    pub crashes_after_call: [u64; 5],
+    pub crashes_after_call: [u64; 6],
     /// Crashes inside each engine phase ([`Phase::ALL`] order).
     pub crashes_in_phase: [u64; 7],
     /// Faults that fired, by kind ([`FaultKind::ALL`] order).
@@ -167,10 +168,11 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
     for (index, cycle) in config.cycles.iter().enumerate() {
         damage_at_boot(&disk, &config, index, &shared, &mut rng, &trace);
         let control = Control::new(cycle.point, index > 0);
-        let (runtime, fault_fs, rules) =
+        let (runtime, fault_fs, rules, switch) =
             make_runtime(&disk, &config, index, &control, &mut rng, &trace);
         let node = handle.create_node().name(format!("db-{index}")).build();
-        let process = Process::new(&config, index, Arc::clone(&runtime), &disk, &shared, &trace);
+        let process =
+            Process::new(&config, index, Arc::clone(&runtime), &disk, switch, &shared, &trace);
         node.spawn(process.run());
         let deadline = Duration::from_millis(cycle.deadline_ms);
         let _ = madsim::time::timeout(deadline, control.crashed()).await;
@@ -181,6 +183,10 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
         record_crash(&shared, &config, index, &site, &control, &runtime, &fault_fs, &rules, &disk);
         check_panics(&shared, &control, &trace);
         disk.set_sync_fault(None);
+        // Only the crashes before the boots that damage data need to know what is attested.
+        if config.damages_at_rest() && index + 2 >= config.cycles.len() {
+            lock(&shared.attest).freeze(&disk, Path::new(config.db_dir));
+        }
         disk = match cycle.crash_kind {
             CrashKind::PowerLoss => {
                 let (next, report) = disk.crash_with_report(&mut rng);
@@ -212,8 +218,11 @@ fn check_latency(shared: &Shared, trace: &Trace) {
     }
 }
 
-/// Damages data at rest before cycle `index` boots, if the cycle's faults include it.
-fn damage_at_boot(
+/// Damages data at rest before cycle `index` boots, if it is the last cycle or the final
+/// process (`index` past the last cycle) and the last cycle's faults include it: the engine may
+/// refuse to open from then on, so earlier cycles are spared for the other faults. One place is
+/// damaged per scenario: a second could only add a refusal for a reason already given.
+pub(crate) fn damage_at_boot(
     disk: &MemFs,
     config: &ScenarioConfig,
     index: usize,
@@ -221,17 +230,23 @@ fn damage_at_boot(
     rng: &mut ChaCha8Rng,
     trace: &Trace,
 ) {
-    let faults = &config.cycles[index].faults;
+    if index + 1 < config.cycles.len() {
+        return;
+    }
+    let faults = &config.cycles[config.cycles.len() - 1].faults;
     for (kind, what) in
         [(FaultKind::BitRot, Damage::Rot), (FaultKind::BadSector, Damage::BadSector)]
     {
         let rate = faults.rate(kind);
-        if rate == 0.0 || !rng.gen_bool(rate) {
+        if shared.damaged() || rate == 0.0 || !rng.gen_bool(rate) {
             continue;
         }
-        let attest = lock(&shared.attest);
+        // The last cycle's boot waits, most of the time, for a newest WAL worth damaging; the
+        // final process's boot takes what there is.
+        let defer = index < config.cycles.len() && rng.gen_bool(0.6);
+        let mut attest = lock(&shared.attest);
         let Some((path, offset, file)) =
-            damage::damage(disk, Path::new(config.db_dir), &attest, what, rng)
+            damage::damage(disk, Path::new(config.db_dir), &mut attest, what, defer, rng)
         else {
             continue;
         };
@@ -249,6 +264,21 @@ pub type Rules = Vec<FaultKind>;
 
 /// The runtime of one process: the disk with this cycle's faults, latency, crash control and
 /// tracing.
+/// The switch that turns a cycle's faults on: at boot, or once the database is open.
+#[derive(Clone, Debug, Default)]
+pub struct FaultSwitch(Arc<AtomicBool>);
+
+impl FaultSwitch {
+    pub fn on(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Fires with probability `rate` while the switch is on.
+    fn gate(&self, rate: f64, seed: u64) -> Predicate {
+        Predicate::while_on(Arc::clone(&self.0)).and(Predicate::probability(rate, seed))
+    }
+}
+
 pub fn make_runtime(
     disk: &MemFs,
     config: &ScenarioConfig,
@@ -256,13 +286,18 @@ pub fn make_runtime(
     control: &Arc<Control>,
     rng: &mut ChaCha8Rng,
     trace: &Trace,
-) -> (Arc<SimRuntime>, FaultFs<MemFs>, Rules) {
-    let faults = &config.cycles[index].faults;
+) -> (Arc<SimRuntime>, FaultFs<MemFs>, Rules, FaultSwitch) {
+    let cycle = &config.cycles[index];
+    let faults = &cycle.faults;
+    let switch = FaultSwitch::default();
+    if cycle.faults_during_recovery {
+        switch.on();
+    }
     let fault_fs = FaultFs::new(disk.clone()).with_seed(rng.gen());
     let mut rules = Rules::new();
     // Faults hit every file the engine uses: WALs, tables, MANIFESTs and CURRENT.
     if faults.rate(FaultKind::Sync) > 0.0 {
-        disk.set_sync_fault(Some(Predicate::probability(faults.rate(FaultKind::Sync), rng.gen())));
+        disk.set_sync_fault(Some(switch.gate(faults.rate(FaultKind::Sync), rng.gen())));
     }
     let eio = Effect::EIO;
     let table: [(FaultKind, &[OpKind], Effect); 13] = [
@@ -290,7 +325,7 @@ pub fn make_runtime(
             continue;
         }
         for &op in ops {
-            fault_fs.add_rule(op, Predicate::probability(rate, rng.gen()), effect);
+            fault_fs.add_rule(op, switch.gate(rate, rng.gen()), effect);
             rules.push(kind);
         }
     }
@@ -301,7 +336,7 @@ pub fn make_runtime(
         SimFs::new(fault_fs.clone(), config.latency, rng.gen(), Arc::clone(control), trace.clone());
     let panic_rate = faults.rate(FaultKind::Panic);
     let runtime = Arc::new(SimRuntime::new(fs, rng.gen(), config.buggify, panic_rate));
-    (runtime, fault_fs, rules)
+    (runtime, fault_fs, rules, switch)
 }
 
 fn record_metrics_at_crash(shared: &Shared) {
@@ -353,10 +388,14 @@ fn record_crash(
     stats.points_fired += runtime.points_fired();
 }
 
-/// A panic of an engine task that no fault point injected is a bug in the engine.
-fn check_panics(shared: &Shared, control: &Control, trace: &Trace) {
+/// A panic of an engine task that no fault point injected is a bug in the engine, and so is
+/// anything the file system saw it do that it must never do.
+pub(crate) fn check_panics(shared: &Shared, control: &Control, trace: &Trace) {
     if let Some(msg) = control.unexpected_panics().first() {
         shared.fail(trace, format!("an engine task panicked: {msg}"));
+    }
+    if let Some(why) = control.violations().first() {
+        shared.fail(trace, why.clone());
     }
 }
 

@@ -196,10 +196,10 @@ impl MemFs {
             let Ok(cell) = state.tree.open(&path) else { continue };
             let data = cell.data();
             if let Some(at) = find_bytes(&data.current, needle) {
-                let end = at + needle.len();
-                let durable_prefix =
-                    data.durable.len() >= end && data.durable[..end] == data.current[..end];
-                return Ok(Some(Found { path, offset: at as u64, durable_prefix }));
+                let same = data.durable.iter().zip(&data.current).take_while(|(d, c)| d == c);
+                let durable_upto = same.count() as u64;
+                let durable_prefix = durable_upto >= (at + needle.len()) as u64;
+                return Ok(Some(Found { path, offset: at as u64, durable_prefix, durable_upto }));
             }
         }
         Ok(None)
@@ -263,6 +263,8 @@ pub struct Found {
     /// Whether the file's durable image holds exactly what reads see, from its start to the
     /// needle's end: a power loss now would keep the needle and everything before it.
     pub durable_prefix: bool,
+    /// How many bytes from the file's start the durable image holds exactly as reads see them.
+    pub durable_upto: u64,
 }
 
 /// The first position of `needle` in `haystack`. Needles are unique strings a simulator wrote,
