@@ -64,13 +64,21 @@ struct Worker {
     obsolete: Vec<Arc<FileMeta>>,
     /// Tables no reader holds whose deletion failed (here or at open): retried before each job.
     undeleted: Vec<u64>,
+    #[cfg(feature = "invariants")]
+    checker: crate::invariants::Checker,
 }
 
 /// Starts the background worker of `db`, which takes ownership of the MANIFEST, and retries
 /// deleting the `undeleted` tables the open could not.
 pub(crate) fn start(db: &Arc<DbInner>, manifest: Manifest, undeleted: Vec<u64>) -> JoinHandle {
-    let worker =
-        Worker { manifest, pointers: Pointers::default(), obsolete: Vec::new(), undeleted };
+    let worker = Worker {
+        manifest,
+        pointers: Pointers::default(),
+        obsolete: Vec::new(),
+        undeleted,
+        #[cfg(feature = "invariants")]
+        checker: crate::invariants::Checker::default(),
+    };
     let task = run(Arc::downgrade(db), Arc::clone(&db.work_bell), worker);
     let handle = db.rt.spawn("jadedb-background", Box::pin(task));
     // The recovered tree may already need a compaction.
@@ -85,7 +93,13 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
             match catch_panic(&db.options, worker.job(&db)).await {
                 Ok(Ok(true)) => {
                     #[cfg(feature = "invariants")]
-                    crate::invariants::check_tree(&db, &worker.obsolete, &worker.undeleted).await;
+                    crate::invariants::check_tree(
+                        &db,
+                        &mut worker.checker,
+                        &worker.obsolete,
+                        &worker.undeleted,
+                    )
+                    .await;
                 }
                 Ok(Ok(false)) => break,
                 Ok(Err(err)) => {

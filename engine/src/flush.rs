@@ -76,10 +76,10 @@ pub(crate) async fn flush_oldest(db: &Arc<DbInner>, manifest: &mut Manifest) -> 
         edit.added.push((0, meta));
     }
     let wal = db.dir.join(crate::wal::file_name(job.mem.wal_number()));
+    let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::FlushInstall);
     if db.options.has_bug(PlantedBug::DeleteWalBeforeManifest) {
         remove_wal(db, &wal).await;
     }
-    let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::FlushInstall);
     db.log_and_apply(manifest, edit, Some(&job.mem)).await?;
     Counters::add(&db.counters.flushes, 1);
     tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");

@@ -8,6 +8,10 @@
 //! numbers fall strictly in the order reads consult the tables (level 0 newest first, then each
 //! deeper level), which is what makes "the first version found is the newest" true.
 //! A violation panics, so the simulator reports the seed.
+//!
+//! Tables never change once written, so the checker reads each one once and keeps its keys and
+//! sequence numbers for as long as a version names it: a check after a job then reads only the
+//! tables the job wrote.
 
 use crate::db::DbInner;
 use crate::runtime::FileSystem;
@@ -16,15 +20,31 @@ use crate::version::FileMeta;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The keys and sequence numbers of each table checked so far, in table order.
+#[derive(Debug, Default)]
+pub(crate) struct Checker {
+    tables: BTreeMap<u64, Arc<[(Vec<u8>, u64)]>>,
+}
+
 /// Runs every check; panics on a violation. `obsolete` are the tables waiting for readers to
 /// let go of them, `undeleted` those whose deletion failed and waits for a retry.
-pub(crate) async fn check_tree(db: &DbInner, obsolete: &[Arc<FileMeta>], undeleted: &[u64]) {
-    if let Err(why) = check(db, obsolete, undeleted).await {
+pub(crate) async fn check_tree(
+    db: &DbInner,
+    checker: &mut Checker,
+    obsolete: &[Arc<FileMeta>],
+    undeleted: &[u64],
+) {
+    if let Err(why) = check(db, checker, obsolete, undeleted).await {
         panic!("LSM structure violated: {why}");
     }
 }
 
-async fn check(db: &DbInner, obsolete: &[Arc<FileMeta>], undeleted: &[u64]) -> Result<(), String> {
+async fn check(
+    db: &DbInner,
+    checker: &mut Checker,
+    obsolete: &[Arc<FileMeta>],
+    undeleted: &[u64],
+) -> Result<(), String> {
     let version = db.current();
     version.check()?;
     let fs = db.rt.checker_fs().unwrap_or(db.rt.fs());
@@ -43,7 +63,9 @@ async fn check(db: &DbInner, obsolete: &[Arc<FileMeta>], undeleted: &[u64]) -> R
             return Err(format!("table {number} is on disk but neither live nor obsolete"));
         }
     }
-    match check_key_order(db, fs, &version).await {
+    // Tables no version names any more are forgotten.
+    checker.tables.retain(|number, _| version.files().any(|(_, f)| f.number == *number));
+    match check_key_order(db, fs, checker, &version).await {
         Ok(result) => result,
         // A read that fails (an injected read fault the checksum caught) leaves the order
         // unverified; it says nothing against the structure.
@@ -59,35 +81,60 @@ async fn check(db: &DbInner, obsolete: &[Arc<FileMeta>], undeleted: &[u64]) -> R
 async fn check_key_order(
     db: &DbInner,
     fs: &dyn FileSystem,
+    checker: &mut Checker,
     version: &crate::version::Version,
 ) -> crate::Result<Result<(), String>> {
     // For each key: the lowest sequence number seen so far, and in which table.
-    let mut seen: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+    let mut seen: BTreeMap<&[u8], (u64, u64)> = BTreeMap::new();
+    let mut entries = Vec::new();
     for (_, f) in version.files() {
-        // Opened apart from the table cache, so the check changes neither what it holds nor
-        // its counters.
-        let path = db.dir.join(crate::sstable::file_name(f.number));
-        let file = fs.open(&path).await.map_err(|e| crate::Error::io("opening", &path, e))?;
-        let stats = Arc::new(crate::sstable::ReadStats::default());
-        let table = Arc::new(Table::open(file, path, f.number, f.file_bytes, None, stats).await?);
-        let mut it = table.iter();
-        it.seek_to_first().await?;
-        while it.valid() {
-            let (key, seq) = (it.user_key(), it.seq());
-            match seen.get_mut(key) {
-                Some((lowest, table)) if *table != f.number && seq >= *lowest => {
+        let known = checker.tables.get(&f.number).cloned();
+        let table = match known {
+            Some(table) => table,
+            None => {
+                let read = read_table(db, fs, f).await?;
+                checker.tables.insert(f.number, Arc::clone(&read));
+                read
+            }
+        };
+        entries.push((f.number, table));
+    }
+    for (number, table) in &entries {
+        for (key, seq) in table.iter() {
+            match seen.get_mut(key.as_slice()) {
+                Some((lowest, table)) if *table != *number && *seq >= *lowest => {
                     return Ok(Err(format!(
-                        "key {key:?}: sequence {seq} in table {} is consulted after {lowest} in table {table}",
-                        f.number
+                        "key {key:?}: sequence {seq} in table {number} is consulted after \
+                         {lowest} in table {table}"
                     )));
                 }
-                Some(entry) => *entry = (seq, f.number),
+                Some(entry) => *entry = (*seq, *number),
                 None => {
-                    seen.insert(key.to_vec(), (seq, f.number));
+                    seen.insert(key, (*seq, *number));
                 }
             }
-            it.next().await?;
         }
     }
     Ok(Ok(()))
+}
+
+/// Every key and sequence number of table `f`, in table order. Opened apart from the table
+/// cache, so the check changes neither what it holds nor its counters.
+async fn read_table(
+    db: &DbInner,
+    fs: &dyn FileSystem,
+    f: &FileMeta,
+) -> crate::Result<Arc<[(Vec<u8>, u64)]>> {
+    let path = db.dir.join(crate::sstable::file_name(f.number));
+    let file = fs.open(&path).await.map_err(|e| crate::Error::io("opening", &path, e))?;
+    let stats = Arc::new(crate::sstable::ReadStats::default());
+    let table = Arc::new(Table::open(file, path, f.number, f.file_bytes, None, stats).await?);
+    let mut it = table.iter();
+    it.seek_to_first().await?;
+    let mut entries = Vec::new();
+    while it.valid() {
+        entries.push((it.user_key().to_vec(), it.seq()));
+        it.next().await?;
+    }
+    Ok(entries.into())
 }

@@ -380,11 +380,13 @@ fn find_says_whether_a_needle_is_durable_up_to_its_end() {
     let file = durable_file(&fs, b"....synced-needle....");
     write(&*file, 21, b"..unsynced-needle");
     let dir = Path::new("/db");
-    let synced = fs.find(dir, "f", b"synced-needle").unwrap().unwrap();
-    assert_eq!((synced.offset, synced.durable_prefix), (4, true));
-    let unsynced = fs.find(dir, "f", b"unsynced-needle").unwrap().unwrap();
-    assert_eq!((unsynced.offset, unsynced.durable_prefix), (23, false));
-    assert_eq!(fs.find(dir, ".log", b"synced-needle").unwrap(), None, "only matching names");
+    let synced = fs.find(dir, "f", b"synced-needle", 0).unwrap().unwrap();
+    assert_eq!((synced.offset, synced.durable), (4, true));
+    let beyond = fs.find(dir, "f", b"synced-needle", 18).unwrap().unwrap();
+    assert!(!beyond.durable, "the extent reaches unsynced bytes");
+    let unsynced = fs.find(dir, "f", b"unsynced-needle", 0).unwrap().unwrap();
+    assert_eq!((unsynced.offset, unsynced.durable), (23, false));
+    assert_eq!(fs.find(dir, ".log", b"synced-needle", 0).unwrap(), None, "only matching names");
     let files = fs.files(dir).unwrap();
     assert_eq!(files.len(), 1);
     assert_eq!((files[0].durable_len, files[0].current_len), (21, 38));

@@ -330,7 +330,7 @@ impl CallKind {
             CallKind::Write => 60,
             CallKind::Sync => 40,
             CallKind::SyncDir => 10,
-            CallKind::Rename => 3,
+            CallKind::Rename => 2,
             CallKind::Remove => 6,
             CallKind::Create => 10,
         }
@@ -692,7 +692,8 @@ fn draw_point(rng: &mut ChaCha8Rng, cycle: usize, measuring: bool) -> CrashPoint
         return CrashPoint::Time;
     }
     if roll < 60 {
-        let kind = *pick(rng, &CallKind::ALL);
+        // Renames are aimed at twice as often: a cycle makes only one or two.
+        let kind = *pick(rng, &[CallKind::ALL.as_slice(), &[CallKind::Rename]].concat());
         return CrashPoint::AfterCall { kind, nth: rng.gen_range(1..=kind.typical()) };
     }
     // The first cycle never crashes inside its own recovery: it must get its clients going.

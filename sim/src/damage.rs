@@ -111,15 +111,17 @@ impl Attestations {
         self.sealed.extend(logs);
     }
 
-    /// Works out, as a crash comes, what each log of `dir` has attested by then (see
-    /// `at_crash`). Logs not seen now keep what they attested at an earlier crash.
+    /// Works out, as a crash comes, what the newest log of `dir` has attested by then (see
+    /// `at_crash`); damage in older logs must be detected wherever it lands.
     pub fn freeze(&mut self, disk: &MemFs, dir: &Path) {
         let Ok(files) = disk.files(dir) else { return };
-        for f in files.iter().filter(|f| f.name.ends_with(".log")) {
-            let log = dir.join(&f.name);
-            let attested = self.attested(disk, dir, &log);
-            self.at_crash.insert(log, attested);
-        }
+        let Some(newest) = files.iter().filter(|f| f.name.ends_with(".log")).map(|f| &f.name).max()
+        else {
+            return;
+        };
+        let log = dir.join(newest);
+        let attested = self.attested(disk, dir, &log);
+        self.at_crash.insert(log, attested);
     }
 
     /// How many bytes from the start of `log` (a file of `dir` on `disk`) a durable record
@@ -128,8 +130,9 @@ impl Attestations {
     fn attested(&self, disk: &MemFs, dir: &Path, log: &Path) -> u64 {
         let Some(name) = log.file_name().and_then(|n| n.to_str()) else { return 0 };
         let sealed = self.sealed.contains(log);
-        let in_log = |needle: &[u8]| {
-            disk.find(dir, name, needle).ok().flatten().filter(|found| found.path == log)
+        let in_log = |needle: &Needle| {
+            let found = disk.find(dir, name, &needle.bytes, needle.len).ok().flatten();
+            found.filter(|found| found.path == log)
         };
         // For each synced write in this log, the end of its first value (its record ends at or
         // after it): synced when it was acknowledged. For each write whose whole record is
@@ -137,13 +140,11 @@ impl Attestations {
         let mut ends = Vec::new();
         let mut attesters = Vec::new();
         for a in &self.acked {
-            let Some(found) = in_log(&a.first.bytes) else { continue };
+            let Some(found) = in_log(&a.first) else { continue };
             if a.synced || sealed {
                 ends.push((a.index, found.offset + a.first.len));
             }
-            let whole = a.last.as_ref().and_then(|last| {
-                in_log(&last.bytes).filter(|f| f.durable_upto >= f.offset + last.len)
-            });
+            let whole = a.last.as_ref().and_then(|last| in_log(last).filter(|f| f.durable));
             if whole.is_some() {
                 attesters.push(a.acks_at_issue);
             }

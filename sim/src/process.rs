@@ -37,6 +37,9 @@ pub const LIVENESS_BOUND: Duration = Duration::from_secs(5);
 pub const OPERATION_MAX: Duration = Duration::from_secs(60);
 pub const OPERATION_MAX_SCALE: Duration = Duration::from_secs(1200);
 
+/// Writes a client may have refused before it stops: enough to see fail-stop hold.
+const REFUSALS_MAX: usize = 3;
+
 /// One simulated process.
 #[derive(Debug)]
 pub struct Process {
@@ -169,7 +172,7 @@ impl Process {
         let db = match self.bounded("open", opened).await? {
             Ok(db) => db,
             Err(e) if self.open_error_allowed(&e) => {
-                self.trace.event(now_ns(), || format!("open failed under faults: {e}"));
+                self.trace.event(now_ns(), format_args!("open failed under faults: {e}"));
                 if self.shared.damaged() {
                     lock(&self.shared.stats).refusals_after_damage += 1;
                 }
@@ -197,7 +200,7 @@ impl Process {
             None => return false,
             Some(Ok(pairs)) => pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
             Some(Err(e)) if self.read_error_allowed(&e) => {
-                self.trace.event(now_ns(), || format!("scan after recovery failed: {e}"));
+                self.trace.event(now_ns(), format_args!("scan after recovery failed: {e}"));
                 return false;
             }
             Some(Err(e)) => {
@@ -206,7 +209,7 @@ impl Process {
             }
         };
         let seq = db.latest_sequence();
-        self.trace.event(now_ns(), || format!("recovered {} keys at seq {seq}", recovered.len()));
+        self.trace.event(now_ns(), format_args!("recovered {} keys at seq {seq}", recovered.len()));
         let required = *lock(&self.shared.required_seq);
         if seq < required {
             let why = format!(
@@ -232,7 +235,7 @@ impl Process {
         let Some(result) = self.bounded("close", db.close_async()).await else { return };
         match result {
             Ok(()) => {
-                self.trace.event(now_ns(), || format!("closed cleanly at seq {acked_upto}"));
+                self.trace.event(now_ns(), format_args!("closed cleanly at seq {acked_upto}"));
                 *lock(&self.shared.required_seq) = acked_upto;
                 lock(&self.shared.stats).clean_closes += 1;
                 // The seal attests every log whole: damage anywhere in them is detectable.
@@ -243,7 +246,7 @@ impl Process {
                 }
             }
             Err(e) if self.write_error_allowed() => {
-                self.trace.event(now_ns(), || format!("close failed under faults: {e}"));
+                self.trace.event(now_ns(), format_args!("close failed under faults: {e}"));
             }
             Err(e) => self.shared.fail(&self.trace, format!("close failed: {e}")),
         }
@@ -254,9 +257,15 @@ impl Process {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut seen_seq = db.latest_sequence();
         let mut snapshot = None;
+        // A database that refuses writes (poisoned by a fault) has shown what fail-stop needs
+        // after a few refusals; the rest of the client's writes would only be refused again.
+        let mut refused = 0;
         for op in 0..self.config.ops_per_client {
             if self.shared.failed() {
                 return;
+            }
+            if refused >= REFUSALS_MAX {
+                break;
             }
             let first_two = (client, op) == (0, 0) || (client, op) == (0, 1);
             if !first_two && rng.gen_range(0..100) < self.config.compact_percent {
@@ -281,8 +290,8 @@ impl Process {
                     }
                     _ => self.read(&db, client, &mut rng, &mut seen_seq).await,
                 }
-            } else {
-                self.write(&db, &mut rng, client, op).await;
+            } else if !self.write(&db, &mut rng, client, op).await {
+                refused += 1;
             }
             if rng.gen_bool(0.3) {
                 madsim::time::sleep(Duration::from_millis(rng.gen_range(1..4))).await;
@@ -322,7 +331,7 @@ impl Process {
         let shown =
             value.as_ref().map(|v| String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned());
         self.trace
-            .event(now_ns(), || format!("get {} -> {shown:?}", String::from_utf8_lossy(&key)));
+            .event(now_ns(), format_args!("get {} -> {shown:?}", String::from_utf8_lossy(&key)));
         let mut model = lock(&self.shared.model);
         if let Err(v) = model.check_read(&key, &token, value.as_deref()) {
             drop(model);
@@ -394,7 +403,7 @@ impl Process {
                 }
             }
         }
-        self.trace.event(now_ns(), || format!("snapshot read at {seq}: {} keys", got.len()));
+        self.trace.event(now_ns(), format_args!("snapshot read at {seq}: {} keys", got.len()));
         lock(&self.shared.stats).snapshot_reads += 1;
         let shown = Shown {
             intervals: vec![(Bound::Included(first.clone()), Bound::Excluded(end))],
@@ -440,13 +449,14 @@ impl Process {
             Err(e) if self.read_error_allowed(&e) => return,
             Err(e) => return self.shared.fail(&self.trace, format!("iterator walk failed: {e}")),
         };
-        self.trace.event(now_ns(), || {
-            format!(
+        self.trace.event(
+            now_ns(),
+            format_args!(
                 "walk of {steps} steps showed {} keys in {} intervals",
                 shown.seen.len(),
                 shown.intervals.len()
-            )
-        });
+            ),
+        );
         lock(&self.shared.stats).walks += 1;
         match snap {
             Some((s, snap_token)) => {
@@ -456,22 +466,21 @@ impl Process {
         }
     }
 
-    /// Checks what a read showed against the model: at once key by key over every interval,
-    /// and as a whole (one sequence number for all of it, never behind the client's previous
-    /// read) once every write it may have seen has an answer.
+    /// Checks what a read showed against the model: every value it returned at once, key by
+    /// key, and the whole read (every key of its intervals, present or absent, at one sequence
+    /// number never behind the client's previous read) once every write it may have seen has
+    /// an answer.
     fn check_shown(&self, shown: Shown, client: usize, reading: Reading) {
         let mut model = lock(&self.shared.model);
-        for (lo, hi) in &shown.intervals {
-            for key in keys_in(self.config.keys, lo, hi) {
-                let got = shown.seen.get(&key).map(Vec::as_slice);
-                let checked = match &reading {
-                    Reading::Latest(token) => model.check_read(&key, token, got),
-                    Reading::Snapshot(seq, _) => model.check_snapshot_read(&key, *seq, got),
-                };
-                if let Err(v) = checked {
-                    drop(model);
-                    return self.shared.fail(&self.trace, format!("read check: {v}"));
-                }
+        for (key, value) in &shown.seen {
+            let got = Some(value.as_slice());
+            let checked = match &reading {
+                Reading::Latest(token) => model.check_read(key, token, got),
+                Reading::Snapshot(seq, _) => model.check_snapshot_read(key, *seq, got),
+            };
+            if let Err(v) = checked {
+                drop(model);
+                return self.shared.fail(&self.trace, format!("read check: {v}"));
             }
         }
         let obs =
@@ -494,7 +503,7 @@ impl Process {
         let (start, end) = (key_name(a), key_name(b));
         let compacted = db.compact_range_async(&start, &end);
         let Some(result) = self.bounded("compact_range", compacted).await else { return };
-        self.trace.event(now_ns(), || format!("compact_range [{a}, {b}] -> {result:?}"));
+        self.trace.event(now_ns(), format_args!("compact_range [{a}, {b}] -> {result:?}"));
         lock(&self.shared.stats).compact_ranges += 1;
         if let Err(e) = result {
             if !self.write_error_allowed() {
@@ -509,7 +518,7 @@ impl Process {
         let Some(result) = self.bounded("compact_range of everything", compacted).await else {
             return;
         };
-        self.trace.event(now_ns(), || format!("compact_range all -> {result:?}"));
+        self.trace.event(now_ns(), format_args!("compact_range all -> {result:?}"));
         lock(&self.shared.stats).compact_ranges += 1;
         if let Err(e) = result {
             if !self.write_error_allowed() {
@@ -521,7 +530,7 @@ impl Process {
     /// A `flush`; as `compact_range`, it may fail only under faults.
     async fn flush(&self, db: &Db) {
         let Some(result) = self.bounded("flush", db.flush_async()).await else { return };
-        self.trace.event(now_ns(), || format!("flush -> {result:?}"));
+        self.trace.event(now_ns(), format_args!("flush -> {result:?}"));
         lock(&self.shared.stats).user_flushes += 1;
         if let Err(e) = result {
             if !self.write_error_allowed() {
@@ -551,14 +560,15 @@ impl Process {
             Err(e) if self.read_error_allowed(&e) => return,
             Err(e) => return self.shared.fail(&self.trace, format!("scan failed: {e}")),
         };
-        self.trace.event(now_ns(), || format!("scan [{a}, {b}) -> {} keys", got.len()));
+        self.trace.event(now_ns(), format_args!("scan [{a}, {b}) -> {} keys", got.len()));
         lock(&self.shared.stats).scans += 1;
         let shown =
             Shown { intervals: vec![(Bound::Included(start), Bound::Excluded(end))], seen: got };
         self.check_shown(shown, client, Reading::Latest(token));
     }
 
-    pub async fn write(&self, db: &Db, rng: &mut ChaCha8Rng, client: usize, op: usize) {
+    /// Issues one write and checks what became of it; returns whether the engine acknowledged it.
+    pub async fn write(&self, db: &Db, rng: &mut ChaCha8Rng, client: usize, op: usize) -> bool {
         let ops = self.draw_ops(rng);
         // Client 0 opens each cycle with one unsynced and one synced write, so every scenario
         // that gets past recovery mixes both, whatever its drawn ratio.
@@ -574,7 +584,8 @@ impl Process {
                 Op::Delete(k) => batch.delete(k),
             };
             if let Err(e) = added {
-                return self.shared.fail(&self.trace, format!("batch refused: {e}"));
+                self.shared.fail(&self.trace, format!("batch refused: {e}"));
+                return false;
             }
         }
         let n = ops.len();
@@ -584,10 +595,10 @@ impl Process {
         let issued = lock(&self.shared.attest).issued();
         let issued_ns = now_ns();
         let id = lock(&self.shared.model).issue_write(ops, sync);
-        self.trace.event(now_ns(), || format!("client {client} write {id} ops {n} sync {sync}"));
+        self.trace.event(now_ns(), format_args!("client {client} write {id} ops {n} sync {sync}"));
         let written = db.write_async(batch, WriteOptions { sync });
-        let Some(result) = self.bounded("a write", written).await else { return };
-        self.trace.event(now_ns(), || format!("client {client} write {id} -> {result:?}"));
+        let Some(result) = self.bounded("a write", written).await else { return false };
+        self.trace.event(now_ns(), format_args!("client {client} write {id} -> {result:?}"));
         match result {
             Ok(seq) => {
                 let judged = {
@@ -596,7 +607,8 @@ impl Process {
                     model.check_observations()
                 };
                 if let Err(v) = judged {
-                    return self.shared.fail(&self.trace, format!("read check: {v}"));
+                    self.shared.fail(&self.trace, format!("read check: {v}"));
+                    return true;
                 }
                 let mut stats = lock(&self.shared.stats);
                 stats.writes_acked += 1;
@@ -608,13 +620,15 @@ impl Process {
                         "fail-stop: {id} was acknowledged though a write or sync had failed \
                          before it was issued; nothing may be acknowledged until reopen"
                     );
-                    return self.shared.fail(&self.trace, why);
+                    self.shared.fail(&self.trace, why);
+                    return true;
                 }
                 if sync {
                     self.check_durable_at_ack(id, first.as_ref());
                     self.record_latency(issued_ns);
                 }
                 lock(&self.shared.attest).acknowledged(issued, sync, first, last);
+                true
             }
             Err(e) => {
                 let judged = {
@@ -623,7 +637,8 @@ impl Process {
                     model.check_observations()
                 };
                 if let Err(v) = judged {
-                    return self.shared.fail(&self.trace, format!("read check: {v}"));
+                    self.shared.fail(&self.trace, format!("read check: {v}"));
+                    return false;
                 }
                 let mut stats = lock(&self.shared.stats);
                 stats.writes_failed += 1;
@@ -632,6 +647,7 @@ impl Process {
                 if !self.write_error_allowed() {
                     self.shared.fail(&self.trace, format!("write failed without faults: {e}"));
                 }
+                false
             }
         }
     }
@@ -642,7 +658,7 @@ impl Process {
         // A batch of deletes writes no bytes unique to it; its durability is checked by crashes.
         let Some(value) = value else { return };
         let dir = Path::new(self.config.db_dir);
-        let found = match self.disk.find(dir, ".log", &value.bytes) {
+        let found = match self.disk.find(dir, ".log", &value.bytes, value.len) {
             Ok(found) => found,
             Err(e) => {
                 return self.shared.fail(&self.trace, format!("cannot inspect the disk: {e}"))
@@ -652,13 +668,11 @@ impl Process {
             let why = format!("{id} was acknowledged as synced but no WAL holds it");
             return self.shared.fail(&self.trace, why);
         };
-        let end = found.offset + value.len;
-        if found.durable_upto < end {
+        if !found.durable {
             let why = format!(
-                "{id} was acknowledged as synced before {} was durable up to its end (offset \
-                 {end}; durable up to {})",
+                "{id} was acknowledged as synced before {} was durable up to its end (offset {})",
                 found.path.display(),
-                found.durable_upto
+                found.offset + value.len
             );
             return self.shared.fail(&self.trace, why);
         }
@@ -737,30 +751,6 @@ fn options(config: &ScenarioConfig, cycle: usize) -> Options {
 
 pub fn key_name(k: usize) -> Vec<u8> {
     format!("key{k:04}").into_bytes()
-}
-
-/// The keys of the scenario's key space inside an interval, in order.
-fn keys_in(keys: usize, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> Vec<Vec<u8>> {
-    // Key names sort like their numbers (four digits, zero-padded), so the interval is a range
-    // of numbers: its start is found by binary search, not by walking the whole key space.
-    let (mut first, mut end) = (0, keys);
-    while first < end {
-        let mid = (first + end) / 2;
-        if above_lower(&key_name(mid), lo) {
-            end = mid;
-        } else {
-            first = mid + 1;
-        }
-    }
-    let mut out = Vec::new();
-    for k in first..keys {
-        let key = key_name(k);
-        if !below_upper(&key, hi) {
-            break;
-        }
-        out.push(key);
-    }
-    out
 }
 
 fn above_lower(key: &[u8], lo: &Bound<Vec<u8>>) -> bool {

@@ -21,7 +21,7 @@ use jadedb_fault::{FaultFs, MemFs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -307,7 +307,7 @@ impl SimFs {
         &self,
         op: &'static str,
         path: &Path,
-        detail: impl FnOnce(&io::Result<T>) -> String,
+        detail: impl FnOnce(&io::Result<T>, &mut String),
         call: impl Future<Output = io::Result<T>>,
     ) -> io::Result<T> {
         madsim::time::sleep(self.latency.draw(op)).await;
@@ -315,17 +315,22 @@ impl SimFs {
             return hang().await;
         }
         let result = call.await;
-        self.trace.event(now_ns(), || {
-            let detail = detail(&result);
+        DETAIL.with_borrow_mut(|text| {
+            text.clear();
+            detail(&result, text);
+            let path = path.display();
             match &result {
-                Ok(_) => format!("fs {op} {} {detail}", path.display()),
-                Err(e) => format!("fs {op} {} {detail} -> error {e}", path.display()),
+                Ok(_) => self.trace.event(now_ns(), format_args!("fs {op} {path} {text}")),
+                Err(e) => {
+                    let line = format_args!("fs {op} {path} {text} -> error {e}");
+                    self.trace.event(now_ns(), line)
+                }
             }
         });
         let failed_durability =
             result.is_err() && matches!(op, "write" | "sync" | "sync_dir" | "truncate");
         if self.control.after_call(op, failed_durability) {
-            self.trace.event(now_ns(), || format!("crash point reached after {op}"));
+            self.trace.event(now_ns(), format_args!("crash point reached after {op}"));
             return hang().await;
         }
         result
@@ -336,9 +341,12 @@ impl SimFs {
     }
 }
 
-fn none<T>(_: &io::Result<T>) -> String {
-    String::new()
+thread_local! {
+    /// Where a file call's trace detail is written, reused call after call.
+    static DETAIL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
+
+fn none<T>(_: &io::Result<T>, _: &mut String) {}
 
 impl FileSystem for SimFs {
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn File>> {
@@ -370,13 +378,18 @@ impl FileSystem for SimFs {
     }
 
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
-        let detail = move |_: &io::Result<()>| to.display().to_string();
+        let detail = move |_: &io::Result<()>, text: &mut String| {
+            let _ = write!(text, "{}", to.display());
+        };
         Box::pin(self.call("rename", from, detail, self.inner.rename(from, to)))
     }
 
     fn list<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>> {
-        let detail = |r: &io::Result<Vec<String>>| {
-            r.as_ref().map(|names| names.join(",")).unwrap_or_default()
+        let detail = |r: &io::Result<Vec<String>>, text: &mut String| {
+            for (i, name) in r.iter().flatten().enumerate() {
+                text.push_str(if i == 0 { "" } else { "," });
+                text.push_str(name);
+            }
         };
         Box::pin(self.call("list", dir, detail, self.inner.list(dir)))
     }
@@ -395,7 +408,7 @@ impl FileSystem for SimFs {
                 return hang().await;
             }
             let r = self.inner.lock(path).await;
-            self.trace.event(now_ns(), || format!("fs lock {} {:?}", path.display(), r.is_ok()));
+            self.trace.event(now_ns(), format_args!("fs lock {} {:?}", path.display(), r.is_ok()));
             r
         })
     }
@@ -417,12 +430,16 @@ impl fmt::Debug for SimFile {
 impl File for SimFile {
     fn read_at<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> IoFuture<'a, usize> {
         let len = buf.len();
-        let detail = move |_: &io::Result<usize>| format!("@{offset} len {len}");
+        let detail = move |_: &io::Result<usize>, text: &mut String| {
+            let _ = write!(text, "@{offset} len {len}");
+        };
         Box::pin(self.fs.call("read", &self.path, detail, self.inner.read_at(offset, buf)))
     }
 
     fn write_at<'a>(&'a self, offset: u64, data: &'a [u8]) -> IoFuture<'a, ()> {
-        let detail = move |_: &io::Result<()>| format!("@{offset} len {}", data.len());
+        let detail = move |_: &io::Result<()>, text: &mut String| {
+            let _ = write!(text, "@{offset} len {}", data.len());
+        };
         Box::pin(self.fs.call("write", &self.path, detail, self.inner.write_at(offset, data)))
     }
 
@@ -431,7 +448,9 @@ impl File for SimFile {
     }
 
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
-        let detail = move |_: &io::Result<()>| len.to_string();
+        let detail = move |_: &io::Result<()>, text: &mut String| {
+            let _ = write!(text, "{len}");
+        };
         Box::pin(self.fs.call("truncate", &self.path, detail, self.inner.truncate(len)))
     }
 

@@ -115,7 +115,7 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     pub fn fail(&self, trace: &Trace, why: String) {
-        trace.event(now_ns(), || format!("FAILURE {why}"));
+        trace.event(now_ns(), format_args!("FAILURE {why}"));
         lock(&self.failure).get_or_insert(why);
     }
 
@@ -179,7 +179,7 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
         let site = control.crash_now();
         record_metrics_at_crash(&shared);
         handle.kill(node.id());
-        trace.event(now_ns(), || format!("{:?} of cycle {index} at {site:?}", cycle.crash_kind));
+        trace.event(now_ns(), format_args!("{:?} of cycle {index} at {site:?}", cycle.crash_kind));
         record_crash(&shared, &config, index, &site, &control, &runtime, &fault_fs, &rules, &disk);
         check_panics(&shared, &control, &trace);
         disk.set_sync_fault(None);
@@ -251,9 +251,10 @@ pub(crate) fn damage_at_boot(
             continue;
         };
         drop(attest);
-        trace.event(now_ns(), || {
-            format!("{what:?} at rest in {} at {offset} ({file:?})", path.display())
-        });
+        trace.event(
+            now_ns(),
+            format_args!("{what:?} at rest in {} at {offset} ({file:?})", path.display()),
+        );
         *lock(&shared.damaged) = true;
         lock(&shared.stats).faults_fired[fault_index(kind)] += 1;
     }

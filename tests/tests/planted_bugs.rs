@@ -29,7 +29,11 @@ fn assert_found(bug: Bug) {
         100.0 * SHARE_MIN
     );
     let clean = run_one(first, None, Trace::default());
-    assert!(clean.failure.is_none(), "seed {first} fails even without the bug: {:?}", clean.failure);
+    assert!(
+        clean.failure.is_none(),
+        "seed {first} fails even without the bug: {:?}",
+        clean.failure
+    );
 }
 
 #[test]

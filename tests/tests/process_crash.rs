@@ -12,7 +12,7 @@ fn open(fs: &MemFs) -> jadedb::Result<Db> {
 }
 
 fn wal_holds(fs: &MemFs, needle: &[u8]) -> bool {
-    fs.find(Path::new("/db"), ".log", needle).expect("inspect the disk").is_some()
+    fs.find(Path::new("/db"), ".log", needle, 0).expect("inspect the disk").is_some()
 }
 
 #[test]
@@ -32,8 +32,8 @@ fn a_page_whose_fsync_failed_is_readable_after_a_process_crash_and_recovery_make
         "the process-crash image keeps the page whose fsync failed readable"
     );
     // The WAL's durable image does not hold it: a power loss now would lose it.
-    let durable = restarted.find(Path::new("/db"), ".log", b"value whose fsync failed");
-    assert!(!durable.unwrap().unwrap().durable_prefix);
+    let durable = restarted.find(Path::new("/db"), ".log", b"value whose fsync failed", 0);
+    assert!(!durable.unwrap().unwrap().durable);
 
     let db = open(&restarted).unwrap();
     let before = db.get(b"before").unwrap();

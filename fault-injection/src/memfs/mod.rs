@@ -184,22 +184,32 @@ impl MemFs {
     }
 
     /// Looks for `needle` in the files of `dir` whose names end with `suffix`, as reads see
-    /// them, and says where it is and whether everything up to its end is durable: what a
-    /// simulator checks when a write is acknowledged as synced.
-    pub fn find(&self, dir: &Path, suffix: &str, needle: &[u8]) -> io::Result<Option<Found>> {
+    /// them (the last name in order first: with numbered names, the newest file), and says
+    /// where it is and whether the `extent` bytes from its start, and everything before them,
+    /// are durable: what a simulator checks when a write is acknowledged as synced.
+    pub fn find(
+        &self,
+        dir: &Path,
+        suffix: &str,
+        needle: &[u8],
+        extent: u64,
+    ) -> io::Result<Option<Found>> {
         let state = self.shared.live()?;
-        for name in state.tree.list(dir)? {
+        for name in state.tree.list(dir)?.iter().rev() {
             if !name.ends_with(suffix) {
                 continue;
             }
-            let path = dir.join(&name);
+            let path = dir.join(name);
             let Ok(cell) = state.tree.open(&path) else { continue };
             let data = cell.data();
             if let Some(at) = find_bytes(&data.current, needle) {
-                let same = data.durable.iter().zip(&data.current).take_while(|(d, c)| d == c);
-                let durable_upto = same.count() as u64;
-                let durable_prefix = durable_upto >= (at + needle.len()) as u64;
-                return Ok(Some(Found { path, offset: at as u64, durable_prefix, durable_upto }));
+                let end = (at as u64).saturating_add(extent.max(needle.len() as u64));
+                let durable = usize::try_from(end).ok().is_some_and(|end| {
+                    end <= data.durable.len()
+                        && end <= data.current.len()
+                        && data.durable[..end] == data.current[..end]
+                });
+                return Ok(Some(Found { path, offset: at as u64, durable }));
             }
         }
         Ok(None)
@@ -261,10 +271,8 @@ pub struct Found {
     /// Where it starts.
     pub offset: u64,
     /// Whether the file's durable image holds exactly what reads see, from its start to the
-    /// needle's end: a power loss now would keep the needle and everything before it.
-    pub durable_prefix: bool,
-    /// How many bytes from the file's start the durable image holds exactly as reads see them.
-    pub durable_upto: u64,
+    /// end of the extent asked about: a power loss now would keep all of it.
+    pub durable: bool,
 }
 
 /// The first position of `needle` in `haystack`. Needles are unique strings a simulator wrote,
