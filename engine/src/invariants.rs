@@ -20,10 +20,13 @@ use crate::version::FileMeta;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The keys and sequence numbers of each table checked so far, in table order.
+/// A table's keys and sequence numbers, in table order.
+type Entries = Arc<[(Vec<u8>, u64)]>;
+
+/// The entries of each table checked so far, by file number.
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
-    tables: BTreeMap<u64, Arc<[(Vec<u8>, u64)]>>,
+    tables: BTreeMap<u64, Entries>,
 }
 
 /// Runs every check; panics on a violation. `obsolete` are the tables waiting for readers to
@@ -124,7 +127,7 @@ async fn read_table(
     db: &DbInner,
     fs: &dyn FileSystem,
     f: &FileMeta,
-) -> crate::Result<Arc<[(Vec<u8>, u64)]>> {
+) -> crate::Result<Entries> {
     let path = db.dir.join(crate::sstable::file_name(f.number));
     let file = fs.open(&path).await.map_err(|e| crate::Error::io("opening", &path, e))?;
     let stats = Arc::new(crate::sstable::ReadStats::default());
