@@ -139,7 +139,7 @@ impl Worker {
         if buggify(db.rt.as_ref(), "background.panic") {
             // A bug in a job: the database must end up poisoned, never with a dead worker that
             // writers and `close` wait for. The simulator knows injected panics by this prefix.
-            panic!("buggify: injected panic in a background job");
+            panic!("{} in a background job", crate::runtime::INJECTED_PANIC);
         }
         let did = self.step(db).await?;
         if did {

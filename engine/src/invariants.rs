@@ -87,10 +87,11 @@ async fn check_key_order(
     checker: &mut Checker,
     version: &crate::version::Version,
 ) -> crate::Result<Result<(), String>> {
-    // For each key: the lowest sequence number seen so far, and in which table.
-    let mut seen: BTreeMap<&[u8], (u64, u64)> = BTreeMap::new();
-    let mut entries = Vec::new();
-    for (_, f) in version.files() {
+    // Sorted runs in the order reads consult them: each level-0 table alone, then each deeper
+    // level as one run (its tables hold disjoint key ranges, in key order).
+    let mut runs: Vec<Vec<(u64, Entries)>> = Vec::new();
+    let mut run_level = None;
+    for (level, f) in version.files() {
         let known = checker.tables.get(&f.number).cloned();
         let table = match known {
             Some(table) => table,
@@ -100,34 +101,60 @@ async fn check_key_order(
                 read
             }
         };
-        entries.push((f.number, table));
+        if level == 0 || run_level != Some(level) {
+            runs.push(Vec::new());
+            run_level = Some(level);
+        }
+        runs.last_mut().expect("just pushed").push((f.number, table));
     }
-    for (number, table) in &entries {
-        for (key, seq) in table.iter() {
-            match seen.get_mut(key.as_slice()) {
-                Some((lowest, table)) if *table != *number && *seq >= *lowest => {
-                    return Ok(Err(format!(
-                        "key {key:?}: sequence {seq} in table {number} is consulted after \
-                         {lowest} in table {table}"
-                    )));
+    Ok(merge_in_read_order(&runs))
+}
+
+/// Walks the runs together, key by key (a handful of runs: a linear scan for the smallest key
+/// costs less than a heap), checking that each key's sequence numbers fall strictly as reads
+/// consult the tables.
+fn merge_in_read_order(runs: &[Vec<(u64, Entries)>]) -> Result<(), String> {
+    // Each run's position: the table within the run, and the entry within the table.
+    let mut at = vec![(0usize, 0usize); runs.len()];
+    let entry = |run: usize, (table, i): (usize, usize)| {
+        let (number, entries) = runs[run].get(table)?;
+        entries.get(i).map(|(key, seq)| (key.as_slice(), *seq, *number))
+    };
+    let next = |run: usize, (table, i): (usize, usize)| {
+        if i + 1 < runs[run][table].1.len() {
+            (table, i + 1)
+        } else {
+            (table + 1, 0)
+        }
+    };
+    loop {
+        let smallest = (0..runs.len()).filter_map(|r| entry(r, at[r]).map(|(k, ..)| k)).min();
+        let Some(key) = smallest else { return Ok(()) };
+        // The lowest sequence number seen for this key so far, and in which table.
+        let mut lowest: Option<(u64, u64)> = None;
+        for (run, pos) in at.iter_mut().enumerate() {
+            while let Some((k, seq, number)) = entry(run, *pos) {
+                if k != key {
+                    break;
                 }
-                Some(entry) => *entry = (*seq, *number),
-                None => {
-                    seen.insert(key, (*seq, *number));
+                if let Some((low, table)) = lowest {
+                    if table != number && seq >= low {
+                        return Err(format!(
+                            "key {key:?}: sequence {seq} in table {number} is consulted after \
+                             {low} in table {table}"
+                        ));
+                    }
                 }
+                lowest = Some((seq, number));
+                *pos = next(run, *pos);
             }
         }
     }
-    Ok(Ok(()))
 }
 
 /// Every key and sequence number of table `f`, in table order. Opened apart from the table
 /// cache, so the check changes neither what it holds nor its counters.
-async fn read_table(
-    db: &DbInner,
-    fs: &dyn FileSystem,
-    f: &FileMeta,
-) -> crate::Result<Entries> {
+async fn read_table(db: &DbInner, fs: &dyn FileSystem, f: &FileMeta) -> crate::Result<Entries> {
     let path = db.dir.join(crate::sstable::file_name(f.number));
     let file = fs.open(&path).await.map_err(|e| crate::Error::io("opening", &path, e))?;
     let stats = Arc::new(crate::sstable::ReadStats::default());

@@ -11,10 +11,7 @@
 //! finished: its task stops, and the database refuses every later write.
 
 use crate::options::{Options, PlantedBug};
-use std::any::Any;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::task::Poll;
 
 /// Runs `job`, returning its output, or the message of the panic it raised. `options` may plant
 /// the bug of not catching it.
@@ -22,31 +19,13 @@ pub(crate) async fn catch_panic<F: Future>(options: &Options, job: F) -> Result<
     if options.has_bug(PlantedBug::BackgroundPanicNotCaught) {
         return Ok(job.await);
     }
-    let mut job = std::pin::pin!(job);
-    std::future::poll_fn(move |cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| job.as_mut().poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
-        }
-    })
-    .await
-}
-
-/// What a panic said: `panic!` gives a `&str` or a `String`; anything else is unnamed.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a payload that is not a message".to_string()
-    }
+    crate::runtime::catch_unwind(job).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::panic_message;
 
     #[test]
     fn a_panic_message_is_kept_whatever_its_type() {

@@ -372,6 +372,11 @@ fn damage_at_rest_persists_across_crashes_and_only_hits_synced_bytes() {
     pollster::block_on(jadedb::runtime::read_exact_at(&*reopened, 0, &mut buf)).unwrap();
     assert_eq!(buf, expected[..16], "the rot outlived both kinds of crash");
     assert!(pollster::block_on(reopened.read_at(2 * SECTOR_SIZE as u64, &mut buf)).is_err());
+    assert!(after.heal_sector(path, SECTOR_SIZE as u64 * 2).unwrap());
+    assert_eq!(pollster::block_on(reopened.read_at(2 * SECTOR_SIZE as u64, &mut buf)).unwrap(), 16);
+    assert!(after.rot_at_rest(path, 5, 0x10).unwrap(), "rotting the same bit back heals it");
+    pollster::block_on(jadedb::runtime::read_exact_at(&*reopened, 0, &mut buf)).unwrap();
+    assert_eq!(buf, pattern(3 * SECTOR_SIZE, 7)[..16]);
 }
 
 #[test]
@@ -390,4 +395,9 @@ fn find_says_whether_a_needle_is_durable_up_to_its_end() {
     let files = fs.files(dir).unwrap();
     assert_eq!(files.len(), 1);
     assert_eq!((files[0].durable_len, files[0].current_len), (21, 38));
+    assert!(files[0].durable_name);
+    drop(create(&fs, "/db/unsynced-name"));
+    let names: Vec<(String, bool)> =
+        fs.files(dir).unwrap().into_iter().map(|f| (f.name, f.durable_name)).collect();
+    assert_eq!(names, [("f".to_string(), true), ("unsynced-name".to_string(), false)]);
 }

@@ -189,14 +189,8 @@ impl FaultKind {
     /// what reads see. ENOSPC, failed syncs and failed metadata calls never may: a database
     /// that can no longer write must keep serving reads.
     pub fn may_fail_reads(self) -> bool {
-        matches!(
-            self,
-            FaultKind::ReadEio
-                | FaultKind::Open
-                | FaultKind::ReadFlip
-                | FaultKind::BitRot
-                | FaultKind::BadSector
-        )
+        // Damage at rest is judged apart: a failed read must then name the damaged file.
+        matches!(self, FaultKind::ReadEio | FaultKind::Open | FaultKind::ReadFlip)
     }
 
     /// The chance that a faulty seed's palette holds this kind. A palette holds two or three
@@ -356,7 +350,7 @@ fn typical_calls(phase: Phase) -> u32 {
     match phase {
         Phase::Recovery => 30,
         Phase::WalRotation => 3,
-        Phase::FlushInstall => 6,
+        Phase::FlushInstall => 4,
         Phase::CompactionInstall => 5,
         Phase::ManifestRotation => 12,
         Phase::CurrentReplacement => 5,
@@ -408,7 +402,7 @@ impl TableConfig {
             l0_compaction_files: 4,
             l0_stall_files: (20, 36),
             level1_bytes_max: 128 << 10,
-            target_file_bytes: 16 << 10,
+            target_file_bytes: 8 << 10,
             manifest_bytes_max: *pick(rng, &[4096, 64 << 20]),
             ..TableConfig::draw(rng)
         }
@@ -519,7 +513,8 @@ impl ScenarioConfig {
         } else {
             Latency::Random
         };
-        let cycle_count = if scale { 2 } else { rng.gen_range(2..=4) };
+        // At scale one cycle of ten thousand operations, then the final process.
+        let cycle_count = if scale { 1 } else { rng.gen_range(2..=4) };
         let clients = rng.gen_range(2..=4);
         let ops_per_client =
             if scale { rng.gen_range(2_500..=3_500) } else { rng.gen_range(8..=30) };
@@ -635,7 +630,8 @@ fn draw_cycle(
     // crash gets room to find its point.
     let busy_ms = (ops_per_client as u64) * if scale { 3 } else { 8 };
     let deadline_ms = match point {
-        CrashPoint::Time if scale => busy_ms + rng.gen_range(0..=busy_ms),
+        // At scale the clients finish their ten thousand operations first.
+        CrashPoint::Time if scale => 20 * busy_ms + rng.gen_range(0..=busy_ms),
         // Long enough for any stall the clients meet; once closed, waiting costs nothing.
         CrashPoint::Time if at_rest_after_close => 60_000,
         // Close comes after every client is done, however long stalls made them take.
@@ -644,14 +640,11 @@ fn draw_cycle(
         CrashPoint::Time => rng.gen_range(30..=30 + busy_ms),
         _ => 60 + busy_ms + rng.gen_range(0..=busy_ms),
     };
-    // A panicking background job must not leave anything hanging: the process lives past the
-    // longest an operation may take (`process::OPERATION_MAX`, 60 s) so that a hang is seen
+    // A process with background panics, and a share of other faulty ones, lives past the
+    // longest an operation may take (`process::OPERATION_MAX`, 60 s), so that a hang shows
     // before the crash. Waiting costs nothing: virtual time jumps to the next timer.
-    let deadline_ms = if faults.rate(FaultKind::Panic) > 0.0 {
-        deadline_ms.max(65_000 + 2 * busy_ms)
-    } else {
-        deadline_ms
-    };
+    let watched = faults.rate(FaultKind::Panic) > 0.0 || (faults.any() && rng.gen_bool(0.2));
+    let deadline_ms = if watched { deadline_ms.max(65_000 + 2 * busy_ms) } else { deadline_ms };
     let close = matches!(point, CrashPoint::InPhase { phase: Phase::Close, .. })
         || at_rest_after_close
         || rng.gen_bool(0.2);
@@ -662,13 +655,8 @@ fn draw_cycle(
     } else {
         TableConfig::draw(rng)
     };
-    let memtable_bytes_max = if measuring {
-        16 << 10
-    } else if scale {
-        32 << 10
-    } else {
-        *pick(rng, &[256, 512, 1024, 2048, 16 << 10])
-    };
+    let memtable_bytes_max =
+        if measuring || scale { 16 << 10 } else { *pick(rng, &[256, 512, 1024, 2048, 16 << 10]) };
     // Power loss more often: only it tears unsynced writes, which the WAL reader must tell
     // from corruption.
     let crash_kind = if rng.gen_bool(0.6) { CrashKind::PowerLoss } else { CrashKind::ProcessCrash };
@@ -688,7 +676,7 @@ fn draw_cycle(
 /// Where a cycle's crash is aimed: at a time, after a kind of file call, or inside a phase.
 fn draw_point(rng: &mut ChaCha8Rng, cycle: usize, measuring: bool) -> CrashPoint {
     let roll = rng.gen_range(0..100);
-    if measuring || roll < 30 {
+    if measuring || roll < 20 {
         return CrashPoint::Time;
     }
     if roll < 60 {

@@ -37,10 +37,6 @@ pub struct Attestations {
     acks: u64,
     /// Logs a clean close sealed: the seal attests each whole.
     sealed: BTreeSet<PathBuf>,
-    /// Files damaged once are left alone: a second hit on the same log could destroy the very
-    /// record that attests the first (a sealed log's seal, say), and two faults in one record's
-    /// proof are beyond what one copy of a log can detect.
-    damaged: BTreeSet<PathBuf>,
     /// What each log's durable records attested when the last crash came: worked out then,
     /// while the disk still tells durable bytes from written ones (a crash image holds torn
     /// writes that look whole).
@@ -111,17 +107,19 @@ impl Attestations {
         self.sealed.extend(logs);
     }
 
-    /// Works out, as a crash comes, what the newest log of `dir` has attested by then (see
-    /// `at_crash`); damage in older logs must be detected wherever it lands.
+    /// Works out, as a crash comes, what each log of `dir` that nothing attests yet has
+    /// attested by then (see `at_crash`). A log's attestation is worked out once, at the first
+    /// crash after it was written: only the process that created a log appends to it, and later
+    /// crash images cannot tell torn records from whole ones.
     pub fn freeze(&mut self, disk: &MemFs, dir: &Path) {
         let Ok(files) = disk.files(dir) else { return };
-        let Some(newest) = files.iter().filter(|f| f.name.ends_with(".log")).map(|f| &f.name).max()
-        else {
-            return;
-        };
-        let log = dir.join(newest);
-        let attested = self.attested(disk, dir, &log);
-        self.at_crash.insert(log, attested);
+        for f in files.iter().filter(|f| f.name.ends_with(".log")) {
+            let log = dir.join(&f.name);
+            if !self.at_crash.contains_key(&log) {
+                let attested = self.attested(disk, dir, &log);
+                self.at_crash.insert(log, attested);
+            }
+        }
     }
 
     /// How many bytes from the start of `log` (a file of `dir` on `disk`) a durable record
@@ -198,6 +196,37 @@ pub enum Damage {
     BadSector,
 }
 
+/// Damage done: where, and how to undo it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damaged {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub kind: FileKind,
+    pub what: Damage,
+    /// The bits flipped, for rot.
+    pub mask: u8,
+}
+
+impl Damaged {
+    /// Undoes the damage, as a repair from a backup would; the file may be gone by now.
+    pub fn heal(&self, disk: &MemFs) {
+        let _ = match self.what {
+            Damage::Rot => disk.rot_at_rest(&self.path, self.offset, self.mask),
+            Damage::BadSector => disk.heal_sector(&self.path, self.offset),
+        };
+    }
+
+    /// Whether an error the engine gave names the damaged file: reporting damage means saying
+    /// where it is.
+    pub fn named_by(&self, e: &jadedb::Error) -> bool {
+        match e {
+            jadedb::Error::Corruption { file, .. } => *file == self.path,
+            jadedb::Error::Io { path, .. } => *path == self.path,
+            _ => false,
+        }
+    }
+}
+
 /// Damages one synced byte of a file of `dir` (a kind of file drawn first, by
 /// [`FileKind::weight`]); returns where, or `None` if no byte could be damaged. With `defer`,
 /// damages nothing unless the newest WAL has attested bytes to damage, the place that matters
@@ -205,20 +234,21 @@ pub enum Damage {
 pub fn damage(
     disk: &MemFs,
     dir: &Path,
-    attest: &mut Attestations,
+    attest: &Attestations,
     what: Damage,
     defer: bool,
     rng: &mut ChaCha8Rng,
-) -> Option<(PathBuf, u64, FileKind)> {
+) -> Option<Damaged> {
     let files = disk.files(dir).ok()?;
-    let newest_log = files.iter().filter(|f| f.name.ends_with(".log")).map(|f| &f.name).max();
+    // A log is older only if a newer one's name survives a power loss: otherwise a power loss
+    // may make it the newest again, where a bad last record reads as a torn tail.
+    let newest_durable =
+        files.iter().filter(|f| f.name.ends_with(".log") && f.durable_name).map(|f| &f.name).max();
     let mut targets: BTreeMap<FileKind, Vec<(PathBuf, u64)>> = BTreeMap::new();
     for f in &files {
         let path = dir.join(&f.name);
-        if attest.damaged.contains(&path) {
-            continue;
-        }
-        let (kind, limit) = if Some(&f.name) == newest_log {
+        let older = newest_durable.is_some_and(|newest| f.name < *newest);
+        let (kind, limit) = if f.name.ends_with(".log") && !older {
             let attested = attest.at_crash.get(&path).copied().unwrap_or(0);
             (FileKind::NewestWal, f.durable_len.min(attested))
         } else if f.name.ends_with(".log") {
@@ -249,14 +279,14 @@ pub fn damage(
         })?;
         let (path, limit) = &files[rng.gen_range(0..files.len())];
         let offset = rng.gen_range(0..*limit);
+        let mask = 1 << rng.gen_range(0..8);
         let done = match what {
-            Damage::Rot => disk.rot_at_rest(path, offset, 1 << rng.gen_range(0..8)),
+            Damage::Rot => disk.rot_at_rest(path, offset, mask),
             Damage::BadSector => disk.break_sector(path, offset),
         };
         // A byte in a block that unsynced data shares (after a process crash) is not at rest.
         if done.unwrap_or(false) {
-            attest.damaged.insert(path.clone());
-            return Some((path.clone(), offset, kind));
+            return Some(Damaged { path: path.clone(), offset, kind, what, mask });
         }
     }
     None

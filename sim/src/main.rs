@@ -117,13 +117,17 @@ mod cli {
         }
         println!(
             "scale: {} scenarios at scale ({:.1}%), {} writes and {} tables flushed, in {:.1}s \
-             ({:.1} per second)",
+             ({:.1} per second); each ran at least {} operations, and a tree reached {} tables \
+             over {} levels",
             s.scale,
             100.0 * s.scale as f64 / count.max(1) as f64,
             s.scale_writes,
             s.scale_tables_flushed,
             s.scale_secs,
-            s.scale as f64 / s.scale_secs.max(1e-9)
+            s.scale as f64 / s.scale_secs.max(1e-9),
+            s.scale_ops_min,
+            s.scale_tables_max,
+            s.scale_levels_max
         );
         // The standard scenarios alone: the scale share is timed apart and reported above.
         println!(

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long an operation may wait while the process makes no file call at all before it counts
@@ -37,7 +37,12 @@ pub const LIVENESS_BOUND: Duration = Duration::from_secs(5);
 pub const OPERATION_MAX: Duration = Duration::from_secs(60);
 pub const OPERATION_MAX_SCALE: Duration = Duration::from_secs(1200);
 
-/// Writes a client may have refused before it stops: enough to see fail-stop hold.
+/// How long the final process may run in all, in virtual time: past every bound an operation
+/// has, below the scenario's limit.
+const FINAL_MAX: Duration = Duration::from_secs(1800);
+
+/// Writes a client may have refused before it stops writing (it goes on reading: a database
+/// that can no longer write must keep serving reads): enough to see fail-stop hold.
 const REFUSALS_MAX: usize = 3;
 
 /// One simulated process.
@@ -51,8 +56,17 @@ pub struct Process {
     disk: MemFs,
     /// Turns the cycle's faults on once the database is open (if they are not on already).
     switch: FaultSwitch,
+    /// Operations in flight, for the watchdog.
+    watch: Mutex<Watch>,
     shared: Arc<Shared>,
     trace: Trace,
+}
+
+/// The operations of a process in flight: what each is and when it started.
+#[derive(Debug, Default)]
+struct Watch {
+    next: u64,
+    ops: BTreeMap<u64, (&'static str, Duration)>,
 }
 
 /// A key interval a read covered completely.
@@ -84,6 +98,7 @@ impl Process {
             rt,
             disk: disk.clone(),
             switch,
+            watch: Mutex::default(),
             shared: Arc::clone(shared),
             trace: trace.clone(),
         }
@@ -94,8 +109,9 @@ impl Process {
     }
 
     pub async fn run(self) {
-        let Some(db) = self.open_and_check().await else { return };
         let this = Arc::new(self);
+        madsim::task::spawn(Arc::clone(&this).watchdog());
+        let Some(db) = this.open_and_check().await else { return };
         let mut clients = Vec::new();
         for client in 0..this.config.clients {
             let (this, db) = (Arc::clone(&this), db.clone());
@@ -109,67 +125,91 @@ impl Process {
         }
     }
 
-    /// Runs `op`, failing the scenario if it hangs: if [`LIVENESS_BOUND`] of virtual time
-    /// passes without a single file call of the process completing, or if it takes longer than
-    /// [`OPERATION_MAX`] however busy the disk is. The engine must never hang, whatever faults
-    /// it met.
-    async fn bounded<T>(&self, what: &str, op: impl Future<Output = T>) -> Option<T> {
-        let max = if self.config.scale { OPERATION_MAX_SCALE } else { OPERATION_MAX };
-        let mut op = std::pin::pin!(op);
-        let mut waited = Duration::ZERO;
-        let mut calls = self.control().calls_completed();
-        let stuck = loop {
-            match madsim::time::timeout(LIVENESS_BOUND, op.as_mut()).await {
-                Ok(out) => return Some(out),
-                Err(_) => {
-                    waited += LIVENESS_BOUND;
-                    let now = self.control().calls_completed();
-                    if now == calls {
-                        break format!("{LIVENESS_BOUND:?} passed without a file call");
-                    }
-                    if waited >= max {
-                        break format!("it ran past {max:?} of virtual time");
-                    }
-                    calls = now;
-                }
-            }
+    /// Runs `op` under the watchdog's eye (see [`Process::watchdog`]).
+    async fn bounded<T>(&self, what: &'static str, op: impl Future<Output = T>) -> T {
+        let id = {
+            let mut watch = lock(&self.watch);
+            watch.next += 1;
+            let id = watch.next;
+            watch.ops.insert(id, (what, madsim::time::TimeHandle::current().elapsed()));
+            id
         };
-        let tasks = self.control().live_tasks().join(", ");
-        let why = format!("liveness: {what} did not finish: {stuck} (engine tasks alive: {tasks})");
-        self.shared.fail(&self.trace, why);
-        None
+        let out = op.await;
+        lock(&self.watch).ops.remove(&id);
+        out
     }
 
-    /// Whether a read may fail under this cycle's faults (with `Corruption` or an I/O error,
-    /// never wrong data), or because data at rest was damaged.
+    /// Fails the scenario if an operation hangs: if [`LIVENESS_BOUND`] of virtual time passes
+    /// without a single file call of the process completing while it waits, or if it runs past
+    /// [`OPERATION_MAX`] however busy the disk is. The engine must never hang, whatever faults
+    /// it met. One task watches every operation of the process, waking once per bound: a
+    /// timeout per operation would leave a timer behind for every one of them.
+    pub async fn watchdog(self: Arc<Self>) {
+        let max = if self.config.scale { OPERATION_MAX_SCALE } else { OPERATION_MAX };
+        let mut calls = self.control().calls_completed();
+        loop {
+            madsim::time::sleep(LIVENESS_BOUND).await;
+            let now = madsim::time::TimeHandle::current().elapsed();
+            let idle = self.control().calls_completed() == calls;
+            calls = self.control().calls_completed();
+            let watch = lock(&self.watch);
+            let stuck = watch.ops.values().find_map(|&(what, started)| {
+                let age = now.saturating_sub(started);
+                if idle && age >= LIVENESS_BOUND {
+                    Some(format!(
+                        "{what} did not finish: {LIVENESS_BOUND:?} passed without a file call"
+                    ))
+                } else if age >= max {
+                    Some(format!("{what} did not finish: it ran past {max:?} of virtual time"))
+                } else {
+                    None
+                }
+            });
+            drop(watch);
+            if let Some(stuck) = stuck {
+                let tasks = self.control().live_tasks().join(", ");
+                let why = format!("liveness: {stuck} (engine tasks alive: {tasks})");
+                return self.shared.fail(&self.trace, why);
+            }
+        }
+    }
+
+    /// Whether a read may fail with `e` (with `Corruption` or an I/O error, never wrong data):
+    /// if the cycle's faults are on and reach what reads see, or if it reports the damage at
+    /// rest (it names the damaged file).
     fn read_error_allowed(&self, e: &jadedb::Error) -> bool {
-        let may = self.faults.may_fail_reads() || self.shared.damaged();
-        may && (e.is_corruption() || matches!(e, jadedb::Error::Io { .. }))
+        let faulty = self.switch.is_on() && self.faults.may_fail_reads();
+        let kind = e.is_corruption() || matches!(e, jadedb::Error::Io { .. });
+        (faulty && kind) || self.shared.reports_damage(e)
     }
 
     /// Whether a write, flush, compaction or close may fail: under any fault, or once data at
-    /// rest is damaged. Without faults every one must succeed.
+    /// rest is damaged (a compaction that meets it poisons the database). Without faults every
+    /// one must succeed.
     fn write_error_allowed(&self) -> bool {
         self.faults.any() || self.shared.damaged()
     }
 
-    /// Whether opening may fail with `e`. Corruption only when something damaged data (on disk,
-    /// or in a read); other errors under any fault that reaches the disk.
+    /// Whether opening may fail with `e`: if faults are on during recovery (`Corruption` only
+    /// if reads may flip bits), or if it reports the damage at rest.
     fn open_error_allowed(&self, e: &jadedb::Error) -> bool {
-        let damaged = self.shared.damaged();
-        if e.is_corruption() {
-            return damaged || self.faults.rate(FaultKind::ReadFlip) > 0.0;
+        if self.shared.reports_damage(e) {
+            return true;
         }
-        let reaches_disk =
-            self.faults.kinds().any(|k| !matches!(k, FaultKind::ShortRead | FaultKind::Panic));
-        damaged || reaches_disk
+        if !self.switch.is_on() {
+            return false;
+        }
+        if e.is_corruption() {
+            return self.faults.rate(FaultKind::ReadFlip) > 0.0;
+        }
+        self.faults.kinds().any(|k| !matches!(k, FaultKind::ShortRead | FaultKind::Panic))
     }
 
     /// Opens the database and checks what it recovered (invariants 1-3).
     async fn open_and_check(&self) -> Option<Db> {
         let rt: jadedb::runtime::RuntimeRef = self.rt.clone();
         let opened = Db::open_async(self.config.db_dir, options(&self.config, self.cycle), rt);
-        let db = match self.bounded("open", opened).await? {
+        let db = match self.bounded("open", opened).await {
             Ok(db) => db,
             Err(e) if self.open_error_allowed(&e) => {
                 self.trace.event(now_ns(), format_args!("open failed under faults: {e}"));
@@ -184,6 +224,8 @@ impl Process {
             }
         };
         if !self.check_recovered(&db).await {
+            // Released before anything opens the database again (the final process does).
+            let _ = self.bounded("a close after a failed check", db.close_async()).await;
             return None;
         }
         self.switch.on();
@@ -197,13 +239,12 @@ impl Process {
     async fn check_recovered(&self, db: &Db) -> bool {
         let scanned = self.bounded("the scan after recovery", db.scan_async(b"", None)).await;
         let recovered: BTreeMap<Vec<u8>, Vec<u8>> = match scanned {
-            None => return false,
-            Some(Ok(pairs)) => pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
-            Some(Err(e)) if self.read_error_allowed(&e) => {
+            Ok(pairs) => pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+            Err(e) if self.read_error_allowed(&e) => {
                 self.trace.event(now_ns(), format_args!("scan after recovery failed: {e}"));
                 return false;
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 self.shared.fail(&self.trace, format!("scan after recovery failed: {e}"));
                 return false;
             }
@@ -232,7 +273,7 @@ impl Process {
 
     async fn close_cleanly(&self, db: &Db) {
         let acked_upto = db.latest_sequence();
-        let Some(result) = self.bounded("close", db.close_async()).await else { return };
+        let result = self.bounded("close", db.close_async()).await;
         match result {
             Ok(()) => {
                 self.trace.event(now_ns(), format_args!("closed cleanly at seq {acked_upto}"));
@@ -258,15 +299,14 @@ impl Process {
         let mut seen_seq = db.latest_sequence();
         let mut snapshot = None;
         // A database that refuses writes (poisoned by a fault) has shown what fail-stop needs
-        // after a few refusals; the rest of the client's writes would only be refused again.
+        // after a few refusals; the rest of the client's writes would only be refused again,
+        // so it only reads from then on.
         let mut refused = 0;
         for op in 0..self.config.ops_per_client {
             if self.shared.failed() {
                 return;
             }
-            if refused >= REFUSALS_MAX {
-                break;
-            }
+            lock(&self.shared.stats).ops += 1;
             let first_two = (client, op) == (0, 0) || (client, op) == (0, 1);
             if !first_two && rng.gen_range(0..100) < self.config.compact_percent {
                 if rng.gen_bool(0.5) {
@@ -290,7 +330,7 @@ impl Process {
                     }
                     _ => self.read(&db, client, &mut rng, &mut seen_seq).await,
                 }
-            } else if !self.write(&db, &mut rng, client, op).await {
+            } else if refused < REFUSALS_MAX && !self.write(&db, &mut rng, client, op).await {
                 refused += 1;
             }
             if rng.gen_bool(0.3) {
@@ -321,7 +361,7 @@ impl Process {
     async fn read(&self, db: &Db, client: usize, rng: &mut ChaCha8Rng, seen_seq: &mut u64) {
         let key = key_name(rng.gen_range(0..self.config.keys));
         let token = lock(&self.shared.model).begin_read();
-        let Some(result) = self.bounded("get", db.get_async(&key)).await else { return };
+        let result = self.bounded("get", db.get_async(&key)).await;
         lock(&self.shared.stats).reads += 1;
         let value = match result {
             Ok(value) => value,
@@ -378,16 +418,14 @@ impl Process {
             let it = snap.iter_async(Some(first), Some(&end)).await?;
             walk_all(it, reverse).await
         };
-        let Some(walked) = self.bounded("a snapshot scan", walked).await else { return };
+        let walked = self.bounded("a snapshot scan", walked).await;
         let got = match walked {
             Ok(got) => got,
             Err(e) if self.read_error_allowed(&e) => return,
             Err(e) => return self.shared.fail(&self.trace, format!("snapshot scan failed: {e}")),
         };
         if keys.len() == 1 {
-            let Some(got_one) = self.bounded("a snapshot get", snap.get_async(first)).await else {
-                return;
-            };
+            let got_one = self.bounded("a snapshot get", snap.get_async(first)).await;
             match got_one {
                 Ok(v) if v.as_deref() == got.get(first).map(Vec::as_slice) => {}
                 Ok(v) => {
@@ -442,7 +480,7 @@ impl Process {
             };
             walk_steps(it, &lower, &upper, &plan).await
         };
-        let Some(walked) = self.bounded("an iterator walk", walked).await else { return };
+        let walked = self.bounded("an iterator walk", walked).await;
         let shown = match walked {
             Ok(Ok(shown)) => shown,
             Ok(Err(why)) => return self.shared.fail(&self.trace, why),
@@ -502,7 +540,7 @@ impl Process {
         let b = rng.gen_range(a..self.config.keys);
         let (start, end) = (key_name(a), key_name(b));
         let compacted = db.compact_range_async(&start, &end);
-        let Some(result) = self.bounded("compact_range", compacted).await else { return };
+        let result = self.bounded("compact_range", compacted).await;
         self.trace.event(now_ns(), format_args!("compact_range [{a}, {b}] -> {result:?}"));
         lock(&self.shared.stats).compact_ranges += 1;
         if let Err(e) = result {
@@ -515,9 +553,7 @@ impl Process {
     /// A `compact_range` over every key.
     async fn compact_all(&self, db: &Db) {
         let compacted = db.compact_range_async(b"", b"\xff");
-        let Some(result) = self.bounded("compact_range of everything", compacted).await else {
-            return;
-        };
+        let result = self.bounded("compact_range of everything", compacted).await;
         self.trace.event(now_ns(), format_args!("compact_range all -> {result:?}"));
         lock(&self.shared.stats).compact_ranges += 1;
         if let Err(e) = result {
@@ -529,7 +565,7 @@ impl Process {
 
     /// A `flush`; as `compact_range`, it may fail only under faults.
     async fn flush(&self, db: &Db) {
-        let Some(result) = self.bounded("flush", db.flush_async()).await else { return };
+        let result = self.bounded("flush", db.flush_async()).await;
         self.trace.event(now_ns(), format_args!("flush -> {result:?}"));
         lock(&self.shared.stats).user_flushes += 1;
         if let Err(e) = result {
@@ -554,7 +590,7 @@ impl Process {
                 walk_all(db.iter_async(Some(&start), Some(&end)).await?, true).await
             }
         };
-        let Some(got) = self.bounded("a scan", scanned).await else { return };
+        let got = self.bounded("a scan", scanned).await;
         let got = match got {
             Ok(got) => got,
             Err(e) if self.read_error_allowed(&e) => return,
@@ -597,7 +633,7 @@ impl Process {
         let id = lock(&self.shared.model).issue_write(ops, sync);
         self.trace.event(now_ns(), format_args!("client {client} write {id} ops {n} sync {sync}"));
         let written = db.write_async(batch, WriteOptions { sync });
-        let Some(result) = self.bounded("a write", written).await else { return false };
+        let result = self.bounded("a write", written).await;
         self.trace.event(now_ns(), format_args!("client {client} write {id} -> {result:?}"));
         match result {
             Ok(seq) => {
@@ -624,7 +660,9 @@ impl Process {
                     return true;
                 }
                 if sync {
-                    self.check_durable_at_ack(id, first.as_ref());
+                    // The last value ends the batch's record, when it is a put: then the whole
+                    // record must be durable; otherwise up to the end of the first value.
+                    self.check_durable_at_ack(id, last.as_ref().or(first.as_ref()));
                     self.record_latency(issued_ns);
                 }
                 lock(&self.shared.attest).acknowledged(issued, sync, first, last);
@@ -948,22 +986,40 @@ pub async fn final_check(
         crate::scenario::make_runtime(&disk, &config, index, &control, rng, trace);
     let node = handle.create_node().name("final").build();
     let process = Process::new(&config, index, runtime, &disk, switch, shared, trace);
+    let process = Arc::new(process);
+    let watched = Arc::clone(&process);
     let done = node.spawn(async move {
+        madsim::task::spawn(Arc::clone(&watched).watchdog());
         for round in 0..2 {
-            if process.shared.failed() {
+            if watched.shared.failed() {
                 return;
             }
-            let Some(db) = process.open_and_check().await else { return };
+            if round == 1 {
+                watched.heal();
+            }
+            let Some(db) = watched.open_and_check().await else { continue };
             if round == 0 {
-                process.exercise(&db).await;
+                watched.exercise(&db).await;
             }
         }
     });
-    let _ = done.await;
+    // A hang the watchdog reports leaves the process waiting forever: the timeout ends the
+    // wait (virtual time jumps straight to it once nothing else is left to run).
+    let _ = madsim::time::timeout(FINAL_MAX, done).await;
     crate::scenario::check_panics(shared, &control, trace);
 }
 
 impl Process {
+    /// Undoes the damage at rest, as a repair from a backup would: the last recovery must then
+    /// find every acknowledged write, so that the damage cost availability and never data (a
+    /// refusing engine must not have destroyed anything meanwhile).
+    fn heal(&self) {
+        let Some(damaged) = lock(&self.shared.damage).take() else { return };
+        damaged.heal(&self.disk);
+        let path = damaged.path.display();
+        self.trace.event(now_ns(), format_args!("healed the damage in {path}"));
+    }
+
     /// The final process's work: as client 0 at the start of a cycle, one unsynced write and a
     /// synced one; a snapshot that must outlive overwrites, a flush and a full compaction; then
     /// a clean close that must leave no engine task running.
@@ -987,6 +1043,7 @@ impl Process {
             let mut stats = lock(&self.shared.stats);
             stats.flushes += m.flushes;
             stats.compactions += m.compactions;
+            crate::scenario::record_tree(&mut stats, &m);
         }
         self.close_cleanly(db).await;
         let alive = self.control().live_tasks();

@@ -55,6 +55,10 @@ pub struct Summary {
     pub scale_secs: f64,
     pub scale_writes: u64,
     pub scale_tables_flushed: u64,
+    /// Per scale scenario: the fewest operations, the most tables at once, the most levels.
+    pub scale_ops_min: u64,
+    pub scale_tables_max: u64,
+    pub scale_levels_max: u64,
     /// Scenarios that measured commit latency, and every latency they measured.
     pub latency_scenarios: u64,
     pub latencies_us: Vec<u64>,
@@ -67,8 +71,8 @@ fn quiet_injected_panics() {
     ONCE.call_once(|| {
         let report = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let msg = info.payload().downcast_ref::<&str>().copied().unwrap_or_default();
-            if !msg.starts_with(crate::runtime::INJECTED_PANIC) {
+            let msg = jadedb::runtime::panic_message(info.payload());
+            if !msg.starts_with(jadedb::runtime::INJECTED_PANIC) {
                 report(info);
             }
         }));
@@ -100,12 +104,7 @@ pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
     match rx.recv_timeout(SEED_BUDGET) {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "non-string panic".into());
-            failed(format!("panic: {msg}"))
+            failed(format!("panic: {}", jadedb::runtime::panic_message(panic.as_ref())))
         }
         // The thread is left behind (a thread cannot be killed); the sweep goes on.
         Err(_) => failed(format!(
@@ -199,9 +198,12 @@ fn tally(s: &mut Summary, o: &Outcome) {
     s.with_torn_blocks += u64::from(st.torn_blocks > 0);
     s.with_dirs_out_of_order += u64::from(st.dir_changes_out_of_order > 0);
     if o.config.scale {
+        s.scale_ops_min = if s.scale == 0 { st.ops } else { s.scale_ops_min.min(st.ops) };
         s.scale += 1;
         s.scale_writes += st.writes_acked + st.writes_failed;
         s.scale_tables_flushed += st.flushes;
+        s.scale_tables_max = s.scale_tables_max.max(st.tables_max);
+        s.scale_levels_max = s.scale_levels_max.max(st.levels_max);
     } else {
         s.standard += 1;
     }
@@ -240,6 +242,7 @@ fn add_stats(t: &mut Stats, st: &Stats) {
     t.acks_checked_durable += st.acks_checked_durable;
     t.writes_after_failure += st.writes_after_failure;
     t.points_fired += st.points_fired;
+    t.ops += st.ops;
     add_all(&mut t.crashes_after_call, &st.crashes_after_call);
     add_all(&mut t.crashes_in_phase, &st.crashes_in_phase);
     add_all(&mut t.faults_fired, &st.faults_fired);

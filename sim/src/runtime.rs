@@ -24,11 +24,9 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::io;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// Virtual time since the scenario started, in nanoseconds.
@@ -36,8 +34,7 @@ pub fn now_ns() -> u128 {
     madsim::time::TimeHandle::current().elapsed().as_nanos()
 }
 
-/// What the panic message of a panic injected through the engine's fault points starts with.
-pub const INJECTED_PANIC: &str = "buggify: injected panic";
+use jadedb::runtime::INJECTED_PANIC;
 
 /// Where a crash landed: what the process had just done and was in the middle of.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -536,7 +533,7 @@ impl Runtime for SimRuntime {
         let task = async move {
             // A panicking task ends as an OS thread would, and the process goes on: whether
             // the engine notices is what the checks find out.
-            let panic = CatchUnwind(task).await.err();
+            let panic = jadedb::runtime::catch_unwind(task).await.err();
             control.task_ended(&task_name, panic);
         };
         let handle = madsim::task::Builder::new().name(name).spawn(task);
@@ -585,28 +582,5 @@ impl Runtime for SimRuntime {
             }
         }
         fires
-    }
-}
-
-/// Runs a future, turning a panic inside it into an error carrying the panic's message.
-struct CatchUnwind(BoxFuture<'static, ()>);
-
-impl Future for CatchUnwind {
-    type Output = Result<(), String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let task = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "non-string panic".into());
-                Poll::Ready(Err(msg))
-            }
-        }
     }
 }

@@ -72,6 +72,11 @@ pub struct Stats {
     pub writes_after_failure: u64,
     /// In-code fault points that fired.
     pub points_fired: u64,
+    /// The most tables the tree held at once, and the most levels holding them.
+    pub tables_max: u64,
+    pub levels_max: u64,
+    /// Client operations issued (writes, reads, flushes and compactions).
+    pub ops: u64,
 }
 
 /// How a scenario ended.
@@ -102,8 +107,8 @@ pub struct Shared {
     pub live_db: Mutex<Option<Db>>,
     /// Which log bytes the engine can prove were synced (where damage at rest may land).
     pub attest: Mutex<Attestations>,
-    /// Set once data at rest has been damaged: from then on the engine may refuse.
-    pub damaged: Mutex<bool>,
+    /// The damage at rest, once done: from then on the engine may refuse, naming the file.
+    pub damage: Mutex<Option<crate::damage::Damaged>>,
     /// Numbers every value written, so each is unique in the scenario.
     pub next_value: Mutex<u64>,
     pub latencies_us: Mutex<Vec<u64>>,
@@ -124,7 +129,12 @@ impl Shared {
     }
 
     pub fn damaged(&self) -> bool {
-        *lock(&self.damaged)
+        lock(&self.damage).is_some()
+    }
+
+    /// Whether `e` reports the damage at rest: it names the damaged file.
+    pub fn reports_damage(&self, e: &jadedb::Error) -> bool {
+        lock(&self.damage).as_ref().is_some_and(|d| d.named_by(e))
     }
 }
 
@@ -133,10 +143,12 @@ impl Shared {
 const VIRTUAL_TIME_MAX: Duration = Duration::from_secs(3600);
 
 /// The most a scenario's 99th-percentile synced commit latency may be when every fsync takes
-/// [`crate::config::FIXED_SYNC_MS`]: a commit costs a WAL write and at most two fsyncs (the one
-/// in flight when it arrives, then its own), plus a rotation's fsync, create and directory sync
-/// now and then; anything past this bound is a writer waiting on something it should not.
-pub const LATENCY_P99_BOUND: Duration = Duration::from_millis(20);
+/// [`crate::config::FIXED_SYNC_MS`] (2 ms) and every other file call 1 ms: a commit costs a WAL
+/// write and at most two fsyncs (the one in flight when it arrives, then its own), and may wait
+/// behind two WAL rotations (a full memtable's and a `flush`'s: each an fsync, a truncate, an
+/// fsync, a create and a directory sync, 8 ms); anything past this bound is a writer waiting on
+/// something it should not. Measured in whole milliseconds: the executor adds nanoseconds.
+pub const LATENCY_P99_BOUND: Duration = Duration::from_millis(24);
 
 /// Runs the scenario of `seed` on the current thread.
 pub fn run(seed: u64, bug: Option<crate::config::Bug>, trace: Trace) -> Outcome {
@@ -183,8 +195,7 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
         record_crash(&shared, &config, index, &site, &control, &runtime, &fault_fs, &rules, &disk);
         check_panics(&shared, &control, &trace);
         disk.set_sync_fault(None);
-        // Only the crashes before the boots that damage data need to know what is attested.
-        if config.damages_at_rest() && index + 2 >= config.cycles.len() {
+        if config.damages_at_rest() {
             lock(&shared.attest).freeze(&disk, Path::new(config.db_dir));
         }
         disk = match cycle.crash_kind {
@@ -209,7 +220,7 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
 /// Fails the scenario if its 99th-percentile synced commit latency passed the bound.
 fn check_latency(shared: &Shared, trace: &Trace) {
     let Some(p99) = p99(&lock(&shared.latencies_us)) else { return };
-    if p99 > LATENCY_P99_BOUND {
+    if p99.as_millis() > LATENCY_P99_BOUND.as_millis() {
         let why = format!(
             "latency: p99 synced commit latency {p99:?} is over the bound of \
              {LATENCY_P99_BOUND:?} with a fixed fsync latency"
@@ -244,18 +255,16 @@ pub(crate) fn damage_at_boot(
         // The last cycle's boot waits, most of the time, for a newest WAL worth damaging; the
         // final process's boot takes what there is.
         let defer = index < config.cycles.len() && rng.gen_bool(0.6);
-        let mut attest = lock(&shared.attest);
-        let Some((path, offset, file)) =
-            damage::damage(disk, Path::new(config.db_dir), &mut attest, what, defer, rng)
+        let attest = lock(&shared.attest);
+        let Some(damaged) =
+            damage::damage(disk, Path::new(config.db_dir), &attest, what, defer, rng)
         else {
             continue;
         };
         drop(attest);
-        trace.event(
-            now_ns(),
-            format_args!("{what:?} at rest in {} at {offset} ({file:?})", path.display()),
-        );
-        *lock(&shared.damaged) = true;
+        let (path, offset, file) = (damaged.path.display(), damaged.offset, damaged.kind);
+        trace.event(now_ns(), format_args!("{what:?} at rest in {path} at {offset} ({file:?})"));
+        *lock(&shared.damage) = Some(damaged);
         lock(&shared.stats).faults_fired[fault_index(kind)] += 1;
     }
 }
@@ -263,8 +272,6 @@ pub(crate) fn damage_at_boot(
 /// Rules added to the fault wrapper, with the kind each stands for.
 pub type Rules = Vec<FaultKind>;
 
-/// The runtime of one process: the disk with this cycle's faults, latency, crash control and
-/// tracing.
 /// The switch that turns a cycle's faults on: at boot, or once the database is open.
 #[derive(Clone, Debug, Default)]
 pub struct FaultSwitch(Arc<AtomicBool>);
@@ -274,12 +281,18 @@ impl FaultSwitch {
         self.0.store(true, Ordering::SeqCst);
     }
 
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
     /// Fires with probability `rate` while the switch is on.
     fn gate(&self, rate: f64, seed: u64) -> Predicate {
         Predicate::while_on(Arc::clone(&self.0)).and(Predicate::probability(rate, seed))
     }
 }
 
+/// The runtime of one process: the disk with this cycle's faults, latency, crash control and
+/// tracing.
 pub fn make_runtime(
     disk: &MemFs,
     config: &ScenarioConfig,
@@ -349,7 +362,16 @@ fn record_metrics_at_crash(shared: &Shared) {
         stats.compactions += m.compactions;
         stats.crashes_in_flush += u64::from(m.flushes_running > 0);
         stats.crashes_in_compaction += u64::from(m.compactions_running > 0);
+        record_tree(&mut stats, &m);
     }
+}
+
+/// Keeps the largest tree the scenario's processes had: its tables, and the levels holding them.
+pub(crate) fn record_tree(stats: &mut Stats, m: &jadedb::Metrics) {
+    let tables: u64 = m.level_files.iter().sum();
+    let levels = m.level_files.iter().filter(|&&n| n > 0).count() as u64;
+    stats.tables_max = stats.tables_max.max(tables);
+    stats.levels_max = stats.levels_max.max(levels);
 }
 
 /// Counts where the crash landed and which faults fired in the cycle.
@@ -372,7 +394,9 @@ fn record_crash(
         CrashKind::ProcessCrash => stats.process_crashes += 1,
     }
     stats.aimed_crashes += u64::from(site.aimed);
-    if let Some(kind) = site.after_call.and_then(CallKind::of) {
+    // Counted only where the crash was aimed there: a crash at a deadline comes after whatever
+    // call happened to be last.
+    if let Some(kind) = site.after_call.filter(|_| site.aimed).and_then(CallKind::of) {
         let i = CallKind::ALL.iter().position(|&k| k == kind).expect("a listed kind");
         stats.crashes_after_call[i] += 1;
     }

@@ -154,6 +154,42 @@ pub(crate) fn buggify(rt: &dyn Runtime, point: &'static str) -> bool {
     }
 }
 
+/// What a panic injected through an in-code fault point says first: a runtime that lets a
+/// panicking task die, as an OS thread would, can tell injected panics from real ones.
+pub const INJECTED_PANIC: &str = "buggify: injected panic";
+
+/// Runs `task` to completion, giving its output or the message of the panic it raised. The
+/// engine runs each background job this way (a panic then poisons the database instead of
+/// killing a task silently); a runtime can run tasks this way to let a panicking task end as
+/// an OS thread does.
+///
+/// `AssertUnwindSafe`: the caller gets the panic instead of the output and must not use what
+/// the task was changing as if it had finished.
+pub async fn catch_unwind<F: Future>(task: F) -> Result<F::Output, String> {
+    let mut task = std::pin::pin!(task);
+    std::future::poll_fn(move |cx| {
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.as_mut().poll(cx)));
+        match polled {
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(payload) => std::task::Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    })
+    .await
+}
+
+/// What a panic said: `panic!` gives a `&str` or a `String`; anything else is unnamed.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a payload that is not a message".to_string()
+    }
+}
+
 /// Completes on its second poll: lets every other ready task run once between two steps that
 /// usually run back to back (a `buggify` point).
 pub(crate) async fn yield_now() {

@@ -96,6 +96,12 @@ impl FileData {
         self.bad_sectors.insert((offset / SECTOR_SIZE) as u64)
     }
 
+    /// Makes the sector holding byte `offset` readable again (the drive remapped it, its data
+    /// intact); returns whether it was bad.
+    pub(super) fn heal_sector(&mut self, offset: usize) -> bool {
+        self.bad_sectors.remove(&((offset / SECTOR_SIZE) as u64))
+    }
+
     /// Writes `data` at `offset`, zero-filling any gap past the end.
     pub(super) fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {

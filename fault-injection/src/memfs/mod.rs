@@ -169,6 +169,15 @@ impl MemFs {
         Ok(broke)
     }
 
+    /// Makes the sector holding byte `offset` of `path` readable again, its data intact: undoes
+    /// [`MemFs::break_sector`]. Returns whether it was bad.
+    pub fn heal_sector(&self, path: &Path, offset: u64) -> io::Result<bool> {
+        let state = self.shared.live()?;
+        let cell = state.tree.open(path)?;
+        let healed = usize::try_from(offset).is_ok_and(|at| cell.data().heal_sector(at));
+        Ok(healed)
+    }
+
     /// The files directly in `dir` with their sizes, for choosing where damage lands.
     pub fn files(&self, dir: &Path) -> io::Result<Vec<FileInfo>> {
         let state = self.shared.live()?;
@@ -178,7 +187,8 @@ impl MemFs {
             let Ok(cell) = state.tree.open(&path) else { continue }; // a directory
             let data = cell.data();
             let (durable_len, current_len) = (data.durable.len() as u64, data.current.len() as u64);
-            files.push(FileInfo { name, durable_len, current_len });
+            let durable_name = state.tree.is_durable_name(&path)?;
+            files.push(FileInfo { name, durable_len, current_len, durable_name });
         }
         Ok(files)
     }
@@ -261,6 +271,8 @@ pub struct FileInfo {
     pub durable_len: u64,
     /// Bytes reads see.
     pub current_len: u64,
+    /// Whether the name survives a power loss (its directory was synced since it appeared).
+    pub durable_name: bool,
 }
 
 /// Where [`MemFs::find`] found its needle.

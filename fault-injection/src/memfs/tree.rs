@@ -172,6 +172,13 @@ impl Tree {
         Ok(())
     }
 
+    /// Whether the name of the file at `path` survives a power loss: its parent directory's
+    /// durable entries hold it (the parent's own name aside).
+    pub(super) fn is_durable_name(&self, path: &Path) -> io::Result<bool> {
+        let (dir, name) = self.parent_of(path)?;
+        Ok(self.dir(dir).durable.contains_key(name))
+    }
+
     pub(super) fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let id = self.resolve_dir(&components(dir)?, dir)?;
         Ok(self.dir(id).current.keys().cloned().collect())
