@@ -7,6 +7,12 @@
 //! Invariants: a call that no rule fires on is passed to the inner file system unchanged; rules
 //! are tried in the order they were added and the first that fires decides the call; when the
 //! wrapper is disabled no predicate is asked, so counters and random streams do not advance.
+//!
+//! An error effect on a sync fails the call before it reaches the disk, so the dirty pages stay
+//! dirty and a later sync may still persist them: this is the kinder kernel. The harsher one,
+//! where a failed fsync leaves the pages it covered marked clean but unwritten (Linux on ext4
+//! and XFS, PostgreSQL's "fsyncgate"), is the in-memory disk's own sync fault
+//! (`MemFs::set_sync_fault`), not a rule here.
 
 use crate::predicate::{Call, OpKind, Predicate};
 use jadedb::runtime::{File, FileLock, FileSystem, IoFuture};

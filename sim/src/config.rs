@@ -201,7 +201,7 @@ impl FaultKind {
         match self {
             FaultKind::Sync => 0.75,
             FaultKind::Panic => 0.6,
-            FaultKind::BitRot => 0.7,
+            FaultKind::BitRot => 0.8,
             _ => 0.1,
         }
     }
@@ -224,7 +224,7 @@ impl FaultKind {
             FaultKind::ShortRead => (0.05, 0.5),
             // Rot and bad sectors: the chance that a boot damages one place.
             FaultKind::BitRot | FaultKind::BadSector => (0.7, 1.0),
-            FaultKind::Panic => (0.02, 0.2),
+            FaultKind::Panic => (0.05, 0.4),
             FaultKind::SyncDir
             | FaultKind::Create
             | FaultKind::Open
@@ -325,7 +325,7 @@ impl CallKind {
             CallKind::Sync => 40,
             CallKind::SyncDir => 10,
             CallKind::Rename => 2,
-            CallKind::Remove => 6,
+            CallKind::Remove => 4,
             CallKind::Create => 10,
         }
     }
@@ -605,7 +605,10 @@ fn draw_cycle(
 ) -> Cycle {
     // The first cycle runs fault-free and always gets its clients going, so every scenario
     // acknowledges synced and unsynced writes before its first crash; faults come after.
-    let faults = if cycle > 0 && !palette.is_empty() && rng.gen_bool(0.7) {
+    // The cycles whose boots may damage data at rest are faulty more often: the damage comes
+    // only with the last cycle's faults.
+    let faulty = rng.gen_bool(if rest_after { 0.9 } else { 0.7 });
+    let faults = if cycle > 0 && !palette.is_empty() && faulty {
         let rates = palette
             .iter()
             .map(|&kind| {
@@ -685,10 +688,10 @@ fn draw_point(rng: &mut ChaCha8Rng, cycle: usize, measuring: bool) -> CrashPoint
         return CrashPoint::AfterCall { kind, nth: rng.gen_range(1..=kind.typical()) };
     }
     // The first cycle never crashes inside its own recovery: it must get its clients going.
-    // `close` is aimed at twice as often: only cycles that close can crash inside it.
+    // `close` is aimed at three times as often: only cycles that close can crash inside it.
     let phases: Vec<Phase> = Phase::ALL
         .into_iter()
-        .chain([Phase::Close])
+        .chain([Phase::Close, Phase::Close])
         .filter(|&p| cycle > 0 || p != Phase::Recovery)
         .collect();
     let phase = *pick(rng, &phases);
