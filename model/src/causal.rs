@@ -232,18 +232,10 @@ impl SeenRules {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::ops::Bound::Unbounded;
 
-    use crate::{Key, Model, Observation, Op, Value, Violation, WriteId};
-
-    fn put(key: &str, value: &str) -> Op {
-        Op::Put(key.as_bytes().to_vec(), value.as_bytes().to_vec())
-    }
-
-    fn state(pairs: &[(&str, &str)]) -> BTreeMap<Key, Value> {
-        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
-    }
+    use crate::test_util::{put, state};
+    use crate::{Model, Observation, Op, Violation, WriteId};
 
     /// A scan of every key by client 0 that returned `pairs`, handed to the model.
     fn scan_now(model: &mut Model, pairs: &[(&str, &str)]) {

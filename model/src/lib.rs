@@ -76,6 +76,9 @@ mod reads;
 mod recovery;
 mod violation;
 
+#[cfg(test)]
+mod test_util;
+
 use std::fmt;
 
 pub use history::{Model, ModelStats, ReadToken};

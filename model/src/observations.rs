@@ -421,15 +421,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::ops::Bound::{Excluded, Included, Unbounded};
 
-    use crate::{Key, Model, ModelStats, Observation, Op, Value, Violation};
-
-    fn put(key: &str, value: &str) -> Op {
-        Op::Put(key.as_bytes().to_vec(), value.as_bytes().to_vec())
-    }
-
-    fn state(pairs: &[(&str, &str)]) -> BTreeMap<Key, Value> {
-        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
-    }
+    use crate::test_util::{put, state};
+    use crate::{Model, ModelStats, Observation, Violation};
 
     /// A scan of every key by `client` that returned `pairs`.
     fn scan_all(client: u64, pairs: &[(&str, &str)]) -> Observation {

@@ -140,11 +140,8 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::put;
     use crate::{Model, Op, Violation};
-
-    fn put(key: &str, value: &str) -> Op {
-        Op::Put(key.as_bytes().to_vec(), value.as_bytes().to_vec())
-    }
 
     fn acked(model: &mut Model, ops: Vec<Op>, first_seq: u64) {
         let id = model.issue_write(ops, false);

@@ -519,19 +519,8 @@ fn differing_keys<'a>(expected: &View<'a>, recovered: &'a BTreeMap<Key, Value>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{delete, put, state};
     use crate::{Op, WriteId};
-
-    fn put(key: &str, value: &str) -> Op {
-        Op::Put(key.as_bytes().to_vec(), value.as_bytes().to_vec())
-    }
-
-    fn delete(key: &str) -> Op {
-        Op::Delete(key.as_bytes().to_vec())
-    }
-
-    fn state(pairs: &[(&str, &str)]) -> BTreeMap<Key, Value> {
-        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
-    }
 
     /// Issues and acks each write in turn, at consecutive seqs after the current ones.
     fn ack_all(model: &mut Model, writes: Vec<(Vec<Op>, bool)>) -> Vec<WriteId> {
