@@ -379,6 +379,31 @@ fn damage_at_rest_persists_across_crashes_and_only_hits_synced_bytes() {
     assert_eq!(buf, pattern(3 * SECTOR_SIZE, 7)[..16]);
 }
 
+/// Healing damage at rest must touch only the damaged file: `stored_byte` names a file by its
+/// inode, which outlives crashes, and a file replaced under the same name (as `CURRENT` is at
+/// every open) is another file. The simulator once flipped a bit of a sound, rewritten
+/// `CURRENT` this way, "healing" damage that was already gone.
+#[test]
+fn stored_byte_tells_the_damaged_file_from_one_that_replaced_it() {
+    let fs = disk();
+    drop(durable_file(&fs, b"current"));
+    let path = Path::new("/db/f");
+    assert!(fs.rot_at_rest(path, 2, 0x01).unwrap());
+    let damaged = fs.stored_byte(path, 2).unwrap();
+    assert_eq!(damaged.1, Some(b'r' ^ 0x01));
+    assert_eq!(fs.stored_byte(path, 7).unwrap().1, None, "past the durable image");
+    let after = fs.crash(&mut rng(1)).process_crash();
+    assert_eq!(after.stored_byte(path, 2).unwrap(), damaged, "the same file after crashes");
+    let tmp = create(&after, "/db/f.tmp");
+    write(&*tmp, 0, b"current");
+    sync(&*tmp).unwrap();
+    rename(&after, "/db/f.tmp", "/db/f");
+    sync_dir(&after, "/db");
+    let replaced = after.stored_byte(path, 2).unwrap();
+    assert_ne!(replaced.0, damaged.0, "a file renamed over the name is another inode");
+    assert_eq!(replaced.1, Some(b'r'));
+}
+
 #[test]
 fn find_says_whether_a_needle_is_durable_up_to_its_end() {
     let fs = disk();

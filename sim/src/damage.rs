@@ -205,15 +205,24 @@ pub struct Damaged {
     pub what: Damage,
     /// The bits flipped, for rot.
     pub mask: u8,
+    /// The damaged file's inode and, for rot, its byte as damaged: healing touches only that.
+    pub stored: (u64, Option<u8>),
 }
 
 impl Damaged {
-    /// Undoes the damage, as a repair from a backup would; the file may be gone by now.
-    pub fn heal(&self, disk: &MemFs) {
-        let _ = match self.what {
+    /// Undoes the damage, as a repair from a backup would. The file may be gone by now, or
+    /// replaced under its name (a `CURRENT` written anew), or its byte rewritten: then there is
+    /// nothing to undo, and flipping the bit would damage data that is sound.
+    /// Returns whether there was damage to undo.
+    pub fn heal(&self, disk: &MemFs) -> bool {
+        if disk.stored_byte(&self.path, self.offset).ok() != Some(self.stored) {
+            return false;
+        }
+        match self.what {
             Damage::Rot => disk.rot_at_rest(&self.path, self.offset, self.mask),
             Damage::BadSector => disk.heal_sector(&self.path, self.offset),
-        };
+        }
+        .unwrap_or(false)
     }
 
     /// Whether an error the engine gave names the damaged file: reporting damage means saying
@@ -286,7 +295,8 @@ pub fn damage(
         };
         // A byte in a block that unsynced data shares (after a process crash) is not at rest.
         if done.unwrap_or(false) {
-            return Some(Damaged { path: path.clone(), offset, kind, what, mask });
+            let stored = disk.stored_byte(path, offset).ok()?;
+            return Some(Damaged { path: path.clone(), offset, kind, what, mask, stored });
         }
     }
     None

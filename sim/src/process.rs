@@ -1015,9 +1015,12 @@ impl Process {
     /// refusing engine must not have destroyed anything meanwhile).
     fn heal(&self) {
         let Some(damaged) = lock(&self.shared.damage).take() else { return };
-        damaged.heal(&self.disk);
         let path = damaged.path.display();
-        self.trace.event(now_ns(), format_args!("healed the damage in {path}"));
+        if damaged.heal(&self.disk) {
+            self.trace.event(now_ns(), format_args!("healed the damage in {path}"));
+        } else {
+            self.trace.event(now_ns(), format_args!("no damage left to heal in {path}"));
+        }
     }
 
     /// The final process's work: as client 0 at the start of a cycle, one unsynced write and a

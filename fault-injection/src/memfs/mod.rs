@@ -160,6 +160,16 @@ impl MemFs {
         Ok(rotted)
     }
 
+    /// The inode of `path` and its stored byte at `offset` (`None` past the durable image): what
+    /// tells whether damage done at rest is still there to undo, or the file was replaced or
+    /// rewritten since (inodes outlive crashes; a new file never reuses one).
+    pub fn stored_byte(&self, path: &Path, offset: u64) -> io::Result<(u64, Option<u8>)> {
+        let state = self.shared.live()?;
+        let cell = state.tree.open(path)?;
+        let byte = usize::try_from(offset).ok().and_then(|at| cell.data().durable.get(at).copied());
+        Ok((cell.ino, byte))
+    }
+
     /// Makes the sector holding byte `offset` of `path` unreadable (a latent sector error), if
     /// that byte is synced. Returns whether it broke.
     pub fn break_sector(&self, path: &Path, offset: u64) -> io::Result<bool> {
