@@ -104,18 +104,20 @@ impl Process {
         }
     }
 
-    fn control(&self) -> &Control {
+    fn control(&self) -> &Arc<Control> {
         self.rt.control()
     }
 
     pub async fn run(self) {
         let this = Arc::new(self);
-        madsim::task::spawn(Arc::clone(&this).watchdog());
+        madsim::task::spawn(this.control().wakeable(Arc::clone(&this).watchdog()));
         let Some(db) = this.open_and_check().await else { return };
         let mut clients = Vec::new();
         for client in 0..this.config.clients {
             let (this, db) = (Arc::clone(&this), db.clone());
-            clients.push(madsim::task::spawn(async move { this.client(client, db).await }));
+            let control = Arc::clone(this.control());
+            let client = control.wakeable(async move { this.client(client, db).await });
+            clients.push(madsim::task::spawn(client));
         }
         for c in clients {
             let _ = c.await;
@@ -985,11 +987,12 @@ pub async fn final_check(
     let (runtime, _, _, switch) =
         crate::scenario::make_runtime(&disk, &config, index, &control, rng, trace);
     let node = handle.create_node().name("final").build();
+    lock(&shared.processes).push((node.id(), Arc::clone(&control)));
     let process = Process::new(&config, index, runtime, &disk, switch, shared, trace);
     let process = Arc::new(process);
     let watched = Arc::clone(&process);
-    let done = node.spawn(async move {
-        madsim::task::spawn(Arc::clone(&watched).watchdog());
+    let done = node.spawn(control.wakeable(async move {
+        madsim::task::spawn(watched.control().wakeable(Arc::clone(&watched).watchdog()));
         for round in 0..2 {
             if watched.shared.failed() {
                 return;
@@ -1002,7 +1005,7 @@ pub async fn final_check(
                 watched.exercise(&db).await;
             }
         }
-    });
+    }));
     // A hang the watchdog reports leaves the process waiting forever: the timeout ends the
     // wait (virtual time jumps straight to it once nothing else is left to run).
     let _ = madsim::time::timeout(FINAL_MAX, done).await;
