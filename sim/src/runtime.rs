@@ -203,11 +203,10 @@ impl Control {
         Wakeable { future: Box::pin(future), id, control: Arc::clone(self) }
     }
 
-    /// Wakes every task of the process, once its node has been killed. madsim drops a dead
-    /// node's task only when the task is next polled; a task never woken again (one hanging on
-    /// the frozen disk, or waiting for a signal only another dead task could give) would leak,
-    /// with all its future holds: the engine's state and the disk's files, about half a
-    /// megabyte a scenario, which ran a sweep of 100,000 seeds out of memory.
+    /// Wakes every task of the process, once its node has been killed: madsim drops a dead
+    /// node's task only when the task is next polled, and one never woken again (hanging on the
+    /// frozen disk, or waiting for a signal only another dead task could give) would leak with
+    /// all its future holds (see `scenario::teardown`).
     pub fn wake_all(&self) {
         let wakers = std::mem::take(&mut self.lock().wakers);
         for waker in wakers.into_values() {
