@@ -215,14 +215,17 @@ impl MemFs {
         extent: u64,
     ) -> io::Result<Option<Found>> {
         let state = self.shared.live()?;
-        for name in state.tree.list(dir)?.iter().rev() {
+        if needle.is_empty() {
+            return Ok(None);
+        }
+        let finder = memchr::memmem::Finder::new(needle);
+        for (name, cell) in state.tree.files_in(dir)?.rev() {
             if !name.ends_with(suffix) {
                 continue;
             }
-            let path = dir.join(name);
-            let Ok(cell) = state.tree.open(&path) else { continue };
             let data = cell.data();
-            if let Some(at) = find_bytes(&data.current, needle) {
+            if let Some(at) = finder.find(&data.current) {
+                let path = dir.join(name);
                 let end = (at as u64).saturating_add(extent.max(needle.len() as u64));
                 let durable = usize::try_from(end).ok().is_some_and(|end| {
                     end <= data.durable.len()
@@ -299,12 +302,6 @@ pub struct Found {
 
 /// The first position of `needle` in `haystack`. Needles are unique strings a simulator wrote,
 /// so matching the first byte before comparing the rest is fast enough.
-fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, _) = needle.split_first()?;
-    let last_start = haystack.len().checked_sub(needle.len())?;
-    (0..=last_start).find(|&i| haystack[i] == first && haystack[i..].starts_with(needle))
-}
-
 // The simulator shares one disk between tasks and keeps it across a node's restart.
 const _: fn() = || {
     fn shareable<T: Send + Sync + 'static>() {}

@@ -71,20 +71,39 @@ impl Dir {
         let mut entries = self.durable.clone();
         let survivors = self.pending.iter().zip(kept).filter(|(_, &k)| k).map(|(c, _)| c);
         for change in survivors {
-            match change {
-                Change::Put(name, node) => {
-                    entries.insert(name.clone(), node.clone());
-                }
-                Change::Remove(name) => {
-                    entries.remove(name);
-                }
-                Change::Rename(from, to, node) => {
-                    entries.remove(from);
-                    entries.insert(to.clone(), node.clone());
-                }
-            }
+            change.clone().apply(&mut entries);
         }
         entries
+    }
+
+    /// Makes every pending change durable: the durable entries become the current ones. Only
+    /// the changes are applied, not the directory copied: a directory of hundreds of tables is
+    /// synced after each one is created.
+    fn sync(&mut self) {
+        for change in self.pending.drain(..) {
+            change.apply(&mut self.durable);
+        }
+        debug_assert!(
+            self.durable.len() == self.current.len() && self.durable.keys().eq(self.current.keys()),
+            "the durable entries with every change applied are the current ones"
+        );
+    }
+}
+
+impl Change {
+    fn apply(self, entries: &mut BTreeMap<String, Node>) {
+        match self {
+            Change::Put(name, node) => {
+                entries.insert(name, node);
+            }
+            Change::Remove(name) => {
+                entries.remove(&name);
+            }
+            Change::Rename(from, to, node) => {
+                entries.remove(&from);
+                entries.insert(to, node);
+            }
+        }
     }
 }
 
@@ -184,6 +203,18 @@ impl Tree {
         Ok(self.dir(id).current.keys().cloned().collect())
     }
 
+    /// The files directly in `dir`, by name in order, without copying the names.
+    pub(super) fn files_in(
+        &self,
+        dir: &Path,
+    ) -> io::Result<impl DoubleEndedIterator<Item = (&str, &Arc<FileCell>)> + '_> {
+        let id = self.resolve_dir(&components(dir)?, dir)?;
+        Ok(self.dir(id).current.iter().filter_map(|(name, node)| match node {
+            Node::File(cell) => Some((name.as_str(), cell)),
+            Node::Dir(_) => None,
+        }))
+    }
+
     pub(super) fn create_dir_all(&mut self, dir: &Path) -> io::Result<()> {
         let mut id = ROOT;
         for name in components(dir)? {
@@ -199,9 +230,7 @@ impl Tree {
     /// Makes the current entries of `dir` its durable ones.
     pub(super) fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
         let id = self.resolve_dir(&components(dir)?, dir)?;
-        let entries = self.dir_mut(id);
-        entries.durable = entries.current.clone();
-        entries.pending.clear();
+        self.dir_mut(id).sync();
         Ok(())
     }
 
