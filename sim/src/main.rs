@@ -19,7 +19,7 @@ fn main() {
 mod cli {
     use clap::{Parser, Subcommand};
     use jadedb_sim::config::Bug;
-    use jadedb_sim::runner::{self, print_failure, run_one, run_seeds};
+    use jadedb_sim::runner::{self, print_failure, run_one, run_seeds_of, Only};
     use jadedb_sim::trace::Trace;
     use std::ops::Range;
 
@@ -43,6 +43,9 @@ mod cli {
             /// Plant a known bug (see `Bug::ALL` for the names; an unknown name lists them).
             #[arg(long, value_parser = Bug::parse)]
             bug: Option<Bug>,
+            /// Run only the standard scenarios of the range, or only its scale share.
+            #[arg(long, value_enum, default_value_t = Only::All)]
+            only: Only,
         },
         /// Rerun one seed with a readable trace and its hash.
         Replay {
@@ -70,17 +73,17 @@ mod cli {
 
     pub fn main() -> i32 {
         match Cli::parse().command {
-            Command::Run { seeds, jobs, bug } => run(seeds, jobs, bug),
+            Command::Run { seeds, jobs, bug, only } => run(seeds, only, jobs, bug),
             Command::Replay { seed, bug } => replay(seed, bug),
             Command::CheckDeterminism { seeds } => check_determinism(seeds),
         }
     }
 
-    fn run(seeds: Range<u64>, jobs: Option<usize>, bug: Option<Bug>) -> i32 {
+    fn run(seeds: Range<u64>, only: Only, jobs: Option<usize>, bug: Option<Bug>) -> i32 {
         let jobs =
             jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let count = seeds.end - seeds.start;
-        let s = run_seeds(seeds, jobs, bug, false);
+        let s = run_seeds_of(seeds, only, jobs, bug, false);
+        let count = s.standard + s.scale;
         let t = &s.totals;
         println!(
             "coverage: {} of {count} scenarios crashed and recovered with synced and unsynced writes; \

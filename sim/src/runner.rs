@@ -11,13 +11,15 @@ use crate::scenario::{self, Outcome, Stats};
 use crate::trace::Trace;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The wall-clock time one scenario may take before it counts as livelocked. Standard
 /// scenarios take milliseconds and scale scenarios about a second on the 2-core machine.
 pub const SEED_BUDGET: Duration = Duration::from_secs(120);
+
+/// How the failure of a scenario that ran past [`SEED_BUDGET`] begins.
+const PAST_BUDGET: &str = "the scenario ran past its wall-clock budget";
 
 /// The result of a sweep over seeds.
 #[derive(Debug, Default)]
@@ -83,13 +85,16 @@ fn quiet_injected_panics() {
 pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
     quiet_injected_panics();
     let t = trace.clone();
-    let (tx, rx) = mpsc::channel();
+    let done = Arc::new((Mutex::new(None), Condvar::new()));
+    let sender = Arc::clone(&done);
     #[allow(clippy::disallowed_methods)] // the fresh thread per scenario is the point
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("seed-{seed}"))
         .spawn(move || {
             let result = std::panic::catch_unwind(|| scenario::run(seed, bug, t));
-            let _ = tx.send(result);
+            let (slot, ready) = &*sender;
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+            ready.notify_one();
         })
         .expect("start a scenario thread");
     let failed = |why: String| Outcome {
@@ -101,23 +106,81 @@ pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
         config: ScenarioConfig::draw(seed, bug),
         commit_latencies_us: Vec::new(),
     };
-    match rx.recv_timeout(SEED_BUDGET) {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(panic)) => {
-            failed(format!("panic: {}", jadedb::runtime::panic_message(panic.as_ref())))
+    let (slot, ready) = &*done;
+    let result = ready
+        .wait_timeout_while(slot.lock().unwrap_or_else(PoisonError::into_inner), SEED_BUDGET, |r| {
+            r.is_none()
+        })
+        .unwrap_or_else(PoisonError::into_inner)
+        .0
+        .take();
+    match result {
+        Some(result) => {
+            // The thread has finished its scenario; wait for it to exit, so the next scenario
+            // does not start while this one's thread still frees its memory.
+            let _ = thread.join();
+            match result {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    failed(format!("panic: {}", jadedb::runtime::panic_message(panic.as_ref())))
+                }
+            }
         }
         // The thread is left behind (a thread cannot be killed); the sweep goes on.
-        Err(_) => failed(format!(
-            "the scenario ran past its wall-clock budget of {SEED_BUDGET:?}: a livelock?"
-        )),
+        None => failed(format!("{PAST_BUDGET} of {SEED_BUDGET:?}: a livelock?")),
     }
+}
+
+/// The last events of a failed scenario that ran with a silent trace: its seed runs again with
+/// a recording one. Not for a scenario that ran out of its wall-clock budget (the run again
+/// would take as long; `cargo sim replay` prints its events as they happen).
+pub fn events_of_failure(failed: &Outcome, bug: Option<Bug>) -> Vec<String> {
+    if failed.failure.as_deref().is_some_and(|why| why.starts_with(PAST_BUDGET)) {
+        return vec![format!("(none kept: replay the seed to see them as they happen)")];
+    }
+    let again = run_one(failed.seed, bug, Trace::default());
+    let mut recent = again.recent;
+    if again.failure != failed.failure {
+        recent.push(format!(
+            "(the seed run again to show these events ended otherwise: {:?}; the simulation \
+             is not deterministic)",
+            again.failure
+        ));
+    }
+    recent
+}
+
+/// Which scenarios of a range of seeds a sweep runs: a CI matrix can give the scale share its
+/// own runners, and a measure of the standard sweep's speed need not wait for the scale share.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    #[default]
+    All,
+    Standard,
+    Scale,
 }
 
 /// Runs `seeds` on `jobs` threads, standard scenarios first, then scale ones. Failures are
 /// printed as they are found, unless `quiet`.
 pub fn run_seeds(seeds: Range<u64>, jobs: usize, bug: Option<Bug>, quiet: bool) -> Summary {
-    let (scale, standard): (Vec<u64>, Vec<u64>) =
+    run_seeds_of(seeds, Only::All, jobs, bug, quiet)
+}
+
+/// Runs the scenarios of `seeds` that `only` names, as [`run_seeds`] does.
+pub fn run_seeds_of(
+    seeds: Range<u64>,
+    only: Only,
+    jobs: usize,
+    bug: Option<Bug>,
+    quiet: bool,
+) -> Summary {
+    let (mut scale, mut standard): (Vec<u64>, Vec<u64>) =
         seeds.partition(|&seed| ScenarioConfig::draw(seed, bug).scale);
+    match only {
+        Only::All => {}
+        Only::Standard => scale.clear(),
+        Only::Scale => standard.clear(),
+    }
     let summary = Arc::new(Mutex::new(Summary::default()));
     let standard_secs = run_batch(&standard, jobs, bug, quiet, &summary);
     let scale_secs = run_batch(&scale, jobs, bug, quiet, &summary);
@@ -150,8 +213,9 @@ fn run_batch(
             // worker threads of the sweep, outside any simulation
             std::thread::spawn(move || {
                 while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let outcome = run_one(seed, bug, Trace::default());
+                    let mut outcome = run_one(seed, bug, Trace::silent());
                     if outcome.failure.is_some() && !quiet {
+                        outcome.recent = events_of_failure(&outcome, bug);
                         print_failure(&outcome);
                     }
                     if std::env::var_os("JADEDB_SIM_SHOW_UNCOVERED").is_some()

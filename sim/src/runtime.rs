@@ -371,18 +371,7 @@ impl SimFs {
             return hang().await;
         }
         let result = call.await;
-        DETAIL.with_borrow_mut(|text| {
-            text.clear();
-            detail(&result, text);
-            let path = path.display();
-            match &result {
-                Ok(_) => self.trace.event(now_ns(), format_args!("fs {op} {path} {text}")),
-                Err(e) => {
-                    let line = format_args!("fs {op} {path} {text} -> error {e}");
-                    self.trace.event(now_ns(), line)
-                }
-            }
-        });
+        self.record(op, path, detail, &result);
         let failed_durability =
             result.is_err() && matches!(op, "write" | "sync" | "sync_dir" | "truncate");
         if self.control.after_call(op, failed_durability) {
@@ -390,6 +379,31 @@ impl SimFs {
             return hang().await;
         }
         result
+    }
+
+    /// Puts a file call and its result in the trace (formatted only if the trace records).
+    fn record<T>(
+        &self,
+        op: &'static str,
+        path: &Path,
+        detail: impl FnOnce(&io::Result<T>, &mut String),
+        result: &io::Result<T>,
+    ) {
+        if !self.trace.on() {
+            return;
+        }
+        DETAIL.with_borrow_mut(|text| {
+            text.clear();
+            detail(result, text);
+            let path = path.display();
+            match result {
+                Ok(_) => self.trace.event(now_ns(), format_args!("fs {op} {path} {text}")),
+                Err(e) => {
+                    let line = format_args!("fs {op} {path} {text} -> error {e}");
+                    self.trace.event(now_ns(), line)
+                }
+            }
+        });
     }
 
     fn file(&self, inner: Box<dyn File>, path: &Path) -> Box<dyn File> {

@@ -4,6 +4,11 @@
 //! results, crashes and recoveries, each stamped with virtual time. The same seed must give the
 //! same hash, bit for bit: that is invariant 6, and the determinism check compares these hashes.
 //! A ring of the most recent events is kept so a failure can show what led to it.
+//!
+//! A sweep runs its scenarios with a [`Trace::silent`] trace, which formats nothing: the text
+//! of millions of events was a tenth of a sweep's time, and only a failure needs it. The runner
+//! then runs a failed seed again with a recording trace to show its last events (the same seed
+//! gives the same run).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -13,9 +18,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 const RECENT_EVENTS_MAX: usize = 40;
 
 /// A shared, cloneable trace.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Trace {
     inner: Arc<Mutex<TraceInner>>,
+    /// Whether events are recorded at all (see [`Trace::silent`]).
+    on: bool,
+}
+
+impl Default for Trace {
+    /// A trace that hashes every event and keeps the latest ones.
+    fn default() -> Self {
+        Trace { inner: Arc::default(), on: true }
+    }
 }
 
 #[derive(Debug)]
@@ -60,6 +74,17 @@ impl Trace {
         trace
     }
 
+    /// A trace that records nothing: its hash and event count stay at their start, and it has
+    /// no recent events. What a sweep uses.
+    pub fn silent() -> Self {
+        Trace { inner: Arc::default(), on: false }
+    }
+
+    /// Whether events are recorded: a caller with costly text to make can skip it when not.
+    pub fn on(&self) -> bool {
+        self.on
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, TraceInner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -67,6 +92,9 @@ impl Trace {
     /// Records one event at virtual time `now_ns`. The text is formatted into the oldest slot of
     /// the ring of recent events, so a sweep of millions of events allocates nothing for them.
     pub fn event(&self, now_ns: u128, text: fmt::Arguments<'_>) {
+        if !self.on {
+            return;
+        }
         let mut t = self.lock();
         let mut slot = match t.recent.len() {
             RECENT_EVENTS_MAX => t.recent.pop_front().map(|(_, s)| s).unwrap_or_default(),

@@ -21,3 +21,15 @@ fn different_seeds_give_different_traces() {
     let b = run_one(2, None, Trace::default()).trace_hash;
     assert_ne!(a, b);
 }
+
+/// A sweep runs with a silent trace: it must change nothing but the trace itself.
+#[test]
+fn a_silent_trace_changes_nothing_but_the_trace() {
+    for seed in 0..40 {
+        let heard = run_one(seed, None, Trace::default());
+        let silent = run_one(seed, None, Trace::silent());
+        assert_eq!(heard.failure, silent.failure, "seed {seed}");
+        assert_eq!(format!("{:?}", heard.stats), format!("{:?}", silent.stats), "seed {seed}");
+        assert!(silent.recent.is_empty() && !heard.recent.is_empty(), "seed {seed}");
+    }
+}

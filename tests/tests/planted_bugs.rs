@@ -4,7 +4,7 @@
 #![cfg(madsim)]
 
 use jadedb_sim::config::Bug;
-use jadedb_sim::runner::{run_one, run_seeds};
+use jadedb_sim::runner::{events_of_failure, run_one, run_seeds};
 use jadedb_sim::trace::Trace;
 
 /// The seeds the issue sets for finding each planted bug.
@@ -27,6 +27,14 @@ fn assert_found(bug: Bug) {
         sweep.failed,
         100.0 * share,
         100.0 * SHARE_MIN
+    );
+    // A sweep's silent trace keeps no events; a failure's are found by running it again.
+    let silent = run_one(first, Some(bug), Trace::silent());
+    assert!(silent.recent.is_empty(), "a silent trace kept events");
+    let events = events_of_failure(&silent, Some(bug));
+    assert!(
+        !events.is_empty() && !events.iter().any(|e| e.contains("not deterministic")),
+        "seed {first} run again did not show how it failed: {events:?}"
     );
     let clean = run_one(first, None, Trace::default());
     assert!(
