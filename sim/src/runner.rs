@@ -116,8 +116,8 @@ pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
         .take();
     match result {
         Some(result) => {
-            // The thread has finished its scenario; wait for it to exit, so the next scenario
-            // does not start while this one's thread still frees its memory.
+            // The thread has finished its scenario (its runtime and state are dropped); wait
+            // for it to exit, so the next scenario's thread does not start beside it.
             let _ = thread.join();
             match result {
                 Ok(outcome) => outcome,
@@ -135,12 +135,19 @@ pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
 /// a recording one. Not for a scenario that ran out of its wall-clock budget (the run again
 /// would take as long; `cargo sim replay` prints its events as they happen).
 pub fn events_of_failure(failed: &Outcome, bug: Option<Bug>) -> Vec<String> {
-    if failed.failure.as_deref().is_some_and(|why| why.starts_with(PAST_BUDGET)) {
-        return vec![format!("(none kept: replay the seed to see them as they happen)")];
+    let past_budget =
+        |o: &Outcome| o.failure.as_deref().is_some_and(|w| w.starts_with(PAST_BUDGET));
+    if past_budget(failed) {
+        return vec!["(none kept: replay the seed to see them as they happen)".to_string()];
     }
     let again = run_one(failed.seed, bug, Trace::default());
+    let again_past_budget = past_budget(&again);
     let mut recent = again.recent;
-    if again.failure != failed.failure {
+    if again_past_budget {
+        recent.push(
+            "(the seed run again to show these events ran past its wall-clock budget)".to_string(),
+        );
+    } else if again.failure != failed.failure {
         recent.push(format!(
             "(the seed run again to show these events ended otherwise: {:?}; the simulation \
              is not deterministic)",
@@ -215,6 +222,8 @@ fn run_batch(
                 while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let mut outcome = run_one(seed, bug, Trace::silent());
                     if outcome.failure.is_some() && !quiet {
+                        // The run again counts in the batch's time: failures are rare, and a
+                        // sweep that finds one is not measuring speed.
                         outcome.recent = events_of_failure(&outcome, bug);
                         print_failure(&outcome);
                     }

@@ -51,8 +51,8 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// Folds `bytes` into `hash` eight bytes at a time (FNV's multiply, on words instead of bytes:
-/// a sweep hashes every file call of millions of scenarios, and a byte at a time was a tenth of
-/// its time). Stable across machines and runs, which is all a trace hash needs.
+/// a determinism check hashes every file call, and a byte at a time was a tenth of its time).
+/// Stable across machines and runs, which is all a trace hash needs.
 fn mix(mut hash: u64, bytes: &[u8]) -> u64 {
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
@@ -89,8 +89,9 @@ impl Trace {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records one event at virtual time `now_ns`. The text is formatted into the oldest slot of
-    /// the ring of recent events, so a sweep of millions of events allocates nothing for them.
+    /// Records one event at virtual time `now_ns` (nothing, if the trace is silent). The text is
+    /// formatted into the oldest slot of the ring of recent events, so a run of millions of
+    /// events allocates nothing for them.
     pub fn event(&self, now_ns: u128, text: fmt::Arguments<'_>) {
         if !self.on {
             return;

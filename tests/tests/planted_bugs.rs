@@ -30,6 +30,7 @@ fn assert_found(bug: Bug) {
     );
     // A sweep's silent trace keeps no events; a failure's are found by running it again.
     let silent = run_one(first, Some(bug), Trace::silent());
+    assert!(silent.failure.is_some(), "seed {first} failed in the sweep but not alone");
     assert!(silent.recent.is_empty(), "a silent trace kept events");
     let events = events_of_failure(&silent, Some(bug));
     assert!(

@@ -300,8 +300,6 @@ pub struct Found {
     pub durable: bool,
 }
 
-/// The first position of `needle` in `haystack`. Needles are unique strings a simulator wrote,
-/// so matching the first byte before comparing the rest is fast enough.
 // The simulator shares one disk between tasks and keeps it across a node's restart.
 const _: fn() = || {
     fn shareable<T: Send + Sync + 'static>() {}
