@@ -2,8 +2,8 @@
 //!
 //! Split by role: `config` draws a scenario from a seed, `runtime` is the simulated runtime
 //! (virtual time, the crashing disk), `scenario` runs the crash cycles and checks them against
-//! the reference model, `runner` runs many seeds and reports, `trace` hashes every event.
-//! Everything but `config` needs madsim, which exists only under `--cfg madsim` (`cargo sim`).
+//! the reference model, `runner` runs many seeds and reports (`sweep` says which), `trace`
+//! hashes every event. Everything but `config`, `sweep` and `trace` needs madsim, which exists only under `--cfg madsim` (`cargo sim`).
 
 pub mod config;
 #[cfg(madsim)]
@@ -16,4 +16,5 @@ pub mod runner;
 pub mod runtime;
 #[cfg(madsim)]
 pub mod scenario;
+pub mod sweep;
 pub mod trace;

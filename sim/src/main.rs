@@ -19,7 +19,8 @@ fn main() {
 mod cli {
     use clap::{Parser, Subcommand};
     use jadedb_sim::config::Bug;
-    use jadedb_sim::runner::{self, print_failure, run_one, run_seeds_of, Only};
+    use jadedb_sim::runner::{self, print_failure, run_one, run_seeds_of};
+    use jadedb_sim::sweep::{Only, Shard};
     use jadedb_sim::trace::Trace;
     use std::ops::Range;
 
@@ -46,6 +47,10 @@ mod cli {
             /// Run only the standard scenarios of the range, or only its scale share.
             #[arg(long, value_enum, default_value_t = Only::All)]
             only: Only,
+            /// Run one of N shards of the range, as INDEX/N: seed S is in shard S % N, so the
+            /// N shards together run every seed of the range once.
+            #[arg(long, value_parser = Shard::parse, default_value = "0/1")]
+            shard: Shard,
         },
         /// Rerun one seed with a readable trace and its hash.
         Replay {
@@ -73,16 +78,26 @@ mod cli {
 
     pub fn main() -> i32 {
         match Cli::parse().command {
-            Command::Run { seeds, jobs, bug, only } => run(seeds, only, jobs, bug),
+            Command::Run { seeds, jobs, bug, only, shard } => run(seeds, only, shard, jobs, bug),
             Command::Replay { seed, bug } => replay(seed, bug),
             Command::CheckDeterminism { seeds } => check_determinism(seeds),
         }
     }
 
-    fn run(seeds: Range<u64>, only: Only, jobs: Option<usize>, bug: Option<Bug>) -> i32 {
+    fn run(
+        seeds: Range<u64>,
+        only: Only,
+        shard: Shard,
+        jobs: Option<usize>,
+        bug: Option<Bug>,
+    ) -> i32 {
         let jobs =
             jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let s = run_seeds_of(seeds, only, jobs, bug, false);
+        let range = format!("{}..{}", seeds.start, seeds.end);
+        let s = run_seeds_of(seeds, only, shard, jobs, bug, false);
+        if shard != Shard::WHOLE {
+            println!("shard: {shard} of {range}, {} seeds", s.standard + s.scale);
+        }
         let count = s.standard + s.scale;
         let t = &s.totals;
         println!(

@@ -8,6 +8,7 @@
 
 use crate::config::{Bug, FaultKind, ScenarioConfig};
 use crate::scenario::{self, Outcome, Stats};
+use crate::sweep::{select, Only, Shard};
 use crate::trace::Trace;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,37 +158,22 @@ pub fn events_of_failure(failed: &Outcome, bug: Option<Bug>) -> Vec<String> {
     recent
 }
 
-/// Which scenarios of a range of seeds a sweep runs: a CI matrix can give the scale share its
-/// own runners, and a measure of the standard sweep's speed need not wait for the scale share.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Only {
-    #[default]
-    All,
-    Standard,
-    Scale,
-}
-
 /// Runs `seeds` on `jobs` threads, standard scenarios first, then scale ones. Failures are
 /// printed as they are found, unless `quiet`.
 pub fn run_seeds(seeds: Range<u64>, jobs: usize, bug: Option<Bug>, quiet: bool) -> Summary {
-    run_seeds_of(seeds, Only::All, jobs, bug, quiet)
+    run_seeds_of(seeds, Only::All, Shard::WHOLE, jobs, bug, quiet)
 }
 
-/// Runs the scenarios of `seeds` that `only` names, as [`run_seeds`] does.
+/// Runs the scenarios of `seeds` in `shard` that `only` names, as [`run_seeds`] does.
 pub fn run_seeds_of(
     seeds: Range<u64>,
     only: Only,
+    shard: Shard,
     jobs: usize,
     bug: Option<Bug>,
     quiet: bool,
 ) -> Summary {
-    let (mut scale, mut standard): (Vec<u64>, Vec<u64>) =
-        seeds.partition(|&seed| ScenarioConfig::draw(seed, bug).scale);
-    match only {
-        Only::All => {}
-        Only::Standard => scale.clear(),
-        Only::Scale => standard.clear(),
-    }
+    let (standard, scale) = select(seeds, only, shard, bug);
     let summary = Arc::new(Mutex::new(Summary::default()));
     let standard_secs = run_batch(&standard, jobs, bug, quiet, &summary);
     let scale_secs = run_batch(&scale, jobs, bug, quiet, &summary);
