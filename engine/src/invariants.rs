@@ -132,8 +132,8 @@ async fn check_key_order(
     // Looking a key up costs a binary search per run, walking past it a comparison or two: the
     // keys of new tables are looked up only while they are a small part of the tree.
     let total: usize = runs.iter().flatten().map(|(_, e)| e.len()).sum();
-    let fresh: usize = new_tables.iter().map(|e| e.len()).sum();
-    let result = if checker.verified.is_none() || fresh.saturating_mul(8) > total {
+    let new_entries: usize = new_tables.iter().map(|e| e.len()).sum();
+    let result = if checker.verified.is_none() || new_entries.saturating_mul(8) > total {
         merge_in_read_order(&runs)
     } else {
         check_keys(&runs, new_tables.iter().flat_map(|t| t.iter().map(|(k, _)| k.as_slice())))

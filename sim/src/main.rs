@@ -95,10 +95,10 @@ mod cli {
             jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let range = format!("{}..{}", seeds.start, seeds.end);
         let s = run_seeds_of(seeds, only, shard, jobs, bug, false);
-        if shard != Shard::WHOLE {
-            println!("shard: {shard} of {range}, {} seeds", s.standard + s.scale);
-        }
         let count = s.standard + s.scale;
+        if shard != Shard::WHOLE {
+            println!("shard: {shard} of {range}, {count} seeds");
+        }
         let t = &s.totals;
         println!(
             "coverage: {} of {count} scenarios crashed and recovered with synced and unsynced writes; \

@@ -192,12 +192,11 @@ impl MemFs {
     pub fn files(&self, dir: &Path) -> io::Result<Vec<FileInfo>> {
         let state = self.shared.live()?;
         let mut files = Vec::new();
-        for name in state.tree.list(dir)? {
-            let path = dir.join(&name);
-            let Ok(cell) = state.tree.open(&path) else { continue }; // a directory
+        for (name, cell) in state.tree.files_in(dir)? {
             let data = cell.data();
             let (durable_len, current_len) = (data.durable.len() as u64, data.current.len() as u64);
-            let durable_name = state.tree.is_durable_name(&path)?;
+            let durable_name = state.tree.is_durable_name(&dir.join(name))?;
+            let name = name.to_string();
             files.push(FileInfo { name, durable_len, current_len, durable_name });
         }
         Ok(files)
