@@ -95,6 +95,20 @@ impl Bug {
     }
 }
 
+// A bug is written by name in a sweep's JSON summary.
+impl serde::Serialize for Bug {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bug {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bug, D::Error> {
+        let name = String::deserialize(d)?;
+        Bug::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Bug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -502,6 +516,13 @@ const SCALE_SHARE: f64 = 0.05;
 const LATENCY_SHARE: f64 = 0.1;
 /// The fixed fsync latency of those seeds, in virtual milliseconds.
 pub const FIXED_SYNC_MS: u64 = 2;
+/// The most a scenario's 99th-percentile synced commit latency may be when every fsync takes
+/// [`crate::config::FIXED_SYNC_MS`] (2 ms) and every other file call 1 ms: a commit costs a WAL
+/// write and at most two fsyncs (the one in flight when it arrives, then its own), and may wait
+/// behind two WAL rotations (a full memtable's and a `flush`'s: each an fsync, a truncate, an
+/// fsync, a create and a directory sync, 8 ms); anything past this bound is a writer waiting on
+/// something it should not. Measured in whole milliseconds: the executor adds nanoseconds.
+pub const LATENCY_P99_BOUND: std::time::Duration = std::time::Duration::from_millis(24);
 
 impl ScenarioConfig {
     /// Draws the scenario of `seed`.

@@ -1,8 +1,11 @@
 //! `jadedb-sim`: runs seeded crash-recovery scenarios against JadeDB.
 //!
-//! `cargo sim run --seeds 0..10000 [--jobs N]` sweeps seeds; `cargo sim replay --seed S` reruns
-//! one with a readable trace and its hash; `cargo sim check-determinism --seeds A..B` runs each
-//! seed twice and compares trace hashes.
+//! `cargo sim run --seeds 0..10000 [--jobs N]` sweeps seeds (`--seeds random:N`, `--shard I/N`,
+//! `--time-budget`, `--json FILE`: see `--help`); `cargo sim merge A.json B.json ...` merges
+//! the summaries of a sweep's shards; `cargo sim replay --seed S` reruns one seed with a
+//! readable trace and its hash; `cargo sim check-determinism --seeds A..B` runs each seed twice
+//! and compares trace hashes. Exit status: 0 all passed, 1 a scenario failed, 2 a usage error
+//! or unreadable input.
 
 #[cfg(not(madsim))]
 fn main() {
@@ -19,10 +22,17 @@ fn main() {
 mod cli {
     use clap::{Parser, Subcommand};
     use jadedb_sim::config::Bug;
-    use jadedb_sim::runner::{self, print_failure, run_one, run_seeds_of};
-    use jadedb_sim::sweep::{Only, Shard};
+    use jadedb_sim::report::{self, SweepDoc};
+    use jadedb_sim::runner::{print_failure, run_one, run_seeds_of, SweepOptions, SEED_BUDGET};
+    use jadedb_sim::sweep::{fmt_duration, os_entropy, parse_duration, Only, Seeds, Shard};
     use jadedb_sim::trace::Trace;
+    use std::io::IsTerminal;
     use std::ops::Range;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    /// Exit status of a usage error, a build error, or input that cannot be read.
+    const USAGE: i32 = 2;
 
     #[derive(Parser)]
     #[command(name = "jadedb-sim", about = "Seeded crash-recovery simulation of JadeDB")]
@@ -35,9 +45,10 @@ mod cli {
     enum Command {
         /// Run the scenarios of a range of seeds.
         Run {
-            /// Seeds as START..END (END excluded).
-            #[arg(long, value_parser = parse_range)]
-            seeds: Range<u64>,
+            /// Seeds as START..END (END excluded), or random:N for N seeds from a random
+            /// start (printed first, so that any failure replays).
+            #[arg(long, value_parser = Seeds::parse)]
+            seeds: Seeds,
             /// Parallel workers (default: the number of cores).
             #[arg(long)]
             jobs: Option<usize>,
@@ -51,6 +62,25 @@ mod cli {
             /// N shards together run every seed of the range once.
             #[arg(long, value_parser = Shard::parse, default_value = "0/1")]
             shard: Shard,
+            /// Stop starting seeds after this long (90s, 10m, 1h30m): the standard seeds get
+            /// half of it when scale seeds follow, and the report says which seeds ran.
+            #[arg(long, value_parser = parse_duration)]
+            time_budget: Option<Duration>,
+            /// The wall-clock time one scenario may take before it fails as livelocked.
+            #[arg(long, value_parser = parse_duration, default_value = "120s")]
+            seed_budget: Duration,
+            /// Also write the summary as JSON to this file (for `merge`).
+            #[arg(long)]
+            json: Option<PathBuf>,
+        },
+        /// Merge the JSON summaries of a sweep's shards into the report of the whole sweep.
+        Merge {
+            /// The shards' summaries (`run --shard I/N --json FILE`), every shard once.
+            #[arg(required = true)]
+            summaries: Vec<PathBuf>,
+            /// Also write the merged summary as JSON to this file.
+            #[arg(long)]
+            json: Option<PathBuf>,
         },
         /// Rerun one seed with a readable trace and its hash.
         Replay {
@@ -67,101 +97,110 @@ mod cli {
     }
 
     fn parse_range(s: &str) -> Result<Range<u64>, String> {
-        let (a, b) = s.split_once("..").ok_or("expected START..END")?;
-        let a: u64 = a.parse().map_err(|e| format!("bad start: {e}"))?;
-        let b: u64 = b.parse().map_err(|e| format!("bad end: {e}"))?;
-        if a >= b {
-            return Err("START must be below END".into());
+        match Seeds::parse(s)? {
+            Seeds::Range(r) => Ok(r),
+            Seeds::Random(_) => Err("expected START..END".into()),
         }
-        Ok(a..b)
     }
 
     pub fn main() -> i32 {
         match Cli::parse().command {
-            Command::Run { seeds, jobs, bug, only, shard } => run(seeds, only, shard, jobs, bug),
+            Command::Run { seeds, jobs, bug, only, shard, time_budget, seed_budget, json } => {
+                let jobs = jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                let options = SweepOptions {
+                    quiet: false,
+                    progress: std::io::stderr().is_terminal(),
+                    time_budget,
+                    seed_budget,
+                    ..SweepOptions::new(jobs, bug)
+                };
+                run(&seeds, only, shard, &options, json)
+            }
+            Command::Merge { summaries, json } => merge(&summaries, json),
             Command::Replay { seed, bug } => replay(seed, bug),
             Command::CheckDeterminism { seeds } => check_determinism(seeds),
         }
     }
 
     fn run(
-        seeds: Range<u64>,
+        seeds: &Seeds,
         only: Only,
         shard: Shard,
-        jobs: Option<usize>,
-        bug: Option<Bug>,
+        options: &SweepOptions,
+        json: Option<PathBuf>,
     ) -> i32 {
-        let jobs =
-            jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let range = format!("{}..{}", seeds.start, seeds.end);
-        let s = run_seeds_of(seeds, only, shard, jobs, bug, false);
-        let count = s.standard + s.scale;
-        if shard != Shard::WHOLE {
-            println!("shard: {shard} of {range}, {count} seeds");
+        let mut entropy_error = None;
+        let range = seeds.resolve(|| {
+            os_entropy().unwrap_or_else(|e| {
+                entropy_error = Some(e);
+                0
+            })
+        });
+        if let Some(e) = entropy_error {
+            eprintln!("error: cannot draw a random start from /dev/urandom: {e}");
+            return USAGE;
         }
-        let t = &s.totals;
-        println!(
-            "coverage: {} of {count} scenarios crashed and recovered with synced and unsynced writes; \
-             memtable rotation in {}, torn write in {}, failed writes (faults) in {}, clean close in {}",
-            s.full_coverage, s.with_rotation, s.with_torn_write, s.with_failed_writes, s.with_clean_close
-        );
-        println!(
-            "tables: flush in {} scenarios, a crash during a flush in {}; compaction in {}, a \
-             crash during a compaction in {}",
-            s.with_flush, s.with_crash_in_flush, s.with_compaction, s.with_crash_in_compaction
-        );
-        println!(
-            "totals: {} crashes, {} recoveries checked, {} writes acked ({} synced), {} failed, \
-             {} reads, {} scans and {} snapshot reads checked, {} flushes, {} compactions, \
-             {} compact_range and {} flush calls",
-            t.crashes,
-            t.recoveries,
-            t.writes_acked,
-            t.synced_acked,
-            t.writes_failed,
-            t.reads,
-            t.scans,
-            t.snapshot_reads,
-            t.flushes,
-            t.compactions,
-            t.compact_ranges,
-            t.user_flushes
-        );
-        for line in runner::coverage_lines(&s, count) {
-            println!("{line}");
-        }
-        if let Some(line) = runner::latency_line(&s) {
-            println!("{line}");
-        }
-        println!(
-            "scale: {} scenarios at scale ({:.1}%), {} writes and {} tables flushed, in {:.1}s \
-             ({:.1} per second); each ran at least {} operations, and a tree reached {} tables \
-             over {} levels",
-            s.scale,
-            100.0 * s.scale as f64 / count.max(1) as f64,
-            s.scale_writes,
-            s.scale_tables_flushed,
-            s.scale_secs,
-            s.scale as f64 / s.scale_secs.max(1e-9),
-            s.scale_ops_min,
-            s.scale_tables_max,
-            s.scale_levels_max
-        );
-        // The standard scenarios alone: the scale share is timed apart and reported above.
-        println!(
-            "speed: {:.0} scenarios per second ({} in {:.1}s on {jobs} jobs)",
-            s.standard as f64 / s.standard_secs.max(1e-9),
-            s.standard,
-            s.standard_secs
-        );
-        if let Some(first) = s.failed_seeds.first() {
+        if let Seeds::Random(n) = seeds {
             println!(
-                "first failing seed: {first}; replay with: {}",
-                runner::replay_command(*first, bug)
+                "seeds: random:{n} drew {}..{}; run them again with --seeds {0}..{1}",
+                range.start, range.end
             );
         }
-        println!("sim: {} passed, {} failed", s.passed, s.failed);
-        i32::from(s.failed > 0)
+        if options.seed_budget != SEED_BUDGET {
+            println!("seed budget: {} per scenario", fmt_duration(options.seed_budget));
+        }
+        let summary = run_seeds_of(range.clone(), only, shard, options);
+        let doc = SweepDoc::of_run(
+            range,
+            matches!(seeds, Seeds::Random(_)),
+            only,
+            options.bug,
+            shard,
+            options.jobs,
+            options.time_budget,
+            summary,
+        );
+        finish(&doc, json)
+    }
+
+    /// Prints the report, writes the JSON summary if asked, and gives the exit status.
+    fn finish(doc: &SweepDoc, json: Option<PathBuf>) -> i32 {
+        for line in report::lines(doc) {
+            println!("{line}");
+        }
+        if let Some(path) = json {
+            #[allow(clippy::disallowed_methods)] // the sweep's own output, not the engine's files
+            if let Err(e) = std::fs::write(&path, doc.to_json()) {
+                eprintln!("error: cannot write the summary to {}: {e}", path.display());
+                return USAGE;
+            }
+        }
+        i32::from(doc.summary.failed > 0)
+    }
+
+    fn merge(paths: &[PathBuf], json: Option<PathBuf>) -> i32 {
+        let mut docs = Vec::new();
+        for path in paths {
+            let name = path.display().to_string();
+            let doc = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| SweepDoc::from_json(&text));
+            match doc {
+                Ok(doc) => docs.push((name, doc)),
+                Err(e) => {
+                    eprintln!("error: {name} is not a sweep summary: {e}");
+                    return USAGE;
+                }
+            }
+        }
+        match report::merge(&docs) {
+            Ok(merged) => finish(&merged, json),
+            Err(e) => {
+                eprintln!("error: {e}");
+                USAGE
+            }
+        }
     }
 
     fn replay(seed: u64, bug: Option<Bug>) -> i32 {

@@ -6,14 +6,17 @@
 //! then a figure that the scale share does not blur. Each scenario also has a wall-clock budget,
 //! so one livelocked seed cannot stall a sweep.
 
-use crate::config::{Bug, FaultKind, ScenarioConfig};
+use crate::config::{Bug, ScenarioConfig};
+use crate::progress::{self, Progress};
+use crate::report::replay_command;
 use crate::scenario::{self, Outcome, Stats};
+use crate::summary::{Failure, Summary};
 use crate::sweep::{select, Only, Shard};
 use crate::trace::Trace;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The wall-clock time one scenario may take before it counts as livelocked. Standard
 /// scenarios take milliseconds and scale scenarios about a second on the 2-core machine.
@@ -21,51 +24,6 @@ pub const SEED_BUDGET: Duration = Duration::from_secs(120);
 
 /// How the failure of a scenario that ran past [`SEED_BUDGET`] begins.
 const PAST_BUDGET: &str = "the scenario ran past its wall-clock budget";
-
-/// The result of a sweep over seeds.
-#[derive(Debug, Default)]
-pub struct Summary {
-    pub passed: u64,
-    pub failed: u64,
-    /// Failed seeds in ascending order.
-    pub failed_seeds: Vec<u64>,
-    pub totals: Stats,
-    /// Scenarios with at least one crash, one recovery, a synced and an unsynced write.
-    pub full_coverage: u64,
-    pub with_rotation: u64,
-    pub with_flush: u64,
-    pub with_crash_in_flush: u64,
-    pub with_compaction: u64,
-    pub with_crash_in_compaction: u64,
-    pub with_torn_write: u64,
-    pub with_failed_writes: u64,
-    pub with_clean_close: u64,
-    pub with_power_loss: u64,
-    pub with_process_crash: u64,
-    /// Scenarios with a crash right after a call of each kind ([`crate::config::CallKind::ALL`]).
-    pub with_crash_after_call: [u64; 6],
-    /// Scenarios with a crash inside each phase ([`jadedb::runtime::Phase::ALL`]).
-    pub with_crash_in_phase: [u64; 7],
-    /// Scenarios in which each fault kind fired ([`FaultKind::ALL`]).
-    pub with_fault: [u64; 17],
-    pub with_torn_blocks: u64,
-    pub with_dirs_out_of_order: u64,
-    /// Standard scenarios, and the wall-clock seconds their batch took.
-    pub standard: u64,
-    pub standard_secs: f64,
-    /// Scale scenarios, the seconds their batch took, and their operations and tables.
-    pub scale: u64,
-    pub scale_secs: f64,
-    pub scale_writes: u64,
-    pub scale_tables_flushed: u64,
-    /// Per scale scenario: the fewest operations, the most tables at once, the most levels.
-    pub scale_ops_min: u64,
-    pub scale_tables_max: u64,
-    pub scale_levels_max: u64,
-    /// Scenarios that measured commit latency, and every latency they measured.
-    pub latency_scenarios: u64,
-    pub latencies_us: Vec<u64>,
-}
 
 /// Keeps panics that the engine's fault points inject (and the engine catches) out of the
 /// output: a sweep meets thousands. Every other panic is reported as before.
@@ -84,6 +42,11 @@ fn quiet_injected_panics() {
 
 /// Runs one scenario on a fresh thread; a panic, or running past [`SEED_BUDGET`], is a failure.
 pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
+    run_one_within(seed, bug, trace, SEED_BUDGET)
+}
+
+/// Runs one scenario on a fresh thread; a panic, or running past `budget`, is a failure.
+pub fn run_one_within(seed: u64, bug: Option<Bug>, trace: Trace, budget: Duration) -> Outcome {
     quiet_injected_panics();
     let t = trace.clone();
     let done = Arc::new((Mutex::new(None), Condvar::new()));
@@ -109,7 +72,7 @@ pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
     };
     let (slot, ready) = &*done;
     let result = ready
-        .wait_timeout_while(slot.lock().unwrap_or_else(PoisonError::into_inner), SEED_BUDGET, |r| {
+        .wait_timeout_while(slot.lock().unwrap_or_else(PoisonError::into_inner), budget, |r| {
             r.is_none()
         })
         .unwrap_or_else(PoisonError::into_inner)
@@ -128,7 +91,7 @@ pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
             }
         }
         // The thread is left behind (a thread cannot be killed); the sweep goes on.
-        None => failed(format!("{PAST_BUDGET} of {SEED_BUDGET:?}: a livelock?")),
+        None => failed(format!("{PAST_BUDGET} of {budget:?}: a livelock?")),
     }
 }
 
@@ -158,86 +121,162 @@ pub fn events_of_failure(failed: &Outcome, bug: Option<Bug>) -> Vec<String> {
     recent
 }
 
+/// How a sweep runs its seeds.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// Worker threads, each running one scenario at a time.
+    pub jobs: usize,
+    /// The planted bug, if any.
+    pub bug: Option<Bug>,
+    /// Print nothing while running (no failures as found, no progress).
+    pub quiet: bool,
+    /// Keep a progress line on standard error (for a terminal).
+    pub progress: bool,
+    /// The wall-clock time the whole sweep may take: once it has passed no new seed starts.
+    pub time_budget: Option<Duration>,
+    /// The wall-clock time one scenario may take before it fails as livelocked.
+    pub seed_budget: Duration,
+}
+
+impl SweepOptions {
+    /// `jobs` workers, failures printed as found, no progress line, no time budget.
+    pub fn new(jobs: usize, bug: Option<Bug>) -> SweepOptions {
+        SweepOptions {
+            jobs,
+            bug,
+            quiet: false,
+            progress: false,
+            time_budget: None,
+            seed_budget: SEED_BUDGET,
+        }
+    }
+}
+
 /// Runs `seeds` on `jobs` threads, standard scenarios first, then scale ones. Failures are
 /// printed as they are found, unless `quiet`.
 pub fn run_seeds(seeds: Range<u64>, jobs: usize, bug: Option<Bug>, quiet: bool) -> Summary {
-    run_seeds_of(seeds, Only::All, Shard::WHOLE, jobs, bug, quiet)
+    let options = SweepOptions { quiet, ..SweepOptions::new(jobs, bug) };
+    run_seeds_of(seeds, Only::All, Shard::WHOLE, &options)
 }
 
-/// Runs the scenarios of `seeds` in `shard` that `only` names, as [`run_seeds`] does.
+/// Runs the scenarios of `seeds` in `shard` that `only` names: the standard ones first, then
+/// the scale ones, each batch timed on its own.
+///
+/// With a time budget, the standard batch may take at most half of it when scale seeds follow
+/// (they take nine tenths of an unbounded sweep's time, so a budget spent in seed order would
+/// hardly ever reach one) and the scale batch the rest. Each batch starts its seeds in
+/// ascending order and stops starting them when its time is up, so the seeds run are the
+/// lowest of each class.
 pub fn run_seeds_of(
     seeds: Range<u64>,
     only: Only,
     shard: Shard,
-    jobs: usize,
-    bug: Option<Bug>,
-    quiet: bool,
+    options: &SweepOptions,
 ) -> Summary {
-    let (standard, scale) = select(seeds, only, shard, bug);
-    let summary = Arc::new(Mutex::new(Summary::default()));
-    let standard_secs = run_batch(&standard, jobs, bug, quiet, &summary);
-    let scale_secs = run_batch(&scale, jobs, bug, quiet, &summary);
-    let mut summary = Arc::try_unwrap(summary)
-        .expect("workers done")
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    summary.failed_seeds.sort_unstable();
-    summary.standard_secs = standard_secs;
-    summary.scale_secs = scale_secs;
+    let (standard, scale) = select(seeds, only, shard, options.bug);
+    #[allow(clippy::disallowed_methods)] // the sweep's wall-clock budget
+    let started = Instant::now();
+    let deadline = options.time_budget.map(|b| started + b);
+    let standard_deadline = match options.time_budget {
+        Some(budget) if !scale.is_empty() => Some(started + budget / 2),
+        _ => deadline,
+    };
+    let progress =
+        (options.progress && !options.quiet).then(|| Progress::start(&standard, &scale, deadline));
+    let mut summary = Summary {
+        standard_selected: standard.len() as u64,
+        scale_selected: scale.len() as u64,
+        ..Summary::default()
+    };
+    let (s, secs) = run_batch(&standard, options, standard_deadline, progress.as_ref());
+    summary.absorb(&s);
+    summary.standard_secs = secs;
+    let (s, secs) = run_batch(&scale, options, deadline, progress.as_ref());
+    summary.absorb(&s);
+    summary.scale_secs = secs;
+    if let Some(p) = progress {
+        p.finish();
+    }
     summary
 }
 
-/// Runs `seeds` on `jobs` threads; returns the wall-clock seconds it took.
+/// Runs `seeds` on the sweep's workers, each seed once, in ascending order until `deadline`;
+/// returns what they found and the wall-clock seconds it took.
 fn run_batch(
     seeds: &[u64],
-    jobs: usize,
-    bug: Option<Bug>,
-    quiet: bool,
-    summary: &Arc<Mutex<Summary>>,
-) -> f64 {
+    options: &SweepOptions,
+    deadline: Option<Instant>,
+    progress: Option<&Progress>,
+) -> (Summary, f64) {
     #[allow(clippy::disallowed_methods)] // the sweep reports wall-clock speed
-    let started = std::time::Instant::now();
-    let seeds: Arc<[u64]> = seeds.into();
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..jobs.max(1))
-        .map(|_| {
-            let (next, summary, seeds) = (Arc::clone(&next), Arc::clone(summary), seeds.clone());
-            #[allow(clippy::disallowed_methods)]
-            // worker threads of the sweep, outside any simulation
-            std::thread::spawn(move || {
-                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let mut outcome = run_one(seed, bug, Trace::silent());
-                    if outcome.failure.is_some() && !quiet {
-                        // The run again counts in the batch's time: failures are rare, and a
-                        // sweep that finds one is not measuring speed.
-                        outcome.recent = events_of_failure(&outcome, bug);
-                        print_failure(&outcome);
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let show_uncovered = std::env::var_os("JADEDB_SIM_SHOW_UNCOVERED").is_some();
+    let mut summary = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..options.jobs.max(1))
+            .map(|_| {
+                let next = &next;
+                // Each worker keeps its own summary: no lock between scenarios.
+                scope.spawn(move || {
+                    let mut mine = Summary::default();
+                    loop {
+                        // The deadline is read before a seed is taken, so that every seed
+                        // below the highest one taken runs.
+                        #[allow(clippy::disallowed_methods)] // the sweep's wall-clock budget
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            break;
+                        }
+                        let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let mut outcome =
+                            run_one_within(seed, options.bug, Trace::silent(), options.seed_budget);
+                        if outcome.failure.is_some() && !options.quiet {
+                            // The run again counts in the batch's time: failures are rare, and
+                            // a sweep that finds one is not measuring speed.
+                            outcome.recent = events_of_failure(&outcome, options.bug);
+                            let _out = progress::hold_output();
+                            print_failure(&outcome);
+                        }
+                        if show_uncovered && !covered(&outcome.stats) {
+                            let _out = progress::hold_output();
+                            println!("uncovered seed {}: {:?}", outcome.seed, outcome.stats);
+                        }
+                        tally(&mut mine, &outcome);
+                        if let Some(p) = progress {
+                            p.done(outcome.failure.is_some());
+                        }
                     }
-                    if std::env::var_os("JADEDB_SIM_SHOW_UNCOVERED").is_some()
-                        && !covered(&outcome.stats)
-                    {
-                        println!("uncovered seed {}: {:?}", outcome.seed, outcome.stats);
-                    }
-                    tally(&mut summary.lock().unwrap_or_else(PoisonError::into_inner), &outcome);
-                }
+                    mine
+                })
             })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("sweep worker");
+            .collect();
+        let mut summary = Summary::default();
+        for w in workers {
+            summary.absorb(&w.join().expect("sweep worker"));
+        }
+        summary
+    });
+    // Seeds are taken in order and every seed taken runs: those run are the lowest ones.
+    let ran = next.load(Ordering::Relaxed).min(seeds.len());
+    let through = ran.checked_sub(1).map(|i| seeds[i]);
+    if summary.scale > 0 {
+        summary.scale_through = through;
+    } else {
+        summary.standard_through = through;
     }
-    started.elapsed().as_secs_f64()
+    (summary, started.elapsed().as_secs_f64())
 }
 
 fn tally(s: &mut Summary, o: &Outcome) {
-    if o.failure.is_some() {
+    if let Some(why) = &o.failure {
         s.failed += 1;
-        s.failed_seeds.push(o.seed);
+        s.failures.push(Failure { seed: o.seed, reason: first_line(why) });
     } else {
         s.passed += 1;
     }
     let st = &o.stats;
-    add_stats(&mut s.totals, st);
+    s.totals.add(st);
     let unsynced = st.writes_acked > st.synced_acked;
     s.full_coverage +=
         u64::from(st.crashes > 0 && st.recoveries > 1 && st.synced_acked > 0 && unsynced);
@@ -268,48 +307,18 @@ fn tally(s: &mut Summary, o: &Outcome) {
     }
     if o.config.latency != crate::config::Latency::Random {
         s.latency_scenarios += 1;
-        s.latencies_us.extend(&o.commit_latencies_us);
+        for &us in &o.commit_latencies_us {
+            *s.latency_us_counts.entry(us).or_default() += 1;
+        }
     }
 }
 
-/// Adds one scenario's counts to the totals.
-fn add_stats(t: &mut Stats, st: &Stats) {
-    t.crashes += st.crashes;
-    t.recoveries += st.recoveries;
-    t.writes_acked += st.writes_acked;
-    t.synced_acked += st.synced_acked;
-    t.writes_failed += st.writes_failed;
-    t.reads += st.reads;
-    t.clean_closes += st.clean_closes;
-    t.rotations += st.rotations;
-    t.torn_writes += st.torn_writes;
-    t.flushes += st.flushes;
-    t.crashes_in_flush += st.crashes_in_flush;
-    t.compactions += st.compactions;
-    t.crashes_in_compaction += st.crashes_in_compaction;
-    t.compact_ranges += st.compact_ranges;
-    t.user_flushes += st.user_flushes;
-    t.snapshot_reads += st.snapshot_reads;
-    t.scans += st.scans;
-    t.walks += st.walks;
-    t.power_losses += st.power_losses;
-    t.process_crashes += st.process_crashes;
-    t.aimed_crashes += st.aimed_crashes;
-    t.torn_blocks += st.torn_blocks;
-    t.dir_changes_out_of_order += st.dir_changes_out_of_order;
-    t.refusals_after_damage += st.refusals_after_damage;
-    t.acks_checked_durable += st.acks_checked_durable;
-    t.writes_after_failure += st.writes_after_failure;
-    t.points_fired += st.points_fired;
-    t.ops += st.ops;
-    add_all(&mut t.crashes_after_call, &st.crashes_after_call);
-    add_all(&mut t.crashes_in_phase, &st.crashes_in_phase);
-    add_all(&mut t.faults_fired, &st.faults_fired);
-}
-
-fn add_all(into: &mut [u64], from: &[u64]) {
-    for (a, b) in into.iter_mut().zip(from) {
-        *a += b;
+/// The first line of a failure's reason, at most a few hundred bytes, for summaries.
+fn first_line(why: &str) -> String {
+    let line = why.lines().next().unwrap_or("");
+    match line.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
     }
 }
 
@@ -325,14 +334,6 @@ fn covered(st: &Stats) -> bool {
     st.crashes > 0 && st.recoveries > 1 && st.synced_acked > 0 && unsynced
 }
 
-/// The command that replays `seed`.
-pub fn replay_command(seed: u64, bug: Option<Bug>) -> String {
-    match bug {
-        Some(bug) => format!("cargo sim replay --seed {seed} --bug {bug}"),
-        None => format!("cargo sim replay --seed {seed}"),
-    }
-}
-
 /// Prints what a new user needs to chase a failure.
 pub fn print_failure(o: &Outcome) {
     let why = o.failure.as_deref().unwrap_or("none");
@@ -343,73 +344,4 @@ pub fn print_failure(o: &Outcome) {
         println!("    {e}");
     }
     println!("  reproduce with seed={}: {}", o.seed, replay_command(o.seed, o.config.bug));
-}
-
-/// The report lines that say how often each crash kind, crash point and fault happened.
-pub fn coverage_lines(s: &Summary, count: u64) -> Vec<String> {
-    use crate::config::CallKind;
-    use jadedb::runtime::Phase;
-    let pct = |n: u64| format!("{n} ({:.1}%)", 100.0 * n as f64 / count.max(1) as f64);
-    let calls: Vec<String> = CallKind::ALL
-        .iter()
-        .zip(&s.with_crash_after_call)
-        .map(|(k, &n)| format!("{} {}", k.name(), pct(n)))
-        .collect();
-    let phases: Vec<String> = Phase::ALL
-        .iter()
-        .zip(&s.with_crash_in_phase)
-        .map(|(p, &n)| format!("{} {}", p.name(), pct(n)))
-        .collect();
-    let faults: Vec<String> = FaultKind::ALL
-        .iter()
-        .zip(&s.with_fault)
-        .map(|(k, &n)| format!("{} {}", k.name(), pct(n)))
-        .collect();
-    let t = &s.totals;
-    vec![
-        format!(
-            "crash kinds: power loss in {} scenarios, process crash in {}; {} of {} crashes came \
-             at their aimed point",
-            pct(s.with_power_loss),
-            pct(s.with_process_crash),
-            t.aimed_crashes,
-            t.crashes
-        ),
-        format!("crash points: right after {}; inside {}", calls.join(", "), phases.join(", ")),
-        format!(
-            "faults (scenarios where each fired): {}; sector-torn blocks {}, directory changes \
-             out of order {}; {} opens refused after damage at rest",
-            faults.join(", "),
-            pct(s.with_torn_blocks),
-            pct(s.with_dirs_out_of_order),
-            t.refusals_after_damage
-        ),
-        format!(
-            "checks: {} synced acknowledgements found durable at that instant, {} writes issued \
-             after a failed write or sync (none may be acknowledged), {} iterator walks, {} \
-             in-code fault points fired",
-            t.acks_checked_durable, t.writes_after_failure, t.walks, t.points_fired
-        ),
-    ]
-}
-
-/// The line reporting commit latency of the scenarios that fix the fsync latency.
-pub fn latency_line(s: &Summary) -> Option<String> {
-    if s.latencies_us.is_empty() {
-        return None;
-    }
-    let mut sorted = s.latencies_us.clone();
-    sorted.sort_unstable();
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
-    Some(format!(
-        "latency: {} scenarios with a fixed {} ms fsync: synced commit p50 {:.1} ms, p99 {:.1} \
-         ms, worst {:.1} ms over {} commits (bound: p99 at most {} ms in every scenario)",
-        s.latency_scenarios,
-        crate::config::FIXED_SYNC_MS,
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        sorted.len(),
-        scenario::LATENCY_P99_BOUND.as_millis()
-    ))
 }

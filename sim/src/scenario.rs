@@ -11,10 +11,11 @@
 //! bound of virtual time (invariant 5), closes cleanly leaving no task behind, and a last
 //! recovery must hold every acknowledged write.
 
-use crate::config::{CallKind, CrashKind, FaultKind, ScenarioConfig};
+use crate::config::{CallKind, CrashKind, FaultKind, ScenarioConfig, LATENCY_P99_BOUND};
 use crate::damage::{self, Attestations, Damage};
 use crate::process::Process;
 use crate::runtime::{now_ns, Control, CrashSite, SimFs, SimRuntime};
+pub use crate::summary::Stats;
 use crate::trace::Trace;
 use jadedb::runtime::Phase;
 use jadedb::Db;
@@ -26,58 +27,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-
-/// Counts of what a scenario did, for the run report.
-#[derive(Clone, Debug, Default)]
-pub struct Stats {
-    pub crashes: u64,
-    pub recoveries: u64,
-    pub writes_acked: u64,
-    pub synced_acked: u64,
-    pub writes_failed: u64,
-    pub reads: u64,
-    pub clean_closes: u64,
-    pub rotations: u64,
-    pub torn_writes: u64,
-    pub flushes: u64,
-    pub compactions: u64,
-    /// Crashes that landed while a flush, or a compaction, was running.
-    pub crashes_in_flush: u64,
-    pub crashes_in_compaction: u64,
-    pub compact_ranges: u64,
-    pub user_flushes: u64,
-    pub snapshot_reads: u64,
-    pub scans: u64,
-    /// Iterator walks with seeks and direction changes.
-    pub walks: u64,
-    pub power_losses: u64,
-    pub process_crashes: u64,
-    /// Crashes that came at their aimed point.
-    pub aimed_crashes: u64,
-    /// Crashes right after a file call of each kind ([`CallKind::ALL`] order).
-    pub crashes_after_call: [u64; 6],
-    /// Crashes inside each engine phase ([`Phase::ALL`] order).
-    pub crashes_in_phase: [u64; 7],
-    /// Faults that fired, by kind ([`FaultKind::ALL`] order).
-    pub faults_fired: [u64; 17],
-    /// Unsynced blocks that landed sector by sector, and directory changes that survived out
-    /// of order.
-    pub torn_blocks: u64,
-    pub dir_changes_out_of_order: u64,
-    /// Opens refused (with `Corruption` or an I/O error) after data at rest was damaged.
-    pub refusals_after_damage: u64,
-    /// Synced acknowledgements whose WAL bytes were checked durable at that instant.
-    pub acks_checked_durable: u64,
-    /// Writes issued after a failed write or sync, all of which had to fail.
-    pub writes_after_failure: u64,
-    /// In-code fault points that fired.
-    pub points_fired: u64,
-    /// The most tables the tree held at once, and the most levels holding them.
-    pub tables_max: u64,
-    pub levels_max: u64,
-    /// Client operations issued (writes, reads, flushes and compactions).
-    pub ops: u64,
-}
 
 /// How a scenario ended.
 #[derive(Debug)]
@@ -143,14 +92,6 @@ impl Shared {
 /// The virtual time a scenario may take at most: far beyond any legitimate run, so only a
 /// livelock that keeps virtual time moving reaches it.
 const VIRTUAL_TIME_MAX: Duration = Duration::from_secs(3600);
-
-/// The most a scenario's 99th-percentile synced commit latency may be when every fsync takes
-/// [`crate::config::FIXED_SYNC_MS`] (2 ms) and every other file call 1 ms: a commit costs a WAL
-/// write and at most two fsyncs (the one in flight when it arrives, then its own), and may wait
-/// behind two WAL rotations (a full memtable's and a `flush`'s: each an fsync, a truncate, an
-/// fsync, a create and a directory sync, 8 ms); anything past this bound is a writer waiting on
-/// something it should not. Measured in whole milliseconds: the executor adds nanoseconds.
-pub const LATENCY_P99_BOUND: Duration = Duration::from_millis(24);
 
 /// Runs the scenario of `seed` on the current thread.
 pub fn run(seed: u64, bug: Option<crate::config::Bug>, trace: Trace) -> Outcome {

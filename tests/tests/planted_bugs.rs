@@ -16,7 +16,7 @@ fn assert_found(bug: Bug) {
     let sweep = run_seeds(0..SEEDS_MAX, 2, Some(bug), true);
     let share = sweep.failed as f64 / SEEDS_MAX as f64;
     let first = *sweep
-        .failed_seeds
+        .failed_seeds()
         .first()
         .unwrap_or_else(|| panic!("planted bug {bug} survived {SEEDS_MAX} seeds"));
     println!("planted bug {bug}: found at seed {first}, in {} of {SEEDS_MAX} seeds", sweep.failed);

@@ -10,7 +10,7 @@ use jadedb_sim::runner::run_seeds;
 #[test]
 fn sweep_of_500_seeds_passes() {
     let s = run_seeds(10_000..10_500, 2, None, false);
-    assert_eq!(s.failed, 0, "failing seeds: {:?}", s.failed_seeds);
+    assert_eq!(s.failed, 0, "failing seeds: {:?}", s.failed_seeds());
     assert!(
         s.full_coverage > 400,
         "too few scenarios covered crash + recovery: {}",
