@@ -8,9 +8,11 @@
 //! kinds of crash (power loss or process crash). Faults are a per-seed palette: each kind of
 //! fault is in it or not, and each faulty cycle draws a rate for every kind in the palette.
 
+use crate::plan::{Clients, FinalPlan, Mix};
 use jadedb::runtime::Phase;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bugs the simulator can plant, to prove it finds them.
@@ -116,7 +118,7 @@ impl fmt::Display for Bug {
 }
 
 /// The kinds of fault the simulator injects. Each is in a seed's palette or not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FaultKind {
     /// An fsync fails with EIO and the data it covered is lost, though reads still see it.
     Sync,
@@ -252,7 +254,8 @@ impl FaultKind {
 }
 
 /// The per-call rates of each fault kind in one cycle; zero means off.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Faults {
     rates: Vec<(FaultKind, f64)>,
 }
@@ -277,10 +280,15 @@ impl Faults {
     pub fn kinds(&self) -> impl Iterator<Item = FaultKind> + '_ {
         self.rates.iter().map(|(k, _)| *k)
     }
+
+    /// These faults without `kind`.
+    pub fn without(&self, kind: FaultKind) -> Faults {
+        Faults { rates: self.rates.iter().copied().filter(|(k, _)| *k != kind).collect() }
+    }
 }
 
 /// What a crash keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CrashKind {
     /// The machine loses power: only synced data and names survive (and a seeded choice of the
     /// rest, as `MemFs::crash` says).
@@ -291,7 +299,7 @@ pub enum CrashKind {
 }
 
 /// File calls a crash may be aimed right after.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CallKind {
     /// A write: a crash right after an append and before its fsync leaves the tail that a
     /// power loss tears.
@@ -347,7 +355,7 @@ impl CallKind {
 
 /// Where a cycle's crash is aimed. Whatever the aim, the crash comes at the cycle's deadline
 /// at the latest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CrashPoint {
     /// At the cycle's deadline, wherever the engine is then.
     Time,
@@ -355,7 +363,37 @@ pub enum CrashPoint {
     /// return).
     AfterCall { kind: CallKind, nth: u32 },
     /// Right after the `nth` file call made while the engine is inside `phase`.
-    InPhase { phase: Phase, nth: u32 },
+    InPhase {
+        #[serde(with = "phase_name")]
+        phase: Phase,
+        nth: u32,
+    },
+}
+
+/// A phase is written by name in a scenario file.
+mod phase_name {
+    use jadedb::runtime::Phase;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(phase: &Phase, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(phase.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Phase, D::Error> {
+        let name = String::deserialize(d)?;
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown phase {name:?}")))
+    }
+}
+
+/// How a power loss treats unsynced data, in a scenario file.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "jadedb_fault::CrashModel")]
+struct CrashModelDef {
+    tear_sectors: bool,
+    unordered_dirs: bool,
 }
 
 /// How many file calls a phase typically makes: the N of "inside, after the N-th call" is drawn
@@ -375,7 +413,7 @@ fn typical_calls(phase: Phase) -> u32 {
 
 /// The table-layer options of one cycle: extreme values so flushes happen in almost every
 /// scenario and every cache and limit is exercised at its edge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableConfig {
     pub memtables_max: usize,
     pub block_bytes: usize,
@@ -438,7 +476,7 @@ impl TableConfig {
 }
 
 /// One crash cycle: a process from open to crash.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cycle {
     pub crash_kind: CrashKind,
     pub point: CrashPoint,
@@ -454,10 +492,12 @@ pub struct Cycle {
     pub memtable_bytes_max: usize,
     /// Reopening may change every table option.
     pub tables: TableConfig,
+    /// What each client does.
+    pub clients: Clients,
 }
 
 /// File-call latencies of a scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Latency {
     /// Seeded: an fsync costs 1 to 4 virtual milliseconds, everything else one.
     Random,
@@ -468,7 +508,7 @@ pub enum Latency {
 
 /// In-code fault points (the engine's `buggify`): whether they fire in this scenario, and how
 /// often an enabled point fires when asked.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Buggify {
     /// Each point is enabled for the whole scenario with this probability.
     pub enabled: f64,
@@ -476,15 +516,15 @@ pub struct Buggify {
     pub fire: f64,
 }
 
-/// Everything a scenario does, fixed by its seed.
-#[derive(Clone, Debug)]
+/// Everything a scenario does, fixed by its seed. The seed also drives what the scenario
+/// leaves to chance as it runs (task scheduling, file-call latencies, which faults fire, what a
+/// power loss keeps), so a configuration and its seed replay exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScenarioConfig {
     pub seed: u64,
     /// Where the database lives; sometimes several directories deep, so that creating the
     /// directories must make each one durable.
-    pub db_dir: &'static str,
-    pub clients: usize,
-    pub ops_per_client: usize,
+    pub db_dir: String,
     pub keys: usize,
     pub value_bytes_max: usize,
     /// Out of 1,000 values, how many may be as large as `value_bytes_max`; the rest stay
@@ -502,12 +542,15 @@ pub struct ScenarioConfig {
     pub wal_preallocate_bytes: u64,
     pub cycles: Vec<Cycle>,
     /// How power losses treat unsynced data and directory changes.
+    #[serde(with = "CrashModelDef")]
     pub crash_model: jadedb_fault::CrashModel,
     pub latency: Latency,
     pub buggify: Option<Buggify>,
     /// A scenario at scale: thousands of operations and keys, large values, hundreds of tables.
     pub scale: bool,
     pub bug: Option<Bug>,
+    /// The final process's writes.
+    pub final_plan: FinalPlan,
 }
 
 /// The share of seeds that run at scale.
@@ -525,6 +568,11 @@ pub const FIXED_SYNC_MS: u64 = 2;
 pub const LATENCY_P99_BOUND: std::time::Duration = std::time::Duration::from_millis(24);
 
 impl ScenarioConfig {
+    /// Whether the scenario of `seed` runs at scale (the first thing a seed draws).
+    pub fn is_scale(seed: u64) -> bool {
+        ChaCha8Rng::seed_from_u64(seed).gen_bool(SCALE_SHARE)
+    }
+
     /// Draws the scenario of `seed`.
     pub fn draw(seed: u64, bug: Option<Bug>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -563,11 +611,9 @@ impl ScenarioConfig {
         } else {
             (*pick(&mut rng, &[2, 8, 32, 128]), *pick(&mut rng, &[8, 100, 1000, 6000]), 1000)
         };
-        ScenarioConfig {
+        let mut config = ScenarioConfig {
             seed,
-            db_dir: if rng.gen_range(0..4) == 0 { "/data/jade/db" } else { "/db" },
-            clients,
-            ops_per_client,
+            db_dir: if rng.gen_range(0..4) == 0 { "/data/jade/db" } else { "/db" }.to_string(),
             keys,
             value_bytes_max,
             large_values_per_mille,
@@ -591,7 +637,49 @@ impl ScenarioConfig {
             buggify,
             scale,
             bug,
+            final_plan: FinalPlan::default(),
+        };
+        config.draw_plans(clients, ops_per_client);
+        config
+    }
+
+    /// Draws every client's operations and the final process's writes, each client from a seed
+    /// of its own.
+    fn draw_plans(&mut self, clients: usize, ops_per_client: usize) {
+        let mix = self.mix();
+        for (index, cycle) in self.cycles.iter_mut().enumerate() {
+            cycle.clients = Clients(
+                (0..clients)
+                    .map(|client| {
+                        let seed = self.seed ^ ((index as u64) << 32) ^ ((client as u64) << 48);
+                        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                        mix.draw_client(&mut rng, client, ops_per_client)
+                    })
+                    .collect(),
+            );
         }
+        self.final_plan = mix.draw_final(&mut ChaCha8Rng::seed_from_u64(self.seed));
+    }
+
+    /// How this scenario draws its operations.
+    pub fn mix(&self) -> Mix {
+        Mix {
+            keys: self.keys,
+            value_bytes_max: self.value_bytes_max,
+            large_values_per_mille: self.large_values_per_mille,
+            sync_percent: self.sync_percent,
+            read_percent: self.read_percent,
+            compact_percent: self.compact_percent,
+            delete_percent: self.delete_percent,
+            batch_percent: self.batch_percent,
+            batch_ops_max: self.batch_ops_max,
+        }
+    }
+
+    /// The operations the scenario runs (see [`crate::plan::count_ops`]).
+    pub fn ops(&self) -> usize {
+        let cycles: Vec<&Clients> = self.cycles.iter().map(|c| &c.clients).collect();
+        crate::plan::count_ops(&cycles, &self.final_plan)
     }
 
     /// Whether some cycle damages data at rest: the engine may then refuse to open or to read,
@@ -694,6 +782,7 @@ fn draw_cycle(
         faults_during_recovery,
         memtable_bytes_max,
         tables,
+        clients: Clients::default(),
     }
 }
 

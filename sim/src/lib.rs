@@ -10,6 +10,7 @@
 pub mod config;
 #[cfg(madsim)]
 pub mod damage;
+pub mod plan;
 #[cfg(madsim)]
 pub mod process;
 pub mod progress;
@@ -20,6 +21,9 @@ pub mod runner;
 pub mod runtime;
 #[cfg(madsim)]
 pub mod scenario;
+pub mod scenario_file;
+#[cfg(madsim)]
+pub mod shrink;
 pub mod summary;
 pub mod sweep;
 pub mod trace;

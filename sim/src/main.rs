@@ -22,8 +22,12 @@ fn main() {
 mod cli {
     use clap::{Parser, Subcommand};
     use jadedb_sim::config::Bug;
+    use jadedb_sim::config::ScenarioConfig;
     use jadedb_sim::report::{self, SweepDoc};
-    use jadedb_sim::runner::{print_failure, run_one, run_seeds_of, SweepOptions, SEED_BUDGET};
+    use jadedb_sim::runner::{
+        print_failure, run_config_within, run_one, run_seeds_of, SweepOptions, SEED_BUDGET,
+    };
+    use jadedb_sim::scenario_file::{check_of, describe, ScenarioFile};
     use jadedb_sim::sweep::{fmt_duration, os_entropy, parse_duration, Only, Seeds, Shard};
     use jadedb_sim::trace::Trace;
     use std::io::IsTerminal;
@@ -82,12 +86,37 @@ mod cli {
             #[arg(long)]
             json: Option<PathBuf>,
         },
-        /// Rerun one seed with a readable trace and its hash.
+        /// Rerun one seed, or a scenario file, with a readable trace and its hash.
         Replay {
+            /// The seed to replay.
+            #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+            seed: Option<u64>,
+            /// A scenario file (`cargo sim shrink` writes them) to replay, with the bug it
+            /// names planted.
+            #[arg(long)]
+            file: Option<PathBuf>,
+            /// Plant this bug (with --seed).
+            #[arg(long, value_parser = Bug::parse, conflicts_with = "file")]
+            bug: Option<Bug>,
+            /// Replay the file without the bug it names: it must pass.
+            #[arg(long, requires = "file")]
+            without_bug: bool,
+        },
+        /// Shrink the failing scenario of a seed to a small one that fails the same check, and
+        /// write it as a scenario file.
+        Shrink {
             #[arg(long)]
             seed: u64,
             #[arg(long, value_parser = Bug::parse)]
             bug: Option<Bug>,
+            /// Where to write the scenario file (default:
+            /// tests/scenarios/<bug or "seed">-<seed>.json, replayed by
+            /// `cargo sim-test --test scenarios`).
+            #[arg(long)]
+            out: Option<PathBuf>,
+            /// The most scenarios to run while shrinking.
+            #[arg(long, default_value_t = 5000)]
+            max_runs: u64,
         },
         /// Run each seed twice and compare the trace hashes.
         CheckDeterminism {
@@ -118,7 +147,12 @@ mod cli {
                 run(&seeds, only, shard, &options, json)
             }
             Command::Merge { summaries, json } => merge(&summaries, json),
-            Command::Replay { seed, bug } => replay(seed, bug),
+            Command::Replay { seed, file, bug, without_bug } => match (seed, file) {
+                (Some(seed), _) => replay(ScenarioConfig::draw(seed, bug)),
+                (None, Some(file)) => replay_file(&file, without_bug),
+                (None, None) => USAGE,
+            },
+            Command::Shrink { seed, bug, out, max_runs } => shrink(seed, bug, out, max_runs),
             Command::CheckDeterminism { seeds } => check_determinism(seeds),
         }
     }
@@ -203,14 +237,107 @@ mod cli {
         }
     }
 
-    fn replay(seed: u64, bug: Option<Bug>) -> i32 {
+    fn replay_file(path: &std::path::Path, without_bug: bool) -> i32 {
+        let file = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| ScenarioFile::from_json(&text));
+        let mut file = match file {
+            Ok(file) => file,
+            Err(e) => {
+                eprintln!("error: {} is not a scenario file: {e}", path.display());
+                return USAGE;
+            }
+        };
+        println!("scenario: {} ({})", path.display(), file.about);
+        if without_bug {
+            file.config.bug = None;
+        }
+        replay(file.config)
+    }
+
+    fn shrink(seed: u64, bug: Option<Bug>, out: Option<PathBuf>, max_runs: u64) -> i32 {
+        let config = ScenarioConfig::draw(seed, bug);
+        let mut log = |line: &str| println!("{line}");
+        let shrunk = match jadedb_sim::shrink::shrink(config, max_runs, &mut log) {
+            Ok(shrunk) => shrunk,
+            Err(e) => {
+                eprintln!("error: seed {seed}: {e}");
+                return USAGE;
+            }
+        };
+        for line in describe(&shrunk.config) {
+            println!("{line}");
+        }
+        println!("fails: {}", shrunk.reason);
+        let name = format!("{}-{seed}", bug.map_or("seed", |b| b.name()));
+        let path = out.unwrap_or_else(|| PathBuf::from(format!("tests/scenarios/{name}.json")));
+        let about = match bug {
+            Some(bug) => format!(
+                "the planted bug {bug}, found by seed {seed} and shrunk: with the bug it fails \
+                 the check below, without it it passes"
+            ),
+            None => {
+                format!("seed {seed}, shrunk: a failure of the engine, kept as a regression test")
+            }
+        };
+        let file = ScenarioFile {
+            format: jadedb_sim::scenario_file::FORMAT.to_string(),
+            about,
+            check: shrunk.check.clone(),
+            shrunk_from_seed: Some(seed),
+            config: shrunk.config,
+        };
+        let written = path
+            .parent()
+            .map_or(Ok(()), |dir| {
+                #[allow(clippy::disallowed_methods)] // the simulator's own output
+                std::fs::create_dir_all(dir)
+            })
+            .and_then(|()| {
+                #[allow(clippy::disallowed_methods)] // the simulator's own output
+                std::fs::write(&path, file.to_json())
+            });
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return USAGE;
+        }
+        // The file, read back, must fail as the shrinker saw: it is what the test replays.
+        let again = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| ScenarioFile::from_json(&text))
+            .map(|f| run_config_within(f.config, Trace::silent(), SEED_BUDGET).failure);
+        match again {
+            Ok(Some(why)) if check_of(&why) == shrunk.check => {}
+            other => {
+                eprintln!(
+                    "error: {} read back does not fail the same check: {other:?}",
+                    path.display()
+                );
+                return USAGE;
+            }
+        }
+        println!(
+            "shrunk: seed {seed} from {} to {} operations in {} runs, failing the check {:?}; \
+             wrote {path} (replay: cargo sim replay --file {path}; regression test: cargo \
+             sim-test --test scenarios)",
+            shrunk.ops_before,
+            shrunk.ops_after,
+            shrunk.runs,
+            shrunk.check,
+            path = path.display()
+        );
+        0
+    }
+
+    fn replay(config: ScenarioConfig) -> i32 {
+        let seed = config.seed;
         // The engine's own `tracing` events interleave with the simulator's trace lines.
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .without_time()
             .with_target(false)
             .init();
-        let outcome = run_one(seed, bug, Trace::printing());
+        let outcome = run_config_within(config, Trace::printing(), SEED_BUDGET);
         println!("options: {:?}", outcome.config);
         println!("trace hash: {:016x}", outcome.trace_hash);
         match outcome.failure {

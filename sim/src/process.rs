@@ -11,13 +11,13 @@
 
 use crate::config::{FaultKind, Faults, Latency, ScenarioConfig};
 use crate::damage::Needle;
+use crate::plan::{self, key_name, Action, ClientPlan, Step, Write, WriteOp};
 use crate::runtime::{now_ns, Control, SimRuntime};
 use crate::scenario::{lock, FaultSwitch, Shared};
 use crate::trace::Trace;
 use jadedb::{Db, DbIterator, Options, Snapshot, WriteBatch, WriteOptions};
 use jadedb_fault::MemFs;
 use jadedb_model::{Observation, Op, ReadToken};
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -113,7 +113,7 @@ impl Process {
         madsim::task::spawn(this.control().wakeable(Arc::clone(&this).watchdog()));
         let Some(db) = this.open_and_check().await else { return };
         let mut clients = Vec::new();
-        for client in 0..this.config.clients {
+        for client in 0..this.config.cycles[this.cycle].clients.0.len() {
             let (this, db) = (Arc::clone(&this), db.clone());
             let control = Arc::clone(this.control());
             let client = control.wakeable(async move { this.client(client, db).await });
@@ -210,7 +210,7 @@ impl Process {
     /// Opens the database and checks what it recovered (invariants 1-3).
     async fn open_and_check(&self) -> Option<Db> {
         let rt: jadedb::runtime::RuntimeRef = self.rt.clone();
-        let opened = Db::open_async(self.config.db_dir, options(&self.config, self.cycle), rt);
+        let opened = Db::open_async(&self.config.db_dir, options(&self.config, self.cycle), rt);
         let db = match self.bounded("open", opened).await {
             Ok(db) => db,
             Err(e) if self.open_error_allowed(&e) => {
@@ -282,8 +282,8 @@ impl Process {
                 *lock(&self.shared.required_seq) = acked_upto;
                 lock(&self.shared.stats).clean_closes += 1;
                 // The seal attests every log whole: damage anywhere in them is detectable.
-                if let Ok(files) = self.disk.files(Path::new(self.config.db_dir)) {
-                    let dir = Path::new(self.config.db_dir);
+                if let Ok(files) = self.disk.files(Path::new(&self.config.db_dir)) {
+                    let dir = Path::new(&self.config.db_dir);
                     let logs = files.into_iter().filter(|f| f.name.ends_with(".log"));
                     lock(&self.shared.attest).sealed_all(logs.map(|f| dir.join(f.name)));
                 }
@@ -296,59 +296,58 @@ impl Process {
     }
 
     async fn client(&self, client: usize, db: Db) {
-        let seed = self.config.seed ^ ((self.cycle as u64) << 32) ^ ((client as u64) << 48);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let config = Arc::clone(&self.config);
+        let plan: &ClientPlan = &config.cycles[self.cycle].clients.0[client];
         let mut seen_seq = db.latest_sequence();
         let mut snapshot = None;
         // A database that refuses writes (poisoned by a fault) has shown what fail-stop needs
         // after a few refusals; the rest of the client's writes would only be refused again,
         // so it only reads from then on.
         let mut refused = 0;
-        for op in 0..self.config.ops_per_client {
+        for op in &plan.ops {
             if self.shared.failed() {
                 return;
             }
             lock(&self.shared.stats).ops += 1;
-            let first_two = (client, op) == (0, 0) || (client, op) == (0, 1);
-            if !first_two && rng.gen_range(0..100) < self.config.compact_percent {
-                if rng.gen_bool(0.5) {
-                    self.compact_range(&db, &mut rng).await;
-                } else {
-                    self.flush(&db).await;
-                }
-            } else if !first_two && rng.gen_range(0..100) < self.config.read_percent {
-                match rng.gen_range(0..12) {
-                    0 | 1 if snapshot.is_none() => snapshot = Some(self.snapshot(&db)),
-                    0 => snapshot = Some(self.snapshot(&db)),
-                    1 | 2 => self.scan(&db, client, &mut rng).await,
-                    3 | 4 => self.walk(&db, None, client, &mut rng).await,
-                    5..=7 if snapshot.is_some() => {
-                        let snap = snapshot.as_ref().expect("checked");
-                        if rng.gen_bool(0.5) {
-                            self.walk(&db, Some(snap), client, &mut rng).await;
-                        } else {
-                            self.snapshot_read(snap, client, &mut rng, false).await;
-                        }
+            match &op.action {
+                Action::Write(w) => {
+                    if refused < REFUSALS_MAX && !self.write(&db, client, w).await {
+                        refused += 1;
                     }
-                    _ => self.read(&db, client, &mut rng, &mut seen_seq).await,
                 }
-            } else if refused < REFUSALS_MAX && !self.write(&db, &mut rng, client, op).await {
-                refused += 1;
+                Action::Get { key } => self.read(&db, client, *key, &mut seen_seq).await,
+                &Action::Scan { from, to, by_iterator } => {
+                    self.scan(&db, client, from, to, by_iterator).await
+                }
+                Action::Walk { lower, upper, steps, at_snapshot } => {
+                    let snap = if *at_snapshot {
+                        let Some(snap) = &snapshot else { continue };
+                        Some(snap)
+                    } else {
+                        None
+                    };
+                    self.walk(&db, snap, client, *lower, *upper, steps).await
+                }
+                &Action::SnapshotRead { from, to, reverse } => {
+                    let Some(snap) = &snapshot else { continue };
+                    self.snapshot_read(snap, client, from..to, reverse).await
+                }
+                Action::TakeSnapshot => snapshot = Some(self.snapshot(&db)),
+                &Action::CompactRange { from, to } => self.compact_range(&db, from, to).await,
+                Action::Flush => self.flush(&db).await,
             }
-            if rng.gen_bool(0.3) {
-                madsim::time::sleep(Duration::from_millis(rng.gen_range(1..4))).await;
+            if op.pause_ms > 0 {
+                madsim::time::sleep(Duration::from_millis(op.pause_ms)).await;
             }
         }
         // A snapshot read last, after whatever flushes and compactions ran meanwhile.
-        if let Some(snap) = &snapshot {
-            // Often push everything written since the snapshot through a flush and a
-            // compaction first: the versions the snapshot reads must survive both.
-            if !self.shared.failed() && rng.gen_bool(0.5) {
+        if let (Some(snap), Some(end)) = (&snapshot, plan.end) {
+            if !self.shared.failed() && end.flush_first {
                 self.flush(&db).await;
                 self.compact_all(&db).await;
             }
             if !self.shared.failed() {
-                self.snapshot_read(snap, client, &mut rng, true).await;
+                self.snapshot_read(snap, client, 0..self.config.keys as u32, end.reverse).await;
             }
         }
     }
@@ -360,8 +359,8 @@ impl Process {
         (db.snapshot(), token)
     }
 
-    async fn read(&self, db: &Db, client: usize, rng: &mut ChaCha8Rng, seen_seq: &mut u64) {
-        let key = key_name(rng.gen_range(0..self.config.keys));
+    async fn read(&self, db: &Db, client: usize, key: u32, seen_seq: &mut u64) {
+        let key = key_name(key as usize);
         let token = lock(&self.shared.model).begin_read();
         let result = self.bounded("get", db.get_async(&key)).await;
         lock(&self.shared.stats).reads += 1;
@@ -394,28 +393,19 @@ impl Process {
         *seen_seq = now;
     }
 
-    /// A read at a snapshot: one key, or a range scan checked key by key; every key if
-    /// `whole`.
+    /// A read at a snapshot of the keys `keys`, by an iterator walked forward or backward and
+    /// checked key by key; a single key is also read with `get`.
     async fn snapshot_read(
         &self,
         (snap, token): &(Snapshot, ReadToken),
         client: usize,
-        rng: &mut ChaCha8Rng,
-        whole: bool,
+        keys: std::ops::Range<u32>,
+        reverse: bool,
     ) {
         let seq = snap.sequence();
-        let keys: Vec<Vec<u8>> = if whole {
-            (0..self.config.keys).map(key_name).collect()
-        } else if rng.gen_bool(0.5) {
-            vec![key_name(rng.gen_range(0..self.config.keys))]
-        } else {
-            let a = rng.gen_range(0..self.config.keys);
-            let b = rng.gen_range(a..=self.config.keys.min(a + 200));
-            (a..b).map(key_name).collect()
-        };
+        let keys: Vec<Vec<u8>> = keys.map(|k| key_name(k as usize)).collect();
         let (Some(first), Some(last)) = (keys.first(), keys.last()) else { return };
         let end = successor(last);
-        let reverse = rng.gen_bool(0.5);
         let walked = async {
             let it = snap.iter_async(Some(first), Some(&end)).await?;
             walk_all(it, reverse).await
@@ -460,27 +450,20 @@ impl Process {
         db: &Db,
         snap: Option<&(Snapshot, ReadToken)>,
         client: usize,
-        rng: &mut ChaCha8Rng,
+        lower: Option<u32>,
+        upper: Option<u32>,
+        plan: &[Step],
     ) {
-        let keys = self.config.keys;
-        let lower = rng.gen_bool(0.6).then(|| key_name(rng.gen_range(0..keys)));
-        let upper = rng.gen_bool(0.6).then(|| {
-            let from = lower.as_ref().map_or(0, |_| rng.gen_range(0..keys));
-            key_name(from.max(rng.gen_range(0..=keys)))
-        });
-        let (lower, upper) = match (lower, upper) {
-            (Some(l), Some(u)) if u < l => (Some(u), Some(l)),
-            other => other,
-        };
+        let lower = lower.map(|k| key_name(k as usize));
+        let upper = upper.map(|k| key_name(k as usize));
         let token = lock(&self.shared.model).begin_read();
-        let steps = rng.gen_range(1..=12);
-        let plan: Vec<Step> = (0..steps).map(|_| Step::draw(rng, keys)).collect();
+        let steps = plan.len();
         let walked = async {
             let it = match snap {
                 Some((s, _)) => s.iter_async(lower.as_deref(), upper.as_deref()).await?,
                 None => db.iter_async(lower.as_deref(), upper.as_deref()).await?,
             };
-            walk_steps(it, &lower, &upper, &plan).await
+            walk_steps(it, &lower, &upper, plan).await
         };
         let walked = self.bounded("an iterator walk", walked).await;
         let shown = match walked {
@@ -537,10 +520,8 @@ impl Process {
 
     /// A `compact_range` over a random range; under faults it may fail (the database is then
     /// poisoned), otherwise it must succeed.
-    async fn compact_range(&self, db: &Db, rng: &mut ChaCha8Rng) {
-        let a = rng.gen_range(0..self.config.keys);
-        let b = rng.gen_range(a..self.config.keys);
-        let (start, end) = (key_name(a), key_name(b));
+    async fn compact_range(&self, db: &Db, a: u32, b: u32) {
+        let (start, end) = (key_name(a as usize), key_name(b as usize));
         let compacted = db.compact_range_async(&start, &end);
         let result = self.bounded("compact_range", compacted).await;
         self.trace.event(now_ns(), format_args!("compact_range [{a}, {b}] -> {result:?}"));
@@ -578,14 +559,11 @@ impl Process {
     }
 
     /// A range scan at the latest sequence number, through `scan` or a full iterator walk.
-    async fn scan(&self, db: &Db, client: usize, rng: &mut ChaCha8Rng) {
-        let keys = self.config.keys;
-        let a = rng.gen_range(0..keys);
-        let b = rng.gen_range(a..=keys.min(a + 300));
-        let (start, end) = (key_name(a), key_name(b));
+    async fn scan(&self, db: &Db, client: usize, a: u32, b: u32, by_iterator: bool) {
+        let (start, end) = (key_name(a as usize), key_name(b as usize));
         let token = lock(&self.shared.model).begin_read();
         let scanned = async {
-            if rng.gen_bool(0.5) {
+            if !by_iterator {
                 let pairs = db.scan_async(&start, Some(&end)).await?;
                 Ok(pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
             } else {
@@ -606,15 +584,9 @@ impl Process {
     }
 
     /// Issues one write and checks what became of it; returns whether the engine acknowledged it.
-    pub async fn write(&self, db: &Db, rng: &mut ChaCha8Rng, client: usize, op: usize) -> bool {
-        let ops = self.draw_ops(rng);
-        // Client 0 opens each cycle with one unsynced and one synced write, so every scenario
-        // that gets past recovery mixes both, whatever its drawn ratio.
-        let sync = match (client, op) {
-            (0, 0) => false,
-            (0, 1) => true,
-            _ => rng.gen_range(0..100) < self.config.sync_percent,
-        };
+    pub async fn write(&self, db: &Db, client: usize, planned: &Write) -> bool {
+        let ops = self.values_of(planned);
+        let sync = planned.sync;
         let mut batch = WriteBatch::new();
         for o in &ops {
             let added = match o {
@@ -697,7 +669,7 @@ impl Process {
     fn check_durable_at_ack(&self, id: jadedb_model::WriteId, value: Option<&Needle>) {
         // A batch of deletes writes no bytes unique to it; its durability is checked by crashes.
         let Some(value) = value else { return };
-        let dir = Path::new(self.config.db_dir);
+        let dir = Path::new(&self.config.db_dir);
         let found = match self.disk.find(dir, ".log", &value.bytes, value.len) {
             Ok(found) => found,
             Err(e) => {
@@ -729,30 +701,18 @@ impl Process {
         lock(&self.shared.latencies_us).push(us);
     }
 
-    fn draw_ops(&self, rng: &mut ChaCha8Rng) -> Vec<Op> {
-        let n = if rng.gen_range(0..100) < self.config.batch_percent {
-            rng.gen_range(2..=self.config.batch_ops_max)
-        } else {
-            1
-        };
-        (0..n)
-            .map(|i| {
-                let key = key_name(rng.gen_range(0..self.config.keys));
-                if rng.gen_range(0..100) < self.config.delete_percent {
-                    Op::Delete(key)
-                } else {
-                    let large = rng.gen_range(0..1000) < self.config.large_values_per_mille;
-                    let max = if large {
-                        self.config.value_bytes_max
-                    } else {
-                        self.config.value_bytes_max.min(200)
-                    };
+    /// The puts and deletes of a planned write, each put with a value unique in the scenario.
+    fn values_of(&self, planned: &Write) -> Vec<Op> {
+        (planned.ops.iter().enumerate())
+            .map(|(i, op)| match *op {
+                WriteOp::Delete { key } => Op::Delete(key_name(key as usize)),
+                WriteOp::Put { key, len } => {
                     let number = {
                         let mut next = lock(&self.shared.next_value);
                         *next += 1;
                         *next
                     };
-                    Op::Put(key, value(number, i, rng.gen_range(1..=max)))
+                    Op::Put(key_name(key as usize), value(number, i, len as usize))
                 }
             })
             .collect()
@@ -789,10 +749,6 @@ fn options(config: &ScenarioConfig, cycle: usize) -> Options {
         .planted_bug(planted)
 }
 
-pub fn key_name(k: usize) -> Vec<u8> {
-    format!("key{k:04}").into_bytes()
-}
-
 fn above_lower(key: &[u8], lo: &Bound<Vec<u8>>) -> bool {
     match lo {
         Bound::Included(l) => key >= l.as_slice(),
@@ -813,33 +769,13 @@ fn within(key: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
     above_lower(key, lo) && below_upper(key, hi)
 }
 
-/// One step of an iterator walk.
-#[derive(Clone, Debug)]
-enum Step {
-    First,
-    Last,
-    Seek(Vec<u8>),
-    SeekForPrev(Vec<u8>),
-    Next,
-    Prev,
-}
-
-impl Step {
-    fn draw(rng: &mut ChaCha8Rng, keys: usize) -> Step {
-        // Targets fall on keys and between them (a key with a byte appended).
-        let mut target = key_name(rng.gen_range(0..=keys));
-        if rng.gen_bool(0.3) {
-            target.push(b'+');
-        }
-        match rng.gen_range(0..10) {
-            0 => Step::First,
-            1 => Step::Last,
-            2 | 3 => Step::Seek(target),
-            4 => Step::SeekForPrev(target),
-            5..=7 => Step::Next,
-            _ => Step::Prev,
-        }
+/// Where a step seeks.
+fn target_key(t: plan::Target) -> Vec<u8> {
+    let mut key = key_name(t.key as usize);
+    if t.between {
+        key.push(b'+');
     }
+    key
 }
 
 /// Runs `plan` on an iterator over [`lower`, `upper`) and says what it showed: each answer
@@ -854,7 +790,7 @@ async fn walk_steps(
     let lo = lower.clone().map_or(Bound::Unbounded, Bound::Included);
     let hi = upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
     let mut shown = Shown::default();
-    for step in plan {
+    for &step in plan {
         let before = it.entry().map(|(k, _)| k.to_vec());
         let interval_to = |k: &Option<Vec<u8>>| k.clone().map_or(hi.clone(), Bound::Included);
         let interval_from = |k: &Option<Vec<u8>>| k.clone().map_or(lo.clone(), Bound::Included);
@@ -868,12 +804,14 @@ async fn walk_steps(
                 (interval_from(&current(&it)), hi.clone())
             }
             Step::Seek(t) => {
-                it.seek_async(t).await?;
-                (max_lower(&lo, t), interval_to(&current(&it)))
+                let t = target_key(t);
+                it.seek_async(&t).await?;
+                (max_lower(&lo, &t), interval_to(&current(&it)))
             }
             Step::SeekForPrev(t) => {
-                it.seek_for_prev_async(t).await?;
-                (interval_from(&current(&it)), min_upper(&hi, t))
+                let t = target_key(t);
+                it.seek_for_prev_async(&t).await?;
+                (interval_from(&current(&it)), min_upper(&hi, &t))
             }
             Step::Next => {
                 let Some(from) = before else { continue };
@@ -1030,19 +968,20 @@ impl Process {
     /// synced one; a snapshot that must outlive overwrites, a flush and a full compaction; then
     /// a clean close that must leave no engine task running.
     async fn exercise(&self, db: &Db) {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-        for op in 0..2 {
-            self.write(db, &mut rng, 0, op).await;
+        let config = Arc::clone(&self.config);
+        let plan = &config.final_plan;
+        for w in &plan.before {
+            self.write(db, 0, w).await;
         }
         let snapshot = self.snapshot(db);
-        for op in 2..2 + self.config.keys.min(6) {
-            self.write(db, &mut rng, 0, op).await;
+        for w in &plan.after {
+            self.write(db, 0, w).await;
         }
         self.flush(db).await;
         // As a user tidying up: everything on disk compacted down, then checked again by the
         // next recovery.
         self.compact_all(db).await;
-        self.snapshot_read(&snapshot, 0, &mut rng, true).await;
+        self.snapshot_read(&snapshot, 0, 0..self.config.keys as u32, plan.reverse).await;
         drop(snapshot);
         let m = db.metrics();
         {

@@ -146,6 +146,11 @@ pub fn replay_command(seed: u64, bug: Option<Bug>) -> String {
     }
 }
 
+/// The command that shrinks the failing scenario of `seed` into a scenario file.
+pub fn shrink_command(seed: u64, bug: Option<Bug>) -> String {
+    replay_command(seed, bug).replacen("replay", "shrink", 1)
+}
+
 /// The text report of a sweep, ending with the `sim:` line.
 pub fn lines(doc: &SweepDoc) -> Vec<String> {
     let s = &doc.summary;

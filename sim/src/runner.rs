@@ -8,7 +8,7 @@
 
 use crate::config::{Bug, ScenarioConfig};
 use crate::progress::{self, Progress};
-use crate::report::replay_command;
+use crate::report::{replay_command, shrink_command};
 use crate::scenario::{self, Outcome, Stats};
 use crate::summary::{Failure, Summary};
 use crate::sweep::{select, Only, Shard};
@@ -47,15 +47,22 @@ pub fn run_one(seed: u64, bug: Option<Bug>, trace: Trace) -> Outcome {
 
 /// Runs one scenario on a fresh thread; a panic, or running past `budget`, is a failure.
 pub fn run_one_within(seed: u64, bug: Option<Bug>, trace: Trace, budget: Duration) -> Outcome {
+    run_config_within(ScenarioConfig::draw(seed, bug), trace, budget)
+}
+
+/// Runs the scenario `config` describes on a fresh thread, as [`run_one_within`] does.
+pub fn run_config_within(config: ScenarioConfig, trace: Trace, budget: Duration) -> Outcome {
     quiet_injected_panics();
+    let seed = config.seed;
     let t = trace.clone();
     let done = Arc::new((Mutex::new(None), Condvar::new()));
     let sender = Arc::clone(&done);
+    let mine = config.clone();
     #[allow(clippy::disallowed_methods)] // the fresh thread per scenario is the point
     let thread = std::thread::Builder::new()
         .name(format!("seed-{seed}"))
         .spawn(move || {
-            let result = std::panic::catch_unwind(|| scenario::run(seed, bug, t));
+            let result = std::panic::catch_unwind(|| scenario::run_config(mine, t));
             let (slot, ready) = &*sender;
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
             ready.notify_one();
@@ -67,7 +74,7 @@ pub fn run_one_within(seed: u64, bug: Option<Bug>, trace: Trace, budget: Duratio
         trace_hash: trace.hash(),
         stats: Stats::default(),
         recent: trace.recent(),
-        config: ScenarioConfig::draw(seed, bug),
+        config: config.clone(),
         commit_latencies_us: Vec::new(),
     };
     let (slot, ready) = &*done;
@@ -173,7 +180,7 @@ pub fn run_seeds_of(
     shard: Shard,
     options: &SweepOptions,
 ) -> Summary {
-    let (standard, scale) = select(seeds, only, shard, options.bug);
+    let (standard, scale) = select(seeds, only, shard);
     #[allow(clippy::disallowed_methods)] // the sweep's wall-clock budget
     let started = Instant::now();
     let deadline = options.time_budget.map(|b| started + b);
@@ -344,4 +351,5 @@ pub fn print_failure(o: &Outcome) {
         println!("    {e}");
     }
     println!("  reproduce with seed={}: {}", o.seed, replay_command(o.seed, o.config.bug));
+    println!("  shrink it to a small scenario file: {}", shrink_command(o.seed, o.config.bug));
 }

@@ -95,7 +95,12 @@ const VIRTUAL_TIME_MAX: Duration = Duration::from_secs(3600);
 
 /// Runs the scenario of `seed` on the current thread.
 pub fn run(seed: u64, bug: Option<crate::config::Bug>, trace: Trace) -> Outcome {
-    let config = ScenarioConfig::draw(seed, bug);
+    run_config(ScenarioConfig::draw(seed, bug), trace)
+}
+
+/// Runs the scenario `config` describes (a seed's, or a scenario file's) on the current thread.
+pub fn run_config(config: ScenarioConfig, trace: Trace) -> Outcome {
+    let seed = config.seed;
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(VIRTUAL_TIME_MAX);
     let shared = Arc::new(Shared::default());
@@ -160,7 +165,7 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
         check_panics(&shared, &control, &trace);
         disk.set_sync_fault(None);
         if config.damages_at_rest() {
-            lock(&shared.attest).freeze(&disk, Path::new(config.db_dir));
+            lock(&shared.attest).freeze(&disk, Path::new(&config.db_dir));
         }
         disk = match cycle.crash_kind {
             CrashKind::PowerLoss => {
@@ -221,7 +226,7 @@ pub(crate) fn damage_at_boot(
         let defer = index < config.cycles.len() && rng.gen_bool(0.6);
         let attest = lock(&shared.attest);
         let Some(damaged) =
-            damage::damage(disk, Path::new(config.db_dir), &attest, what, defer, rng)
+            damage::damage(disk, Path::new(&config.db_dir), &attest, what, defer, rng)
         else {
             continue;
         };

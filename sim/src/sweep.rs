@@ -9,7 +9,7 @@
 //! drawn from the operating system's entropy), which is resolved to a range and printed before
 //! anything runs, so that every failure of a random sweep still replays.
 
-use crate::config::{Bug, ScenarioConfig};
+use crate::config::ScenarioConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Range;
@@ -159,16 +159,9 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// The seeds of `seeds` in `shard` that `only` names, as (standard, scale), each ascending.
-/// `bug` is the planted bug, if any (it is part of what a seed draws).
-pub fn select(
-    seeds: Range<u64>,
-    only: Only,
-    shard: Shard,
-    bug: Option<Bug>,
-) -> (Vec<u64>, Vec<u64>) {
-    let (scale, standard): (Vec<u64>, Vec<u64>) = seeds
-        .filter(|&seed| shard.holds(seed))
-        .partition(|&seed| ScenarioConfig::draw(seed, bug).scale);
+pub fn select(seeds: Range<u64>, only: Only, shard: Shard) -> (Vec<u64>, Vec<u64>) {
+    let (scale, standard): (Vec<u64>, Vec<u64>) =
+        seeds.filter(|&seed| shard.holds(seed)).partition(|&seed| ScenarioConfig::is_scale(seed));
     match only {
         Only::All => (standard, scale),
         Only::Standard => (standard, Vec::new()),
@@ -193,12 +186,11 @@ mod tests {
     #[test]
     fn the_shards_of_a_range_hold_each_of_its_seeds_exactly_once() {
         for (range, n) in [(0..4000, 4), (17..1017, 3), (5..6, 7)] {
-            let (whole_standard, whole_scale) =
-                select(range.clone(), Only::All, Shard::WHOLE, None);
+            let (whole_standard, whole_scale) = select(range.clone(), Only::All, Shard::WHOLE);
             let mut standard = Vec::new();
             let mut scale = Vec::new();
             for index in 0..n {
-                let (s, l) = select(range.clone(), Only::All, Shard { index, count: n }, None);
+                let (s, l) = select(range.clone(), Only::All, Shard { index, count: n });
                 standard.extend(s);
                 scale.extend(l);
             }
@@ -213,10 +205,10 @@ mod tests {
 
     #[test]
     fn each_shard_gets_its_share_of_the_scale_seeds() {
-        let (_, whole) = select(0..8000, Only::All, Shard::WHOLE, None);
+        let (_, whole) = select(0..8000, Only::All, Shard::WHOLE);
         assert!(whole.len() > 200, "about 5% of 8,000 seeds run at scale");
         for index in 0..4 {
-            let (_, scale) = select(0..8000, Only::All, Shard { index, count: 4 }, None);
+            let (_, scale) = select(0..8000, Only::All, Shard { index, count: 4 });
             let share = scale.len() as f64 / whole.len() as f64;
             assert!(
                 (0.15..0.35).contains(&share),
@@ -260,8 +252,8 @@ mod tests {
 
     #[test]
     fn only_picks_one_class() {
-        let (standard, scale) = select(0..2000, Only::All, Shard::WHOLE, None);
-        assert_eq!(select(0..2000, Only::Standard, Shard::WHOLE, None), (standard, Vec::new()));
-        assert_eq!(select(0..2000, Only::Scale, Shard::WHOLE, None), (Vec::new(), scale));
+        let (standard, scale) = select(0..2000, Only::All, Shard::WHOLE);
+        assert_eq!(select(0..2000, Only::Standard, Shard::WHOLE), (standard, Vec::new()));
+        assert_eq!(select(0..2000, Only::Scale, Shard::WHOLE), (Vec::new(), scale));
     }
 }

@@ -1,8 +1,10 @@
 //! A sweep of seeds outside the CI sweep's range, with a floor on how many scenarios reach the
-//! interesting states. Failures the simulator finds become named engine-level regression tests
-//! (a seed's scenario changes whenever the generator does, so a seed alone is no lasting
-//! regression test): see `leader_cancelled_in_its_commit_window_loses_nothing` in
-//! `engine_faults.rs`. Runs only in the simulated build (`cargo sim-test`).
+//! interesting states. A failure the simulator finds is shrunk (`cargo sim shrink --seed S`)
+//! into a scenario file under `tests/scenarios/`, which `scenarios.rs` replays by content (a
+//! seed's scenario changes whenever the generator does, so a seed alone is no lasting
+//! regression test); earlier ones became named engine-level tests, such as
+//! `leader_cancelled_in_its_commit_window_loses_nothing` in `engine_faults.rs`. Runs only in
+//! the simulated build (`cargo sim-test`).
 #![cfg(madsim)]
 
 use jadedb_sim::runner::run_seeds;
