@@ -426,3 +426,34 @@ fn find_says_whether_a_needle_is_durable_up_to_its_end() {
         fs.files(dir).unwrap().into_iter().map(|f| (f.name, f.durable_name)).collect();
     assert_eq!(names, [("f".to_string(), true), ("unsynced-name".to_string(), false)]);
 }
+
+#[test]
+fn every_crash_image_is_one_a_seeded_crash_may_leave_and_the_extremes_are_among_them() {
+    let fs = disk();
+    let old = pattern(1000, 1);
+    let file = durable_file(&fs, &old);
+    let new = pattern(1500, 2);
+    write(&*file, 1000, &new);
+    let created = create(&fs, "/db/g");
+    write(&*created, 0, b"x");
+    // A fork taken now crashes as the disk would now, whatever the disk does next.
+    let fork = fs.fork();
+    write(&*file, 0, &pattern(3000, 3));
+    let (images, complete) = fork.crash_images(10_000);
+    assert!(complete);
+    let seen: BTreeSet<Option<Vec<u8>>> = images.iter().map(|d| contents(d, "/db/f")).collect();
+    let whole = [old.clone(), new.clone()].concat();
+    assert!(seen.contains(&Some(old.clone())), "the durable image");
+    assert!(seen.contains(&Some(whole.clone())), "everything written");
+    for got in &seen {
+        let got = got.as_ref().expect("a durable name survives");
+        assert_eq!(&got[..1000], &old[..], "synced bytes come back exactly");
+        assert!(got.len() <= whole.len());
+    }
+    // The unsynced create survives in some images and not in others.
+    let g: BTreeSet<bool> = images.iter().map(|d| open(d, "/db/g").is_ok()).collect();
+    assert_eq!(g.len(), 2, "the create is kept and lost");
+    // The disk itself lives on.
+    assert!(!fs.is_crashed());
+    assert!(fork.crash_images(3).0.len() == 3 && !fork.crash_images(3).1, "capped at 3");
+}

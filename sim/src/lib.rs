@@ -10,6 +10,8 @@
 pub mod config;
 #[cfg(madsim)]
 pub mod damage;
+#[cfg(madsim)]
+pub mod exhaustive;
 pub mod plan;
 #[cfg(madsim)]
 pub mod process;

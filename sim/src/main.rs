@@ -102,6 +102,26 @@ mod cli {
             #[arg(long, requires = "file")]
             without_bug: bool,
         },
+        /// Check every crash state of a small workload: the first cycle of a seed's scenario
+        /// (or of a scenario file), faults off; before each sync and at the crash, every disk
+        /// a power loss could leave is recovered and checked.
+        Exhaustive {
+            #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+            seed: Option<u64>,
+            #[arg(long)]
+            file: Option<PathBuf>,
+            #[arg(long, value_parser = Bug::parse, conflicts_with = "file")]
+            bug: Option<Bug>,
+            /// Check a scenario file's workload without the bug it names.
+            #[arg(long, requires = "file")]
+            without_bug: bool,
+            /// The most crash states checked per moment.
+            #[arg(long, default_value_t = 1000)]
+            max_states: usize,
+            /// Go on past the first failing state.
+            #[arg(long)]
+            all: bool,
+        },
         /// Shrink the failing scenario of a seed to a small one that fails the same check, and
         /// write it as a scenario file.
         Shrink {
@@ -153,6 +173,20 @@ mod cli {
                 (None, None) => USAGE,
             },
             Command::Shrink { seed, bug, out, max_runs } => shrink(seed, bug, out, max_runs),
+            Command::Exhaustive { seed, file, bug, without_bug, max_states, all } => {
+                let config = match (seed, file) {
+                    (Some(seed), _) => ScenarioConfig::draw(seed, bug),
+                    (None, Some(path)) => match load(&path) {
+                        Ok(file) => ScenarioConfig {
+                            bug: if without_bug { None } else { file.config.bug },
+                            ..file.config
+                        },
+                        Err(status) => return status,
+                    },
+                    (None, None) => return USAGE,
+                };
+                exhaustive(&config, max_states, all)
+            }
             Command::CheckDeterminism { seeds } => check_determinism(seeds),
         }
     }
@@ -237,16 +271,48 @@ mod cli {
         }
     }
 
-    fn replay_file(path: &std::path::Path, without_bug: bool) -> i32 {
-        let file = std::fs::read_to_string(path)
+    /// Reads a scenario file, or says why not and gives the exit status.
+    fn load(path: &std::path::Path) -> Result<ScenarioFile, i32> {
+        std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|text| ScenarioFile::from_json(&text));
-        let mut file = match file {
-            Ok(file) => file,
-            Err(e) => {
+            .and_then(|text| ScenarioFile::from_json(&text))
+            .map_err(|e| {
                 eprintln!("error: {} is not a scenario file: {e}", path.display());
-                return USAGE;
-            }
+                USAGE
+            })
+    }
+
+    fn exhaustive(config: &ScenarioConfig, max_states: usize, all: bool) -> i32 {
+        let r = jadedb_sim::exhaustive::run(config, max_states, !all);
+        println!(
+            "exhaustive: the first cycle of seed {}'s scenario, faults off: {} operations, {} \
+             moments (before each sync and at the crash), {} crash states checked ({} moments \
+             had more than {max_states}) in {:.1}s ({:.0} states per second; recording took \
+             {:.2}s)",
+            config.seed,
+            r.ops,
+            r.points,
+            r.states,
+            r.capped_points,
+            r.check_secs,
+            r.states as f64 / r.check_secs.max(1e-9),
+            r.record_secs
+        );
+        if let Some(why) = &r.recording_failure {
+            println!("the recorded run itself failed: {why}");
+        }
+        for (point, image, why) in r.failures.iter().take(10) {
+            println!("failing state: moment {point}, crash image {image}: {why}");
+        }
+        let failed = r.failures.len() as u64 + u64::from(r.recording_failure.is_some());
+        println!("exhaustive: {} passed, {failed} failed", r.states - r.failures.len() as u64);
+        i32::from(failed > 0)
+    }
+
+    fn replay_file(path: &std::path::Path, without_bug: bool) -> i32 {
+        let mut file = match load(path) {
+            Ok(file) => file,
+            Err(status) => return status,
         };
         println!("scenario: {} ({})", path.display(), file.about);
         if without_bug {

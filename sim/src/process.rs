@@ -912,6 +912,33 @@ pub async fn final_check(
     shared: &Arc<Shared>,
     trace: &Trace,
 ) {
+    final_process(handle, disk, config, rng, shared, trace, true).await;
+}
+
+/// With faults off: recover from `disk`, check what was recovered against the model (invariants
+/// 1-3) and close. The exhaustive mode runs this on every crash image.
+pub async fn recovery_check(
+    handle: &madsim::runtime::Handle,
+    disk: MemFs,
+    config: &Arc<ScenarioConfig>,
+    rng: &mut ChaCha8Rng,
+    shared: &Arc<Shared>,
+    trace: &Trace,
+) {
+    final_process(handle, disk, config, rng, shared, trace, false).await;
+}
+
+/// The final process: recovery and its check; with `exercise`, the work and the second
+/// recovery of [`final_check`], otherwise a clean close.
+async fn final_process(
+    handle: &madsim::runtime::Handle,
+    disk: MemFs,
+    config: &Arc<ScenarioConfig>,
+    rng: &mut ChaCha8Rng,
+    shared: &Arc<Shared>,
+    trace: &Trace,
+    exercise: bool,
+) {
     crate::scenario::damage_at_boot(&disk, config, config.cycles.len(), shared, rng, trace);
     let mut last = config.cycles.last().expect("at least one cycle").clone();
     last.faults = Faults::default();
@@ -939,6 +966,9 @@ pub async fn final_check(
                 watched.heal();
             }
             let Some(db) = watched.open_and_check().await else { continue };
+            if !exercise {
+                return watched.close_cleanly(&db).await;
+            }
             if round == 0 {
                 watched.exercise(&db).await;
             }

@@ -52,6 +52,19 @@ pub struct CrashSite {
 #[derive(Debug)]
 pub struct Control {
     state: Mutex<ControlState>,
+    /// Called right before every file or directory sync: the exhaustive mode takes the disk
+    /// as it is then, with everything written since the last sync still unsynced.
+    before_sync: std::sync::OnceLock<Hook>,
+}
+
+/// A function the file system calls back.
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 #[derive(Debug)]
@@ -110,7 +123,12 @@ impl Control {
             injected_panics: 0,
             violations: Vec::new(),
         };
-        Arc::new(Control { state: Mutex::new(state) })
+        Arc::new(Control { state: Mutex::new(state), before_sync: std::sync::OnceLock::new() })
+    }
+
+    /// Has `hook` called right before every sync of a file or directory (once per control).
+    pub fn set_before_sync(&self, hook: Hook) {
+        let _ = self.before_sync.set(hook);
     }
 
     fn lock(&self) -> MutexGuard<'_, ControlState> {
@@ -369,6 +387,9 @@ impl SimFs {
         madsim::time::sleep(self.latency.draw(op)).await;
         if self.control.frozen() {
             return hang().await;
+        }
+        if let (Some(hook), "sync" | "sync_dir") = (self.control.before_sync.get(), op) {
+            (hook.0)();
         }
         let result = call.await;
         self.record(op, path, detail, &result);

@@ -14,7 +14,7 @@
 use crate::config::{CallKind, CrashKind, FaultKind, ScenarioConfig, LATENCY_P99_BOUND};
 use crate::damage::{self, Attestations, Damage};
 use crate::process::Process;
-use crate::runtime::{now_ns, Control, CrashSite, SimFs, SimRuntime};
+use crate::runtime::{now_ns, Control, CrashSite, Hook, SimFs, SimRuntime};
 pub use crate::summary::Stats;
 use crate::trace::Trace;
 use jadedb::runtime::Phase;
@@ -63,6 +63,9 @@ pub struct Shared {
     pub latencies_us: Mutex<Vec<u64>>,
     /// Every process started, with its control: the teardown kills them all.
     pub processes: Mutex<Vec<(madsim::task::NodeId, Arc<Control>)>>,
+    /// In exhaustive mode, the disk before every sync of the crash cycles and at each crash,
+    /// with the model then (`crate::exhaustive`); `None` otherwise.
+    pub points: Mutex<Option<Vec<crate::exhaustive::Point>>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,6 +76,11 @@ impl Shared {
     pub fn fail(&self, trace: &Trace, why: String) {
         trace.event(now_ns(), format_args!("FAILURE {why}"));
         lock(&self.failure).get_or_insert(why);
+    }
+
+    /// Why the scenario failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
     }
 
     pub fn failed(&self) -> bool {
@@ -100,10 +108,15 @@ pub fn run(seed: u64, bug: Option<crate::config::Bug>, trace: Trace) -> Outcome 
 
 /// Runs the scenario `config` describes (a seed's, or a scenario file's) on the current thread.
 pub fn run_config(config: ScenarioConfig, trace: Trace) -> Outcome {
+    run_with(config, trace, Arc::new(Shared::default()))
+}
+
+/// Runs `config` on the current thread, with the state the checks share set up as `shared`
+/// (the exhaustive mode records the disk's crash points in it).
+pub fn run_with(config: ScenarioConfig, trace: Trace, shared: Arc<Shared>) -> Outcome {
     let seed = config.seed;
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(VIRTUAL_TIME_MAX);
-    let shared = Arc::new(Shared::default());
     let config = Arc::new(config);
     rt.block_on(async {
         simulate(Arc::clone(&config), Arc::clone(&shared), trace.clone()).await;
@@ -128,7 +141,7 @@ pub fn run_config(config: ScenarioConfig, trace: Trace) -> Outcome {
 /// when it is dropped: a task still queued keeps the queue alive, and the queue every task in
 /// it, so without this each scenario leaked its engines and disks (half a megabyte a scenario
 /// on average, tens at scale: a sweep of 100,000 seeds ran out of memory).
-async fn teardown(shared: &Shared) {
+pub(crate) async fn teardown(shared: &Shared) {
     let handle = madsim::runtime::Handle::current();
     let processes = std::mem::take(&mut *lock(&shared.processes));
     for (node, control) in processes {
@@ -149,6 +162,14 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
         let control = Control::new(cycle.point, index > 0);
         let (runtime, fault_fs, rules, switch) =
             make_runtime(&disk, &config, index, &control, &mut rng, &trace);
+        if lock(&shared.points).is_some() {
+            let (disk, shared) = (disk.clone(), Arc::downgrade(&shared));
+            control.set_before_sync(Hook(Arc::new(move || {
+                if let Some(shared) = shared.upgrade() {
+                    crate::exhaustive::record_point(&disk, &shared);
+                }
+            })));
+        }
         let node = handle.create_node().name(format!("db-{index}")).build();
         lock(&shared.processes).push((node.id(), Arc::clone(&control)));
         let process =
@@ -157,6 +178,7 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
         let deadline = Duration::from_millis(cycle.deadline_ms);
         let _ = madsim::time::timeout(deadline, control.crashed()).await;
         let site = control.crash_now();
+        crate::exhaustive::record_point(&disk, &shared);
         record_metrics_at_crash(&shared);
         handle.kill(node.id());
         control.wake_all();

@@ -52,6 +52,59 @@ pub(super) enum Mode<'a> {
     Seeded(&'a mut ChaCha8Rng, CrashModel),
     /// Drop all of it: the next boot sees exactly the durable images.
     DurableOnly,
+    /// Make the choices the tape says; [`Tape::advance`] moves to the next combination, so
+    /// that crashing again and again enumerates every crash image (see [`every_image`]).
+    Every(&'a mut Tape, CrashModel),
+}
+
+/// The choices of one crash image, made one after another: each choice is among a number of
+/// options known when it is made, and may decide which choices follow. Advancing the tape like
+/// an odometer (the last choice first) walks every combination once, in depth-first order.
+#[derive(Debug, Default)]
+pub struct Tape {
+    /// Each choice made: the option taken, and of how many.
+    choices: Vec<(usize, usize)>,
+    /// The next choice to make.
+    at: usize,
+}
+
+impl Tape {
+    /// The option taken among `of` (0 for a choice of at most one).
+    fn pick(&mut self, of: usize) -> usize {
+        if of <= 1 {
+            return 0;
+        }
+        let taken = match self.choices.get(self.at) {
+            Some(&(taken, n)) => {
+                debug_assert_eq!(n, of, "a replayed choice changed its options");
+                taken
+            }
+            None => {
+                self.choices.push((0, of));
+                0
+            }
+        };
+        self.at += 1;
+        taken
+    }
+
+    /// Starts the next crash image's choices from the first.
+    pub(super) fn rewind(&mut self) {
+        self.at = 0;
+    }
+
+    /// Moves to the next combination: the last choice with an option left takes its next one
+    /// and every choice after it starts over. Returns false once every combination was made.
+    pub(super) fn advance(&mut self) -> bool {
+        self.choices.truncate(self.at);
+        while let Some((taken, of)) = self.choices.pop() {
+            if taken + 1 < of {
+                self.choices.push((taken + 1, of));
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Which of a directory's `pending` unsynced changes survive, in the order they were made: a
@@ -74,6 +127,14 @@ pub(super) fn changes_kept(
                 (0..pending).map(|i| i < n).collect()
             }
         }
+        Mode::Every(tape, model) if pending > 0 => {
+            if model.unordered_dirs {
+                (0..pending).map(|_| tape.pick(2) == 1).collect()
+            } else {
+                let n = tape.pick(pending + 1);
+                (0..pending).map(|i| i < n).collect()
+            }
+        }
         _ => vec![false; pending],
     }
 }
@@ -84,7 +145,78 @@ pub(super) fn image(file: &FileData, mode: &mut Mode<'_>, report: &mut CrashRepo
     match mode {
         Mode::Seeded(rng, model) => seeded_image(file, rng, *model, report),
         Mode::DurableOnly => file.durable.clone(),
+        Mode::Every(tape, model) => every_image(file, tape, *model),
     }
+}
+
+/// One of every image a crash may leave of `file`, as `tape` chooses: a length (the durable
+/// one, the current one, or a sector boundary between them), then for each unsynced block
+/// within it new, old, or garbage where it lies past the durable end (with
+/// [`CrashModel::tear_sectors`]: each of its sectors new or old), then the last write whole or
+/// torn after each of its sectors but the last. The seeded crash draws from these same
+/// choices; garbage is one fixed pattern here rather than every possible byte.
+fn every_image(file: &FileData, tape: &mut Tape, model: CrashModel) -> Vec<u8> {
+    let (durable, current) = (file.durable.len(), file.current.len());
+    let (lo, hi) = (durable.min(current), durable.max(current));
+    let mut lens = vec![lo, hi];
+    lens.extend((lo / SECTOR_SIZE + 1..).map(|s| s * SECTOR_SIZE).take_while(|&l| l < hi));
+    lens.sort_unstable();
+    lens.dedup();
+    let len = lens[tape.pick(lens.len())];
+    let mut img = file.durable.clone();
+    img.resize(len, 0);
+    for &block in &file.dirty {
+        let range = block_range(block, len);
+        if range.is_empty() {
+            break;
+        }
+        if model.tear_sectors {
+            let mut start = range.start;
+            while start < range.end {
+                let end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(range.end);
+                if tape.pick(2) == 0 {
+                    copy_new(&mut img, file, start..end);
+                } else {
+                    copy_old(&mut img, file, start..end);
+                }
+                start = end;
+            }
+            continue;
+        }
+        let garbage_from = range.start.max(file.durable.len());
+        let fates = if garbage_from < range.end { 3 } else { 2 };
+        match tape.pick(fates) {
+            0 => copy_new(&mut img, file, range),
+            // `img` already holds the durable bytes there, and zeros past the durable end.
+            1 => {}
+            _ => {
+                for (i, byte) in img[garbage_from..range.end].iter_mut().enumerate() {
+                    *byte = (i as u8).wrapping_mul(151).wrapping_add(0x5a);
+                }
+            }
+        }
+    }
+    if let Some(write) = &file.last_write {
+        let write = write.start..write.end.min(img.len());
+        if !write.is_empty() {
+            let first = write.start / SECTOR_SIZE;
+            let sectors = (write.end - 1) / SECTOR_SIZE - first + 1;
+            // 0: as the blocks left it; k: torn after its first k sectors.
+            let landed = tape.pick(sectors);
+            if landed > 0 {
+                for i in 0..sectors {
+                    let sector = (first + i) * SECTOR_SIZE;
+                    let range = sector.max(write.start)..(sector + SECTOR_SIZE).min(write.end);
+                    if i < landed {
+                        copy_new(&mut img, file, range);
+                    } else {
+                        copy_old(&mut img, file, range);
+                    }
+                }
+            }
+        }
+    }
+    img
 }
 
 fn seeded_image(
@@ -289,6 +421,68 @@ mod tests {
             );
             assert_eq!(img, file.durable, "seed={seed}");
         }
+    }
+
+    /// Every image `file` may come back as, by the tape (the first 200).
+    fn every(file: &FileData, model: CrashModel) -> Vec<Vec<u8>> {
+        let mut tape = Tape::default();
+        let mut images = Vec::new();
+        loop {
+            tape.rewind();
+            let mode = &mut Mode::Every(&mut tape, model);
+            images.push(image(file, mode, &mut CrashReport::default()));
+            if !tape.advance() || images.len() == 200 {
+                return images;
+            }
+        }
+    }
+
+    #[test]
+    fn every_image_changes_only_unsynced_blocks_and_the_size_within_bounds() {
+        for seed in 0..40 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let file = random_file(&mut rng, true);
+            let model = CrashModel { tear_sectors: seed % 2 == 0, unordered_dirs: false };
+            let images = every(&file, model);
+            let (d, c) = (file.durable.len(), file.current.len());
+            for img in &images {
+                assert!((d.min(c)..=d.max(c)).contains(&img.len()), "seed={seed}");
+                for (i, &byte) in img.iter().enumerate() {
+                    if !file.dirty.contains(&(i / BLOCK_SIZE)) {
+                        assert_eq!(byte, file.durable.get(i).copied().unwrap_or(0), "seed={seed}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_image_of_one_unsynced_append_is_enumerated_once() {
+        // 1,000 bytes appended to 100 durable ones, in one block. Lengths 100, 512, 1,024 and
+        // 1,100; the block new or old (and garbage past byte 100, beyond length 100); the
+        // append, over 1, 2 or 3 sectors at those lengths, whole or torn after each sector but
+        // its last: 2 + 3 * (1 + 2 + 3).
+        let mut file = FileData::default();
+        file.write(0, &[1; 100]).unwrap();
+        file.sync();
+        file.write(100, &[2; 1000]).unwrap();
+        let images = every(&file, CrashModel::default());
+        assert_eq!(images.len(), 2 + 3 * (1 + 2 + 3));
+        assert!(images.contains(&file.durable), "the durable image");
+        assert!(images.contains(&file.current), "everything landed");
+        let mut torn = file.current.clone();
+        torn[512..].fill(0);
+        assert!(images.contains(&torn), "torn after the first sector");
+        let synced = every(
+            &{
+                let mut f = FileData::default();
+                f.write(0, &[3; 700]).unwrap();
+                f.sync();
+                f
+            },
+            CrashModel::default(),
+        );
+        assert_eq!(synced.len(), 1, "a synced file has one image");
     }
 
     #[test]

@@ -24,7 +24,7 @@ const _: () = assert!(BLOCK_SIZE.is_multiple_of(SECTOR_SIZE));
 pub const FILE_SIZE_MAX: u64 = 1 << 32;
 
 /// A file's two images and what is unsynced between them.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct FileData {
     /// What reads see.
     pub(super) current: Vec<u8>,

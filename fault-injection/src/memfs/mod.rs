@@ -48,7 +48,7 @@ pub use crash::{CrashModel, CrashReport};
 pub use image::{BLOCK_SIZE, FILE_SIZE_MAX, SECTOR_SIZE};
 
 use crate::predicate::{Call, OpKind, Predicate};
-use crash::Mode;
+use crash::{Mode, Tape};
 use jadedb::runtime::{File, FileLock, FileSystem, IoFuture};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
@@ -134,6 +134,38 @@ impl MemFs {
     pub fn crash_with_report(&self, rng: &mut ChaCha8Rng) -> (MemFs, CrashReport) {
         let model = self.shared.lock().model;
         self.reboot(Mode::Seeded(rng, model))
+    }
+
+    /// A copy of this disk as it is now, unsynced data and pending directory changes
+    /// included, sharing nothing with it (no open handle reaches the copy): crashing the copy
+    /// later gives the images a crash now would.
+    pub fn fork(&self) -> MemFs {
+        let state = self.shared.lock();
+        MemFs::from_tree(state.tree.fork(), state.model)
+    }
+
+    /// Every disk a power loss now could leave (see `crash::every_image` for the choices made
+    /// per file, and each prefix of a directory's unsynced changes, or each subset with
+    /// [`CrashModel::unordered_dirs`]), up to `max` of them; and whether that was all of them.
+    /// Unlike [`MemFs::crash`], this disk lives on: exhaustive checks take the images of one
+    /// moment and let the run go on to the next.
+    pub fn crash_images(&self, max: usize) -> (Vec<MemFs>, bool) {
+        let state = self.shared.lock();
+        assert!(!state.crashed, "this disk already crashed");
+        let mut tape = Tape::default();
+        let mut images = Vec::new();
+        loop {
+            tape.rewind();
+            let mode = Mode::Every(&mut tape, state.model);
+            let tree = state.tree.reboot(&mut { mode }, &mut CrashReport::default());
+            images.push(MemFs::from_tree(tree, state.model));
+            if !tape.advance() {
+                return (images, true);
+            }
+            if images.len() >= max {
+                return (images, false);
+            }
+        }
     }
 
     /// Kills the process using this disk, not the machine, and returns the disk its next run

@@ -244,6 +244,40 @@ impl Tree {
         Tree { dirs: boot.new, next_ino: self.next_ino }
     }
 
+    /// A copy of this namespace and of every file's data, unsynced state included, sharing
+    /// nothing with it: what the disk is at this moment, to crash in every way later.
+    pub(super) fn fork(&self) -> Tree {
+        let mut files = BTreeMap::new();
+        let mut node = |n: &Node| match n {
+            Node::File(cell) => {
+                Node::File(Arc::clone(files.entry(cell.ino).or_insert_with(|| {
+                    Arc::new(FileCell { ino: cell.ino, data: Mutex::new(cell.data().clone()) })
+                })))
+            }
+            Node::Dir(id) => Node::Dir(*id),
+        };
+        let mut dirs = BTreeMap::new();
+        for (&id, dir) in &self.dirs {
+            let copy = Dir {
+                current: dir.current.iter().map(|(k, n)| (k.clone(), node(n))).collect(),
+                durable: dir.durable.iter().map(|(k, n)| (k.clone(), node(n))).collect(),
+                pending: dir
+                    .pending
+                    .iter()
+                    .map(|c| match c {
+                        Change::Put(name, n) => Change::Put(name.clone(), node(n)),
+                        Change::Remove(name) => Change::Remove(name.clone()),
+                        Change::Rename(from, to, n) => {
+                            Change::Rename(from.clone(), to.clone(), node(n))
+                        }
+                    })
+                    .collect(),
+            };
+            dirs.insert(id, copy);
+        }
+        Tree { dirs, next_ino: self.next_ino }
+    }
+
     /// The parent directory's id and the last component of a file path.
     fn parent_of<'p>(&self, path: &'p Path) -> io::Result<(u64, &'p str)> {
         let comps = components(path)?;
