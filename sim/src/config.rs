@@ -496,6 +496,23 @@ pub struct Cycle {
     pub clients: Clients,
 }
 
+impl Cycle {
+    /// This cycle with no client operations (cheaper than a clone, which copies them all).
+    pub fn without_clients(&self) -> Cycle {
+        Cycle {
+            crash_kind: self.crash_kind,
+            point: self.point,
+            deadline_ms: self.deadline_ms,
+            close: self.close,
+            faults: self.faults.clone(),
+            faults_during_recovery: self.faults_during_recovery,
+            memtable_bytes_max: self.memtable_bytes_max,
+            tables: self.tables,
+            clients: Clients::default(),
+        }
+    }
+}
+
 /// File-call latencies of a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Latency {

@@ -91,7 +91,8 @@ pub fn run(config: &ScenarioConfig, max_states: usize, first_only: bool) -> Repo
         move || {
             let shared = Arc::new(Shared::default());
             *lock(&shared.points) = Some(Vec::new());
-            let outcome = crate::scenario::run_with(workload, Trace::silent(), Arc::clone(&shared));
+            let outcome =
+                crate::scenario::run_with(Arc::new(workload), Trace::silent(), Arc::clone(&shared));
             let points = lock(&shared.points).take().unwrap_or_default();
             (outcome.failure, points)
         }

@@ -9,9 +9,9 @@
 //! durable image when it returns). Every operation must finish within a bound of virtual time
 //! (liveness); errors are accepted only where the cycle's faults can cause them.
 
-use crate::config::{FaultKind, Faults, Latency, ScenarioConfig};
+use crate::config::{Cycle, FaultKind, Faults, Latency, ScenarioConfig};
 use crate::damage::Needle;
-use crate::plan::{self, key_name, Action, ClientPlan, Step, Write, WriteOp};
+use crate::plan::{self, key_name, Action, ClientPlan, Clients, Step, Write, WriteOp};
 use crate::runtime::{now_ns, Control, SimRuntime};
 use crate::scenario::{lock, FaultSwitch, Shared};
 use crate::trace::Trace;
@@ -49,7 +49,8 @@ const REFUSALS_MAX: usize = 3;
 #[derive(Debug)]
 pub struct Process {
     config: Arc<ScenarioConfig>,
-    cycle: usize,
+    /// The cycle this process runs: its options, faults and clients.
+    plan: Cycle,
     faults: Faults,
     close: bool,
     rt: Arc<SimRuntime>,
@@ -82,19 +83,18 @@ struct Shown {
 impl Process {
     pub fn new(
         config: &Arc<ScenarioConfig>,
-        cycle: usize,
+        plan: Cycle,
         rt: Arc<SimRuntime>,
         disk: &MemFs,
         switch: FaultSwitch,
         shared: &Arc<Shared>,
         trace: &Trace,
     ) -> Self {
-        let plan = &config.cycles[cycle];
         Process {
             config: Arc::clone(config),
-            cycle,
             faults: plan.faults.clone(),
             close: plan.close,
+            plan,
             rt,
             disk: disk.clone(),
             switch,
@@ -113,7 +113,7 @@ impl Process {
         madsim::task::spawn(this.control().wakeable(Arc::clone(&this).watchdog()));
         let Some(db) = this.open_and_check().await else { return };
         let mut clients = Vec::new();
-        for client in 0..this.config.cycles[this.cycle].clients.0.len() {
+        for client in 0..this.plan.clients.0.len() {
             let (this, db) = (Arc::clone(&this), db.clone());
             let control = Arc::clone(this.control());
             let client = control.wakeable(async move { this.client(client, db).await });
@@ -210,7 +210,7 @@ impl Process {
     /// Opens the database and checks what it recovered (invariants 1-3).
     async fn open_and_check(&self) -> Option<Db> {
         let rt: jadedb::runtime::RuntimeRef = self.rt.clone();
-        let opened = Db::open_async(&self.config.db_dir, options(&self.config, self.cycle), rt);
+        let opened = Db::open_async(&self.config.db_dir, options(&self.config, &self.plan), rt);
         let db = match self.bounded("open", opened).await {
             Ok(db) => db,
             Err(e) if self.open_error_allowed(&e) => {
@@ -296,8 +296,7 @@ impl Process {
     }
 
     async fn client(&self, client: usize, db: Db) {
-        let config = Arc::clone(&self.config);
-        let plan: &ClientPlan = &config.cycles[self.cycle].clients.0[client];
+        let plan: &ClientPlan = &self.plan.clients.0[client];
         let mut seen_seq = db.latest_sequence();
         let mut snapshot = None;
         // A database that refuses writes (poisoned by a fault) has shown what fail-stop needs
@@ -727,9 +726,8 @@ enum Reading {
 }
 
 /// The options of cycle `cycle`.
-fn options(config: &ScenarioConfig, cycle: usize) -> Options {
+fn options(config: &ScenarioConfig, plan: &Cycle) -> Options {
     let planted = config.bug.and_then(crate::config::Bug::planted);
-    let plan = &config.cycles[cycle.min(config.cycles.len() - 1)];
     let tables = &plan.tables;
     Options::default()
         .memtable_bytes_max(plan.memtable_bytes_max)
@@ -940,20 +938,22 @@ async fn final_process(
     exercise: bool,
 ) {
     crate::scenario::damage_at_boot(&disk, config, config.cycles.len(), shared, rng, trace);
-    let mut last = config.cycles.last().expect("at least one cycle").clone();
-    last.faults = Faults::default();
-    last.close = true;
-    last.point = crate::config::CrashPoint::Time;
-    let mut config = (**config).clone();
-    config.cycles.push(last);
-    let config = Arc::new(config);
-    let index = config.cycles.len() - 1;
+    // The last cycle's options, with faults off, no clients and a clean close.
+    let last = config.cycles.last().expect("at least one cycle");
+    let plan = Cycle {
+        faults: Faults::default(),
+        faults_during_recovery: false,
+        close: true,
+        point: crate::config::CrashPoint::Time,
+        clients: Clients::default(),
+        ..last.without_clients()
+    };
     let control = Control::new(crate::config::CrashPoint::Time, true);
     let (runtime, _, _, switch) =
-        crate::scenario::make_runtime(&disk, &config, index, &control, rng, trace);
+        crate::scenario::make_runtime(&disk, config, &plan, &control, rng, trace);
     let node = handle.create_node().name("final").build();
     lock(&shared.processes).push((node.id(), Arc::clone(&control)));
-    let process = Process::new(&config, index, runtime, &disk, switch, shared, trace);
+    let process = Process::new(config, plan, runtime, &disk, switch, shared, trace);
     let process = Arc::new(process);
     let watched = Arc::clone(&process);
     let done = node.spawn(control.wakeable(async move {

@@ -57,7 +57,8 @@ pub fn run_config_within(config: ScenarioConfig, trace: Trace, budget: Duration)
     let t = trace.clone();
     let done = Arc::new((Mutex::new(None), Condvar::new()));
     let sender = Arc::clone(&done);
-    let mine = config.clone();
+    let config = Arc::new(config);
+    let mine = Arc::clone(&config);
     #[allow(clippy::disallowed_methods)] // the fresh thread per scenario is the point
     let thread = std::thread::Builder::new()
         .name(format!("seed-{seed}"))
@@ -74,7 +75,7 @@ pub fn run_config_within(config: ScenarioConfig, trace: Trace, budget: Duration)
         trace_hash: trace.hash(),
         stats: Stats::default(),
         recent: trace.recent(),
-        config: config.clone(),
+        config: Arc::clone(&config),
         commit_latencies_us: Vec::new(),
     };
     let (slot, ready) = &*done;

@@ -36,7 +36,7 @@ pub struct Outcome {
     pub trace_hash: u64,
     pub stats: Stats,
     pub recent: Vec<String>,
-    pub config: ScenarioConfig,
+    pub config: Arc<ScenarioConfig>,
     /// Virtual microseconds from issue to acknowledgement of each synced write, in the
     /// fault-free cycles of a scenario that fixes the fsync latency.
     pub commit_latencies_us: Vec<u64>,
@@ -103,21 +103,20 @@ const VIRTUAL_TIME_MAX: Duration = Duration::from_secs(3600);
 
 /// Runs the scenario of `seed` on the current thread.
 pub fn run(seed: u64, bug: Option<crate::config::Bug>, trace: Trace) -> Outcome {
-    run_config(ScenarioConfig::draw(seed, bug), trace)
+    run_config(Arc::new(ScenarioConfig::draw(seed, bug)), trace)
 }
 
 /// Runs the scenario `config` describes (a seed's, or a scenario file's) on the current thread.
-pub fn run_config(config: ScenarioConfig, trace: Trace) -> Outcome {
+pub fn run_config(config: Arc<ScenarioConfig>, trace: Trace) -> Outcome {
     run_with(config, trace, Arc::new(Shared::default()))
 }
 
 /// Runs `config` on the current thread, with the state the checks share set up as `shared`
 /// (the exhaustive mode records the disk's crash points in it).
-pub fn run_with(config: ScenarioConfig, trace: Trace, shared: Arc<Shared>) -> Outcome {
+pub fn run_with(config: Arc<ScenarioConfig>, trace: Trace, shared: Arc<Shared>) -> Outcome {
     let seed = config.seed;
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(VIRTUAL_TIME_MAX);
-    let config = Arc::new(config);
     rt.block_on(async {
         simulate(Arc::clone(&config), Arc::clone(&shared), trace.clone()).await;
         teardown(&shared).await;
@@ -131,7 +130,7 @@ pub fn run_with(config: ScenarioConfig, trace: Trace, shared: Arc<Shared>) -> Ou
         trace_hash: trace.hash(),
         stats,
         recent: trace.recent(),
-        config: (*config).clone(),
+        config: Arc::clone(&config),
         commit_latencies_us,
     }
 }
@@ -161,7 +160,7 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
         damage_at_boot(&disk, &config, index, &shared, &mut rng, &trace);
         let control = Control::new(cycle.point, index > 0);
         let (runtime, fault_fs, rules, switch) =
-            make_runtime(&disk, &config, index, &control, &mut rng, &trace);
+            make_runtime(&disk, &config, cycle, &control, &mut rng, &trace);
         if lock(&shared.points).is_some() {
             let (disk, shared) = (disk.clone(), Arc::downgrade(&shared));
             control.set_before_sync(Hook(Arc::new(move || {
@@ -172,8 +171,15 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
         }
         let node = handle.create_node().name(format!("db-{index}")).build();
         lock(&shared.processes).push((node.id(), Arc::clone(&control)));
-        let process =
-            Process::new(&config, index, Arc::clone(&runtime), &disk, switch, &shared, &trace);
+        let process = Process::new(
+            &config,
+            cycle.clone(),
+            Arc::clone(&runtime),
+            &disk,
+            switch,
+            &shared,
+            &trace,
+        );
         node.spawn(control.wakeable(process.run()));
         let deadline = Duration::from_millis(cycle.deadline_ms);
         let _ = madsim::time::timeout(deadline, control.crashed()).await;
@@ -287,12 +293,11 @@ impl FaultSwitch {
 pub fn make_runtime(
     disk: &MemFs,
     config: &ScenarioConfig,
-    index: usize,
+    cycle: &crate::config::Cycle,
     control: &Arc<Control>,
     rng: &mut ChaCha8Rng,
     trace: &Trace,
 ) -> (Arc<SimRuntime>, FaultFs<MemFs>, Rules, FaultSwitch) {
-    let cycle = &config.cycles[index];
     let faults = &cycle.faults;
     let switch = FaultSwitch::default();
     if cycle.faults_during_recovery {
