@@ -140,6 +140,26 @@ impl BlockBuilder {
         self.entries == 0
     }
 
+    /// Appends the finished contents and the trailer to `out` and returns how many bytes that
+    /// was; the builder starts a new block, keeping its buffers (one builder serves a whole
+    /// table without allocating again once its buffers have grown).
+    pub(crate) fn finish_sealed_into(&mut self, block_type: BlockType, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        out.extend_from_slice(&self.buf);
+        for restart in &self.restarts {
+            out.extend_from_slice(&restart.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.restarts.len() as u32).to_le_bytes());
+        seal(out, start, block_type);
+        self.buf.clear();
+        self.restarts.clear();
+        self.restarts.push(0);
+        self.since_restart = 0;
+        self.last_key.clear();
+        self.entries = 0;
+        out.len() - start
+    }
+
     /// The finished contents followed by the trailer; the builder starts a new block.
     pub(crate) fn finish_sealed(&mut self, block_type: BlockType) -> Vec<u8> {
         let mut out = std::mem::take(&mut self.buf);
