@@ -198,6 +198,14 @@ mod cli {
         options: &SweepOptions,
         json: Option<PathBuf>,
     ) -> i32 {
+        if matches!(seeds, Seeds::Random(_)) && shard != Shard::WHOLE {
+            // Each shard would draw its own start, and the shards would cover no one range.
+            eprintln!(
+                "error: shards of one sweep need one range: draw it once and give every shard \
+                 --seeds START..END"
+            );
+            return USAGE;
+        }
         let mut entropy_error = None;
         let range = seeds.resolve(|| {
             os_entropy().unwrap_or_else(|e| {
