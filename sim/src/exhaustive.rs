@@ -139,7 +139,8 @@ fn check(workload: &Arc<ScenarioConfig>, image: MemFs, point: &Point, salt: u64)
         rt.block_on(async move {
             let handle = madsim::runtime::Handle::current();
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            crate::process::recovery_check(&handle, image, &config, &mut rng, &s, &trace).await;
+            let work = crate::process::FinalWork::RecoverOnly;
+            crate::process::final_check(&handle, image, &config, &mut rng, &s, &trace, work).await;
             crate::scenario::teardown(&s).await;
         });
         shared.failure()

@@ -88,33 +88,15 @@ mod cli {
         },
         /// Rerun one seed, or a scenario file, with a readable trace and its hash.
         Replay {
-            /// The seed to replay.
-            #[arg(long, required_unless_present = "file", conflicts_with = "file")]
-            seed: Option<u64>,
-            /// A scenario file (`cargo sim shrink` writes them) to replay, with the bug it
-            /// names planted.
-            #[arg(long)]
-            file: Option<PathBuf>,
-            /// Plant this bug (with --seed).
-            #[arg(long, value_parser = Bug::parse, conflicts_with = "file")]
-            bug: Option<Bug>,
-            /// Replay the file without the bug it names: it must pass.
-            #[arg(long, requires = "file")]
-            without_bug: bool,
+            #[command(flatten)]
+            scenario: Which,
         },
         /// Check every crash state of a small workload: the first cycle of a seed's scenario
         /// (or of a scenario file), faults off; before each sync and at the crash, every disk
         /// a power loss could leave is recovered and checked.
         Exhaustive {
-            #[arg(long, required_unless_present = "file", conflicts_with = "file")]
-            seed: Option<u64>,
-            #[arg(long)]
-            file: Option<PathBuf>,
-            #[arg(long, value_parser = Bug::parse, conflicts_with = "file")]
-            bug: Option<Bug>,
-            /// Check a scenario file's workload without the bug it names.
-            #[arg(long, requires = "file")]
-            without_bug: bool,
+            #[command(flatten)]
+            scenario: Which,
             /// The most crash states checked per moment.
             #[arg(long, default_value_t = 1000)]
             max_states: usize,
@@ -145,6 +127,39 @@ mod cli {
         },
     }
 
+    /// A scenario: a seed's (with a planted bug, if any) or a scenario file's.
+    #[derive(clap::Args)]
+    struct Which {
+        /// The seed whose scenario to run.
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        seed: Option<u64>,
+        /// A scenario file (`cargo sim shrink` writes them), run with the bug it names planted.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Plant this bug (with --seed).
+        #[arg(long, value_parser = Bug::parse, conflicts_with = "file")]
+        bug: Option<Bug>,
+        /// Run the file without the bug it names: it must pass.
+        #[arg(long, requires = "file")]
+        without_bug: bool,
+    }
+
+    impl Which {
+        /// The scenario's configuration, or the exit status of an unreadable file.
+        fn config(self) -> Result<ScenarioConfig, i32> {
+            match (self.seed, self.file) {
+                (Some(seed), _) => Ok(ScenarioConfig::draw(seed, self.bug)),
+                (None, Some(path)) => {
+                    let file = load(&path)?;
+                    println!("scenario: {} ({})", path.display(), file.about);
+                    let bug = if self.without_bug { None } else { file.config.bug };
+                    Ok(ScenarioConfig { bug, ..file.config })
+                }
+                (None, None) => Err(USAGE),
+            }
+        }
+    }
+
     fn parse_range(s: &str) -> Result<Range<u64>, String> {
         match Seeds::parse(s)? {
             Seeds::Range(r) => Ok(r),
@@ -167,26 +182,15 @@ mod cli {
                 run(&seeds, only, shard, &options, json)
             }
             Command::Merge { summaries, json } => merge(&summaries, json),
-            Command::Replay { seed, file, bug, without_bug } => match (seed, file) {
-                (Some(seed), _) => replay(ScenarioConfig::draw(seed, bug)),
-                (None, Some(file)) => replay_file(&file, without_bug),
-                (None, None) => USAGE,
+            Command::Replay { scenario } => match scenario.config() {
+                Ok(config) => replay(config),
+                Err(status) => status,
             },
             Command::Shrink { seed, bug, out, max_runs } => shrink(seed, bug, out, max_runs),
-            Command::Exhaustive { seed, file, bug, without_bug, max_states, all } => {
-                let config = match (seed, file) {
-                    (Some(seed), _) => ScenarioConfig::draw(seed, bug),
-                    (None, Some(path)) => match load(&path) {
-                        Ok(file) => ScenarioConfig {
-                            bug: if without_bug { None } else { file.config.bug },
-                            ..file.config
-                        },
-                        Err(status) => return status,
-                    },
-                    (None, None) => return USAGE,
-                };
-                exhaustive(&config, max_states, all)
-            }
+            Command::Exhaustive { scenario, max_states, all } => match scenario.config() {
+                Ok(config) => exhaustive(&config, max_states, all),
+                Err(status) => status,
+            },
             Command::CheckDeterminism { seeds } => check_determinism(seeds),
         }
     }
@@ -315,18 +319,6 @@ mod cli {
         let failed = r.failures.len() as u64 + u64::from(r.recording_failure.is_some());
         println!("exhaustive: {} passed, {failed} failed", r.states - r.failures.len() as u64);
         i32::from(failed > 0)
-    }
-
-    fn replay_file(path: &std::path::Path, without_bug: bool) -> i32 {
-        let mut file = match load(path) {
-            Ok(file) => file,
-            Err(status) => return status,
-        };
-        println!("scenario: {} ({})", path.display(), file.about);
-        if without_bug {
-            file.config.bug = None;
-        }
-        replay(file.config)
     }
 
     fn shrink(seed: u64, bug: Option<Bug>, out: Option<PathBuf>, max_runs: u64) -> i32 {

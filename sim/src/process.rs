@@ -900,8 +900,20 @@ fn value(number: u64, i: usize, len: usize) -> Vec<u8> {
     v
 }
 
+/// What the final process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalWork {
+    /// Recover, write, flush, compact, read, close and recover again.
+    All,
+    /// Recover, check and close.
+    RecoverOnly,
+}
+
 /// With faults off: recover, write, flush, compact and read again within the liveness bound
 /// (invariant 5), close leaving no engine task behind, and recover everything.
+///
+/// With [`FinalWork::RecoverOnly`], only recover, check what was recovered against the model
+/// (invariants 1-3) and close: the exhaustive mode runs that on every crash image.
 pub async fn final_check(
     handle: &madsim::runtime::Handle,
     disk: MemFs,
@@ -909,34 +921,9 @@ pub async fn final_check(
     rng: &mut ChaCha8Rng,
     shared: &Arc<Shared>,
     trace: &Trace,
+    work: FinalWork,
 ) {
-    final_process(handle, disk, config, rng, shared, trace, true).await;
-}
-
-/// With faults off: recover from `disk`, check what was recovered against the model (invariants
-/// 1-3) and close. The exhaustive mode runs this on every crash image.
-pub async fn recovery_check(
-    handle: &madsim::runtime::Handle,
-    disk: MemFs,
-    config: &Arc<ScenarioConfig>,
-    rng: &mut ChaCha8Rng,
-    shared: &Arc<Shared>,
-    trace: &Trace,
-) {
-    final_process(handle, disk, config, rng, shared, trace, false).await;
-}
-
-/// The final process: recovery and its check; with `exercise`, the work and the second
-/// recovery of [`final_check`], otherwise a clean close.
-async fn final_process(
-    handle: &madsim::runtime::Handle,
-    disk: MemFs,
-    config: &Arc<ScenarioConfig>,
-    rng: &mut ChaCha8Rng,
-    shared: &Arc<Shared>,
-    trace: &Trace,
-    exercise: bool,
-) {
+    let exercise = work == FinalWork::All;
     crate::scenario::damage_at_boot(&disk, config, config.cycles.len(), shared, rng, trace);
     // The last cycle's options, with faults off, no clients and a clean close.
     let last = config.cycles.last().expect("at least one cycle");

@@ -70,15 +70,7 @@ impl SweepDoc {
 
     /// Reads a document, refusing any of another format.
     pub fn from_json(text: &str) -> Result<SweepDoc, String> {
-        #[derive(Deserialize)]
-        struct Head {
-            format: String,
-        }
-        let head: Head = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if head.format != FORMAT {
-            return Err(format!("format {:?}, not {FORMAT:?}", head.format));
-        }
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        read_versioned(text, FORMAT)
     }
 
     pub fn to_json(&self) -> String {
@@ -88,6 +80,23 @@ impl SweepDoc {
     fn range(&self) -> String {
         format!("{}..{}", self.start, self.end)
     }
+}
+
+/// Reads a JSON document whose `format` field must be `format`: a document of another format
+/// is refused before anything else of it is read.
+pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(
+    text: &str,
+    format: &str,
+) -> Result<T, String> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: String,
+    }
+    let head: Head = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if head.format != format {
+        return Err(format!("format {:?}, not {format:?}", head.format));
+    }
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Merges the documents of a sweep's shards (each named, for errors, by where it came from)

@@ -210,7 +210,8 @@ async fn simulate(config: Arc<ScenarioConfig>, shared: Arc<Shared>, trace: Trace
             return;
         }
     }
-    crate::process::final_check(&handle, disk, &config, &mut rng, &shared, &trace).await;
+    let work = crate::process::FinalWork::All;
+    crate::process::final_check(&handle, disk, &config, &mut rng, &shared, &trace, work).await;
     check_latency(&shared, &trace);
 }
 

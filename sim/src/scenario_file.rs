@@ -33,15 +33,7 @@ pub struct ScenarioFile {
 impl ScenarioFile {
     /// Reads a scenario file, refusing any of another format.
     pub fn from_json(text: &str) -> Result<ScenarioFile, String> {
-        #[derive(Deserialize)]
-        struct Head {
-            format: String,
-        }
-        let head: Head = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if head.format != FORMAT {
-            return Err(format!("format {:?}, not {FORMAT:?}", head.format));
-        }
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        crate::report::read_versioned(text, FORMAT)
     }
 
     pub fn to_json(&self) -> String {

@@ -171,16 +171,7 @@ fn every_image(file: &FileData, tape: &mut Tape, model: CrashModel) -> Vec<u8> {
             break;
         }
         if model.tear_sectors {
-            let mut start = range.start;
-            while start < range.end {
-                let end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(range.end);
-                if tape.pick(2) == 0 {
-                    copy_new(&mut img, file, start..end);
-                } else {
-                    copy_old(&mut img, file, start..end);
-                }
-                start = end;
-            }
+            land_sectors(&mut img, file, range, |_| tape.pick(2) == 0);
             continue;
         }
         let garbage_from = range.start.max(file.durable.len());
@@ -199,24 +190,39 @@ fn every_image(file: &FileData, tape: &mut Tape, model: CrashModel) -> Vec<u8> {
     if let Some(write) = &file.last_write {
         let write = write.start..write.end.min(img.len());
         if !write.is_empty() {
-            let first = write.start / SECTOR_SIZE;
-            let sectors = (write.end - 1) / SECTOR_SIZE - first + 1;
             // 0: as the blocks left it; k: torn after its first k sectors.
-            let landed = tape.pick(sectors);
+            let landed = tape.pick(sectors_of(&write));
             if landed > 0 {
-                for i in 0..sectors {
-                    let sector = (first + i) * SECTOR_SIZE;
-                    let range = sector.max(write.start)..(sector + SECTOR_SIZE).min(write.end);
-                    if i < landed {
-                        copy_new(&mut img, file, range);
-                    } else {
-                        copy_old(&mut img, file, range);
-                    }
-                }
+                land_sectors(&mut img, file, write, |i| i < landed);
             }
         }
     }
     img
+}
+
+/// How many sectors the byte range `write` (not empty) touches.
+fn sectors_of(write: &Range<usize>) -> usize {
+    (write.end - 1) / SECTOR_SIZE - write.start / SECTOR_SIZE + 1
+}
+
+/// Lands the sectors of `write` (a write, or an unsynced block) that `landed` names, by their
+/// index in it, in order: each sector it touches is then wholly new or wholly old within it.
+fn land_sectors(
+    img: &mut [u8],
+    file: &FileData,
+    write: Range<usize>,
+    mut landed: impl FnMut(usize) -> bool,
+) {
+    let first = write.start / SECTOR_SIZE;
+    for i in 0..sectors_of(&write) {
+        let sector = (first + i) * SECTOR_SIZE;
+        let range = sector.max(write.start)..(sector + SECTOR_SIZE).min(write.end);
+        if landed(i) {
+            copy_new(img, file, range);
+        } else {
+            copy_old(img, file, range);
+        }
+    }
 }
 
 fn seeded_image(
@@ -293,16 +299,7 @@ fn apply_block(
 /// Lands an unsynced block sector by sector: each sector keeps its new or its old content
 /// (zeros past the durable end).
 fn tear_block(img: &mut [u8], file: &FileData, range: Range<usize>, rng: &mut ChaCha8Rng) {
-    let mut start = range.start;
-    while start < range.end {
-        let end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(range.end);
-        if rng.gen_bool(0.5) {
-            copy_new(img, file, start..end);
-        } else {
-            copy_old(img, file, start..end);
-        }
-        start = end;
-    }
+    land_sectors(img, file, range, |_| rng.gen_bool(0.5));
 }
 
 /// Tears the last write at sector granularity: either a prefix of its sectors reached the
@@ -313,20 +310,9 @@ fn tear(img: &mut [u8], file: &FileData, write: Range<usize>, rng: &mut ChaCha8R
     if write.is_empty() {
         return;
     }
-    let first = write.start / SECTOR_SIZE;
-    let sectors = (write.end - 1) / SECTOR_SIZE - first + 1;
     let as_prefix = rng.gen_bool(0.5);
-    let prefix = rng.gen_range(0..=sectors);
-    for i in 0..sectors {
-        let landed = if as_prefix { i < prefix } else { rng.gen_bool(0.5) };
-        let sector = (first + i) * SECTOR_SIZE;
-        let range = sector.max(write.start)..(sector + SECTOR_SIZE).min(write.end);
-        if landed {
-            copy_new(img, file, range);
-        } else {
-            copy_old(img, file, range);
-        }
-    }
+    let prefix = rng.gen_range(0..=sectors_of(&write));
+    land_sectors(img, file, write, |i| if as_prefix { i < prefix } else { rng.gen_bool(0.5) });
 }
 
 /// Copies the current bytes of `range` that exist (a truncate may have cut them off).
