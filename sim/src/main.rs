@@ -25,7 +25,8 @@ mod cli {
     use jadedb_sim::config::ScenarioConfig;
     use jadedb_sim::report::{self, SweepDoc};
     use jadedb_sim::runner::{
-        print_failure, run_config_within, run_one, run_seeds_of, SweepOptions, SEED_BUDGET,
+        print_failure, print_failure_with, run_config_within, run_one, run_seeds_of, SweepOptions,
+        SEED_BUDGET,
     };
     use jadedb_sim::scenario_file::{check_of, describe, ScenarioFile};
     use jadedb_sim::sweep::{fmt_duration, os_entropy, parse_duration, Only, Seeds, Shard};
@@ -145,15 +146,16 @@ mod cli {
     }
 
     impl Which {
-        /// The scenario's configuration, or the exit status of an unreadable file.
-        fn config(self) -> Result<ScenarioConfig, i32> {
+        /// The scenario's configuration and the file it came from, if any; or the exit status
+        /// of an unreadable file.
+        fn config(self) -> Result<(ScenarioConfig, Option<PathBuf>), i32> {
             match (self.seed, self.file) {
-                (Some(seed), _) => Ok(ScenarioConfig::draw(seed, self.bug)),
+                (Some(seed), _) => Ok((ScenarioConfig::draw(seed, self.bug), None)),
                 (None, Some(path)) => {
                     let file = load(&path)?;
                     println!("scenario: {} ({})", path.display(), file.about);
                     let bug = if self.without_bug { None } else { file.config.bug };
-                    Ok(ScenarioConfig { bug, ..file.config })
+                    Ok((ScenarioConfig { bug, ..file.config }, Some(path)))
                 }
                 (None, None) => Err(USAGE),
             }
@@ -183,12 +185,12 @@ mod cli {
             }
             Command::Merge { summaries, json } => merge(&summaries, json),
             Command::Replay { scenario } => match scenario.config() {
-                Ok(config) => replay(config),
+                Ok((config, file)) => replay(config, file),
                 Err(status) => status,
             },
             Command::Shrink { seed, bug, out, max_runs } => shrink(seed, bug, out, max_runs),
             Command::Exhaustive { scenario, max_states, all } => match scenario.config() {
-                Ok(config) => exhaustive(&config, max_states, all),
+                Ok((config, _)) => exhaustive(&config, max_states, all),
                 Err(status) => status,
             },
             Command::CheckDeterminism { seeds } => check_determinism(seeds),
@@ -335,6 +337,16 @@ mod cli {
             println!("{line}");
         }
         println!("fails: {}", shrunk.reason);
+        if bug.is_some() {
+            // The file will claim the bug is what fails it: the scenario must pass without it.
+            let without = ScenarioConfig { bug: None, ..shrunk.config.clone() };
+            let failure = run_config_within(without, Trace::silent(), SEED_BUDGET).failure;
+            if let Some(why) = failure {
+                println!("the shrunk scenario fails without the planted bug too: {why}");
+                println!("that is a failure of the engine itself: shrink the seed without --bug");
+                return 1;
+            }
+        }
         let name = format!("{}-{seed}", bug.map_or("seed", |b| b.name()));
         let path = out.unwrap_or_else(|| PathBuf::from(format!("tests/scenarios/{name}.json")));
         let about = match bug {
@@ -395,7 +407,7 @@ mod cli {
         0
     }
 
-    fn replay(config: ScenarioConfig) -> i32 {
+    fn replay(config: ScenarioConfig, file: Option<PathBuf>) -> i32 {
         let seed = config.seed;
         // The engine's own `tracing` events interleave with the simulator's trace lines.
         tracing_subscriber::fmt()
@@ -408,7 +420,14 @@ mod cli {
         println!("trace hash: {:016x}", outcome.trace_hash);
         match outcome.failure {
             Some(_) => {
-                print_failure(&outcome);
+                match file {
+                    None => print_failure(&outcome),
+                    Some(file) => {
+                        let bug = if outcome.config.bug.is_some() { "" } else { " --without-bug" };
+                        let replay = format!("cargo sim replay --file {}{bug}", file.display());
+                        print_failure_with(&outcome, &replay, None);
+                    }
+                }
                 1
             }
             None => {

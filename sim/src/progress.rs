@@ -39,6 +39,9 @@ struct Counts {
     scale: u64,
     done: AtomicU64,
     failed: AtomicU64,
+    /// Scenarios done when the scale batch started (`u64::MAX` before): a time budget may end
+    /// the standard batch before all of its seeds ran.
+    scale_from: AtomicU64,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -58,6 +61,7 @@ impl Progress {
             scale: scale.len() as u64,
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            scale_from: AtomicU64::new(u64::MAX),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -65,6 +69,12 @@ impl Progress {
         #[allow(clippy::disallowed_methods)] // a thread of the sweep, outside any simulation
         let drawer = std::thread::spawn(move || draw(&c, deadline));
         Progress { counts, drawer }
+    }
+
+    /// Says the scale batch starts now.
+    pub fn scale_started(&self) {
+        let done = self.counts.done.load(Ordering::Relaxed);
+        self.counts.scale_from.store(done, Ordering::Relaxed);
     }
 
     /// Counts a scenario done.
@@ -94,12 +104,13 @@ fn draw(c: &Counts, deadline: Option<Instant>) {
             break;
         }
         let done = c.done.load(Ordering::Relaxed);
-        if !in_scale && done >= c.standard && c.scale > 0 {
+        let scale_from = c.scale_from.load(Ordering::Relaxed);
+        if !in_scale && scale_from != u64::MAX {
             in_scale = true;
             batch_started = Instant::now();
         }
         let (name, of, batch_done) = if in_scale {
-            ("scale", c.scale, done - c.standard)
+            ("scale", c.scale, done.saturating_sub(scale_from))
         } else {
             ("standard", c.standard, done)
         };

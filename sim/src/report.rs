@@ -230,7 +230,9 @@ pub fn lines(doc: &SweepDoc) -> Vec<String> {
         doc.jobs
     ));
     if let Some(budget) = doc.time_budget_secs {
-        out.push(time_budget_line(s, Duration::from_secs_f64(budget)));
+        let line = time_budget_line(s, Duration::from_secs_f64(budget));
+        // Each shard ran its own lowest seeds.
+        out.push(if merged { format!("{line} (in each shard)") } else { line });
     }
     if merged {
         for f in &s.failures {

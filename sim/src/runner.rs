@@ -199,6 +199,9 @@ pub fn run_seeds_of(
     let (s, secs) = run_batch(&standard, options, standard_deadline, progress.as_ref());
     summary.absorb(&s);
     summary.standard_secs = secs;
+    if let Some(p) = &progress {
+        p.scale_started();
+    }
     let (s, secs) = run_batch(&scale, options, deadline, progress.as_ref());
     summary.absorb(&s);
     summary.scale_secs = secs;
@@ -342,8 +345,15 @@ fn covered(st: &Stats) -> bool {
     st.crashes > 0 && st.recoveries > 1 && st.synced_acked > 0 && unsynced
 }
 
-/// Prints what a new user needs to chase a failure.
+/// Prints what a new user needs to chase a failure of a seed's scenario.
 pub fn print_failure(o: &Outcome) {
+    let replay = replay_command(o.seed, o.config.bug);
+    let shrink = shrink_command(o.seed, o.config.bug);
+    print_failure_with(o, &replay, Some(&shrink));
+}
+
+/// Prints a failure, with the command that replays it (and the one that shrinks it, if any).
+pub fn print_failure_with(o: &Outcome, replay: &str, shrink: Option<&str>) {
     let why = o.failure.as_deref().unwrap_or("none");
     println!("FAILED seed={} : {why}", o.seed);
     println!("  options: {:?}", o.config);
@@ -351,6 +361,8 @@ pub fn print_failure(o: &Outcome) {
     for e in &o.recent {
         println!("    {e}");
     }
-    println!("  reproduce with seed={}: {}", o.seed, replay_command(o.seed, o.config.bug));
-    println!("  shrink it to a small scenario file: {}", shrink_command(o.seed, o.config.bug));
+    println!("  reproduce with seed={}: {replay}", o.seed);
+    if let Some(shrink) = shrink {
+        println!("  shrink it to a small scenario file: {shrink}");
+    }
 }

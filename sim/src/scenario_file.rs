@@ -33,7 +33,11 @@ pub struct ScenarioFile {
 impl ScenarioFile {
     /// Reads a scenario file, refusing any of another format.
     pub fn from_json(text: &str) -> Result<ScenarioFile, String> {
-        crate::report::read_versioned(text, FORMAT)
+        let file: ScenarioFile = crate::report::read_versioned(text, FORMAT)?;
+        if file.config.cycles.is_empty() {
+            return Err("a scenario needs at least one crash cycle".to_string());
+        }
+        Ok(file)
     }
 
     pub fn to_json(&self) -> String {

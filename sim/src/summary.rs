@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 /// Counts of what a scenario did, for the run report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     pub crashes: u64,
     pub recoveries: u64,

@@ -53,10 +53,15 @@ fn the_kubernetes_job_gives_each_completion_index_its_shard() {
     let shards = value(&job, "completions");
     assert_eq!(
         line_with(&job, "ci/sweep-shard.sh"),
-        format!("- ci/sweep-shard.sh \"$JOB_COMPLETION_INDEX\" {shards} 0..1000000 /results")
+        format!(
+            "- ci/sweep-shard.sh \"$JOB_COMPLETION_INDEX\" {shards} 0..1000000 \"/results/$RUN\""
+        )
     );
     let merge = read("docs/k8s/merge-job.yaml");
-    assert_eq!(line_with(&merge, "ci/sweep-merge.sh"), "- ci/sweep-merge.sh /results");
+    assert_eq!(line_with(&merge, "ci/sweep-merge.sh"), "- ci/sweep-merge.sh \"/results/$RUN\"");
+    // Both name the same run directory.
+    let run = |text: &str| line_with(text, "name: RUN").to_string();
+    assert_eq!(run(&job), run(&merge));
     let image = read("docs/k8s/Dockerfile");
     assert!(line_with(&image, "COPY ci/").contains("ci/sweep-shard.sh ci/sweep-merge.sh"));
     assert!(image.contains("RUN cargo sim-build"));

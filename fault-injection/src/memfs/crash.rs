@@ -66,6 +66,9 @@ pub struct Tape {
     choices: Vec<(usize, usize)>,
     /// The next choice to make.
     at: usize,
+    /// Set once enumerating is given up: every choice is then drawn from it instead, so the
+    /// images left to make are spread over every choice, not only the last ones.
+    random: Option<ChaCha8Rng>,
 }
 
 impl Tape {
@@ -73,6 +76,9 @@ impl Tape {
     fn pick(&mut self, of: usize) -> usize {
         if of <= 1 {
             return 0;
+        }
+        if let Some(rng) = &mut self.random {
+            return rng.gen_range(0..of);
         }
         let taken = match self.choices.get(self.at) {
             Some(&(taken, n)) => {
@@ -91,6 +97,16 @@ impl Tape {
     /// Starts the next crash image's choices from the first.
     pub(super) fn rewind(&mut self) {
         self.at = 0;
+    }
+
+    /// Whether choices are drawn at random rather than enumerated.
+    pub(super) fn is_random(&self) -> bool {
+        self.random.is_some()
+    }
+
+    /// From now on, draws every choice from a generator seeded with `seed`.
+    pub(super) fn randomize(&mut self, seed: u64) {
+        self.random = Some(rand::SeedableRng::seed_from_u64(seed));
     }
 
     /// Moves to the next combination: the last choice with an option left takes its next one
@@ -152,9 +168,11 @@ pub(super) fn image(file: &FileData, mode: &mut Mode<'_>, report: &mut CrashRepo
 /// One of every image a crash may leave of `file`, as `tape` chooses: a length (the durable
 /// one, the current one, or a sector boundary between them), then for each unsynced block
 /// within it new, old, or garbage where it lies past the durable end (with
-/// [`CrashModel::tear_sectors`]: each of its sectors new or old), then the last write whole or
-/// torn after each of its sectors but the last. The seeded crash draws from these same
-/// choices; garbage is one fixed pattern here rather than every possible byte.
+/// [`CrashModel::tear_sectors`]: each of its sectors new or old), then the last write as its
+/// blocks left it, wholly landed, landed up to each of its sectors, or any subset of its
+/// sectors landed. These are the outcomes the seeded crash draws from, at sector granularity
+/// (its lengths fall anywhere, these at sector boundaries), with garbage one fixed pattern
+/// rather than every possible byte; some combinations give the same image.
 fn every_image(file: &FileData, tape: &mut Tape, model: CrashModel) -> Vec<u8> {
     let (durable, current) = (file.durable.len(), file.current.len());
     let (lo, hi) = (durable.min(current), durable.max(current));
@@ -190,10 +208,16 @@ fn every_image(file: &FileData, tape: &mut Tape, model: CrashModel) -> Vec<u8> {
     if let Some(write) = &file.last_write {
         let write = write.start..write.end.min(img.len());
         if !write.is_empty() {
-            // 0: as the blocks left it; k: torn after its first k sectors.
-            let landed = tape.pick(sectors_of(&write));
-            if landed > 0 {
-                land_sectors(&mut img, file, write, |i| i < landed);
+            let sectors = sectors_of(&write);
+            match tape.pick(if sectors > 1 { 4 } else { 2 }) {
+                // As the blocks left it.
+                0 => {}
+                1 => land_sectors(&mut img, file, write, |_| true),
+                2 => {
+                    let landed = tape.pick(sectors - 1) + 1;
+                    land_sectors(&mut img, file, write, |i| i < landed);
+                }
+                _ => land_sectors(&mut img, file, write, |_| tape.pick(2) == 1),
             }
         }
     }
@@ -446,14 +470,15 @@ mod tests {
     fn every_image_of_one_unsynced_append_is_enumerated_once() {
         // 1,000 bytes appended to 100 durable ones, in one block. Lengths 100, 512, 1,024 and
         // 1,100; the block new or old (and garbage past byte 100, beyond length 100); the
-        // append, over 1, 2 or 3 sectors at those lengths, whole or torn after each sector but
-        // its last: 2 + 3 * (1 + 2 + 3).
+        // append, over 0, 1, 2 or 3 sectors at those lengths: as the block left it, wholly
+        // landed, and for more than one sector each prefix and each subset of its sectors:
+        // 2 + 3 * 2 + 3 * (2 + 1 + 4) + 3 * (2 + 2 + 8).
         let mut file = FileData::default();
         file.write(0, &[1; 100]).unwrap();
         file.sync();
         file.write(100, &[2; 1000]).unwrap();
         let images = every(&file, CrashModel::default());
-        assert_eq!(images.len(), 2 + 3 * (1 + 2 + 3));
+        assert_eq!(images.len(), 2 + 3 * 2 + 3 * (2 + 1 + 4) + 3 * (2 + 2 + 8));
         assert!(images.contains(&file.durable), "the durable image");
         assert!(images.contains(&file.current), "everything landed");
         let mut torn = file.current.clone();

@@ -147,6 +147,9 @@ impl MemFs {
     /// Every disk a power loss now could leave (see `crash::every_image` for the choices made
     /// per file, and each prefix of a directory's unsynced changes, or each subset with
     /// [`CrashModel::unordered_dirs`]), up to `max` of them; and whether that was all of them.
+    /// When there are more, the first half of `max` are enumerated and the rest drawn at random
+    /// (from a fixed seed): enumeration varies the last choices first, and would otherwise never
+    /// leave the first ones (a directory's changes, say).
     /// Unlike [`MemFs::crash`], this disk lives on: exhaustive checks take the images of one
     /// moment and let the run go on to the next.
     pub fn crash_images(&self, max: usize) -> (Vec<MemFs>, bool) {
@@ -159,11 +162,14 @@ impl MemFs {
             let mode = Mode::Every(&mut tape, state.model);
             let tree = state.tree.reboot(&mut { mode }, &mut CrashReport::default());
             images.push(MemFs::from_tree(tree, state.model));
-            if !tape.advance() {
-                return (images, true);
-            }
             if images.len() >= max {
                 return (images, false);
+            }
+            if !tape.is_random() && !tape.advance() {
+                return (images, true);
+            }
+            if !tape.is_random() && images.len() >= max / 2 {
+                tape.randomize(max as u64);
             }
         }
     }
