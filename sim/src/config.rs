@@ -542,18 +542,10 @@ pub struct ScenarioConfig {
     /// Where the database lives; sometimes several directories deep, so that creating the
     /// directories must make each one durable.
     pub db_dir: String,
-    pub keys: usize,
-    pub value_bytes_max: usize,
-    /// Out of 1,000 values, how many may be as large as `value_bytes_max`; the rest stay
-    /// under 200 bytes. 1,000 means every value is drawn up to the maximum.
-    pub large_values_per_mille: u32,
-    pub sync_percent: u32,
-    pub read_percent: u32,
-    /// Of client operations, the percentage that are `compact_range` or `flush` calls.
-    pub compact_percent: u32,
-    pub delete_percent: u32,
-    pub batch_percent: u32,
-    pub batch_ops_max: usize,
+    /// How the clients' operations were drawn: key space, value sizes, and the shares of
+    /// reads, writes, syncs and batches (its fields stand beside the others in a file).
+    #[serde(flatten)]
+    pub mix: Mix,
     pub group_bytes_max: usize,
     pub commit_window_us: u64,
     pub wal_preallocate_bytes: u64,
@@ -631,16 +623,18 @@ impl ScenarioConfig {
         let mut config = ScenarioConfig {
             seed,
             db_dir: if rng.gen_range(0..4) == 0 { "/data/jade/db" } else { "/db" }.to_string(),
-            keys,
-            value_bytes_max,
-            large_values_per_mille,
-            // Every scenario mixes synced and unsynced writes; the mix varies.
-            sync_percent: *pick(&mut rng, &[5, 20, 50, 80, 95]),
-            read_percent: rng.gen_range(10..=50),
-            compact_percent: if scale { 1 } else { *pick(&mut rng, &[1, 3, 6]) },
-            delete_percent: rng.gen_range(0..=30),
-            batch_percent: rng.gen_range(0..=50),
-            batch_ops_max: rng.gen_range(2..=8),
+            mix: Mix {
+                keys,
+                value_bytes_max,
+                large_values_per_mille,
+                // Every scenario mixes synced and unsynced writes; the mix varies.
+                sync_percent: *pick(&mut rng, &[5, 20, 50, 80, 95]),
+                read_percent: rng.gen_range(10..=50),
+                compact_percent: if scale { 1 } else { *pick(&mut rng, &[1, 3, 6]) },
+                delete_percent: rng.gen_range(0..=30),
+                batch_percent: rng.gen_range(0..=50),
+                batch_ops_max: rng.gen_range(2..=8),
+            },
             group_bytes_max: *pick(&mut rng, &[1, 256, 4096, 1 << 20]),
             commit_window_us: if !measuring && rng.gen_bool(0.2) {
                 rng.gen_range(1..3000)
@@ -663,7 +657,7 @@ impl ScenarioConfig {
     /// Draws every client's operations and the final process's writes, each client from a seed
     /// of its own.
     fn draw_plans(&mut self, clients: usize, ops_per_client: usize) {
-        let mix = self.mix();
+        let mix = self.mix;
         for (index, cycle) in self.cycles.iter_mut().enumerate() {
             cycle.clients = Clients(
                 (0..clients)
@@ -676,21 +670,6 @@ impl ScenarioConfig {
             );
         }
         self.final_plan = mix.draw_final(&mut ChaCha8Rng::seed_from_u64(self.seed));
-    }
-
-    /// How this scenario draws its operations.
-    pub fn mix(&self) -> Mix {
-        Mix {
-            keys: self.keys,
-            value_bytes_max: self.value_bytes_max,
-            large_values_per_mille: self.large_values_per_mille,
-            sync_percent: self.sync_percent,
-            read_percent: self.read_percent,
-            compact_percent: self.compact_percent,
-            delete_percent: self.delete_percent,
-            batch_percent: self.batch_percent,
-            batch_ops_max: self.batch_ops_max,
-        }
     }
 
     /// The operations the scenario runs (see [`crate::plan::count_ops`]).

@@ -160,14 +160,17 @@ pub fn count_ops(cycles: &[&Clients], fin: &FinalPlan) -> usize {
     clients + fin.before.len() + fin.after.len() + 3
 }
 
-/// How a scenario draws its writes and reads (fields of `ScenarioConfig`).
-#[derive(Clone, Copy, Debug)]
+/// How a scenario draws its writes and reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mix {
     pub keys: usize,
     pub value_bytes_max: usize,
+    /// Out of 1,000 values, how many may be as large as `value_bytes_max`; the rest stay
+    /// under 200 bytes. 1,000 means every value is drawn up to the maximum.
     pub large_values_per_mille: u32,
     pub sync_percent: u32,
     pub read_percent: u32,
+    /// Of client operations, the percentage that are `compact_range` or `flush` calls.
     pub compact_percent: u32,
     pub delete_percent: u32,
     pub batch_percent: u32,

@@ -346,7 +346,7 @@ impl Process {
                 self.compact_all(&db).await;
             }
             if !self.shared.failed() {
-                self.snapshot_read(snap, client, 0..self.config.keys as u32, end.reverse).await;
+                self.snapshot_read(snap, client, 0..self.config.mix.keys as u32, end.reverse).await;
             }
         }
     }
@@ -998,7 +998,7 @@ impl Process {
         // As a user tidying up: everything on disk compacted down, then checked again by the
         // next recovery.
         self.compact_all(db).await;
-        self.snapshot_read(&snapshot, 0, 0..self.config.keys as u32, plan.reverse).await;
+        self.snapshot_read(&snapshot, 0, 0..self.config.mix.keys as u32, plan.reverse).await;
         drop(snapshot);
         let m = db.metrics();
         {

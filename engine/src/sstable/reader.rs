@@ -289,11 +289,7 @@ impl Source<'_> {
 
     /// Reads a block and its trailer and verifies the checksum and type.
     async fn read_verified(&self, handle: BlockHandle, block_type: BlockType) -> Result<Bytes> {
-        let mut raw = vec![0u8; handle.sealed_len()];
-        read_exact_at(self.file, handle.offset, &mut raw)
-            .await
-            .map_err(|e| Error::io("reading", self.path, e))?;
-        self.stats.bytes_read.fetch_add(raw.len() as u64, Ordering::Relaxed);
+        let raw = self.read_at(handle.offset, handle.sealed_len()).await?;
         unseal(Bytes::from(raw), block_type).map_err(|m| self.corrupt(m, handle, block_type))
     }
 

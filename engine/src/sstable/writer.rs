@@ -166,31 +166,36 @@ impl TableWriter {
         ))
     }
 
-    /// Writes one sealed block at the end of the file and returns its handle.
+    /// Appends a sealed block to the table and returns its handle.
     async fn write_block(&mut self, sealed: Vec<u8>) -> Result<BlockHandle> {
-        debug_assert!(sealed.len() >= BLOCK_TRAILER_BYTES);
-        let size = (sealed.len() - BLOCK_TRAILER_BYTES) as u64;
+        self.pending.extend_from_slice(&sealed);
+        self.block_appended(sealed.len()).await
+    }
+
+    /// Accounts for a sealed block of `len` bytes just appended to the write buffer and returns
+    /// its handle. An oversized block fails the table: it never reaches the file.
+    async fn block_appended(&mut self, len: usize) -> Result<BlockHandle> {
+        debug_assert!(len >= BLOCK_TRAILER_BYTES);
+        let size = (len - BLOCK_TRAILER_BYTES) as u64;
         if size > BLOCK_BYTES_MAX as u64 {
             self.failed = true;
             return Err(Error::InvalidArgument(format!(
                 "a table block of {size} bytes is too large"
             )));
         }
-        self.write(&sealed).await
+        let handle = BlockHandle { offset: self.offset, size };
+        self.appended(len).await?;
+        Ok(handle)
     }
 
-    /// Appends `bytes` to the table (to the write buffer, written out once it is full).
-    async fn write(&mut self, bytes: &[u8]) -> Result<BlockHandle> {
-        let handle = BlockHandle {
-            offset: self.offset,
-            size: (bytes.len().saturating_sub(BLOCK_TRAILER_BYTES)) as u64,
-        };
-        self.pending.extend_from_slice(bytes);
-        self.offset += bytes.len() as u64;
+    /// Counts `len` bytes just appended to the write buffer, and writes the buffer out once it
+    /// is full.
+    async fn appended(&mut self, len: usize) -> Result<()> {
+        self.offset += len as u64;
         if self.pending.len() >= WRITE_BUFFER_BYTES {
             self.write_out().await?;
         }
-        Ok(handle)
+        Ok(())
     }
 
     /// Writes the buffered bytes to the file, in one call.
@@ -210,20 +215,8 @@ impl TableWriter {
     async fn flush_data_block(&mut self) -> Result<()> {
         debug_assert!(!self.data_block.is_empty());
         // Sealed straight into the write buffer: no allocation and no copy of its own.
-        let offset = self.offset;
         let len = self.data_block.finish_sealed_into(BlockType::Data, &mut self.pending);
-        let size = (len - BLOCK_TRAILER_BYTES) as u64;
-        if size > BLOCK_BYTES_MAX as u64 {
-            self.failed = true;
-            return Err(Error::InvalidArgument(format!(
-                "a table block of {size} bytes is too large"
-            )));
-        }
-        self.offset += len as u64;
-        if self.pending.len() >= WRITE_BUFFER_BYTES {
-            self.write_out().await?;
-        }
-        let handle = BlockHandle { offset, size };
+        let handle = self.block_appended(len).await?;
         let mut value = Vec::with_capacity(16);
         handle.encode_to(&mut value);
         // The block's last key separates it from the next; no shorter separator is computed, so
@@ -255,7 +248,9 @@ impl TableWriter {
         let index = self.write_block(index).await?;
         let (properties, props_handle) = self.write_properties().await?;
         let footer = Footer { index, filter, properties: props_handle };
-        self.write(&footer.encode()).await?;
+        let footer = footer.encode();
+        self.pending.extend_from_slice(&footer);
+        self.appended(footer.len()).await?;
         self.write_out().await?;
         debug_assert_eq!(self.offset, properties.file_bytes);
         if let Err(e) = self.file.sync_data().await {

@@ -183,11 +183,7 @@ fn every_image(file: &FileData, tape: &mut Tape, model: CrashModel) -> Vec<u8> {
     let len = lens[tape.pick(lens.len())];
     let mut img = file.durable.clone();
     img.resize(len, 0);
-    for &block in &file.dirty {
-        let range = block_range(block, len);
-        if range.is_empty() {
-            break;
-        }
+    for range in unsynced_blocks(file, len) {
         if model.tear_sectors {
             land_sectors(&mut img, file, range, |_| tape.pick(2) == 0);
             continue;
@@ -224,6 +220,12 @@ fn every_image(file: &FileData, tape: &mut Tape, model: CrashModel) -> Vec<u8> {
     img
 }
 
+/// The byte ranges of the blocks written since the last sync, in order, cut at `len`.
+fn unsynced_blocks(file: &FileData, len: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+    // `dirty` is sorted, so the first block past the new end ends the walk.
+    file.dirty.iter().map(move |&block| block_range(block, len)).take_while(|r| !r.is_empty())
+}
+
 /// How many sectors the byte range `write` (not empty) touches.
 fn sectors_of(write: &Range<usize>) -> usize {
     (write.end - 1) / SECTOR_SIZE - write.start / SECTOR_SIZE + 1
@@ -258,12 +260,7 @@ fn seeded_image(
     let len = crash_len(file, rng);
     let mut img = file.durable.clone();
     img.resize(len, 0);
-    // `dirty` is sorted, so the first block past the new end ends the walk.
-    for &block in &file.dirty {
-        let range = block_range(block, len);
-        if range.is_empty() {
-            break;
-        }
+    for range in unsynced_blocks(file, len) {
         if model.tear_sectors && rng.gen_bool(0.25) {
             tear_block(&mut img, file, range, rng);
             report.blocks_torn += 1;
