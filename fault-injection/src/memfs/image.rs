@@ -109,10 +109,7 @@ impl FileData {
             return Ok(());
         }
         let range = checked_range(offset, data.len())?;
-        if range.end > self.current.len() {
-            self.current.resize(range.end, 0);
-        }
-        self.current[range.clone()].copy_from_slice(data);
+        put(&mut self.current, range.start, data);
         // A whole-sector write remaps the sector; a partial one leaves it bad.
         let first = range.start.div_ceil(SECTOR_SIZE) as u64;
         let end = (range.end / SECTOR_SIZE) as u64;
@@ -145,14 +142,16 @@ impl FileData {
     /// A successful sync: the dirty blocks and the current size become durable.
     pub(super) fn sync(&mut self) {
         let len = self.current.len();
-        self.durable.resize(len, 0);
+        self.durable.truncate(len);
         for &block in &self.dirty {
             let range = block_range(block, len);
             if range.is_empty() {
                 break;
             }
-            self.durable[range.clone()].copy_from_slice(&self.current[range]);
+            put(&mut self.durable, range.start, &self.current[range]);
         }
+        // Growth no write touched (a zero-extending truncate) reaches the disk as zeros.
+        self.durable.resize(len, 0);
         self.dirty.clear();
         self.last_write = None;
     }
@@ -171,6 +170,18 @@ impl FileData {
         let last = (range.end - 1) / BLOCK_SIZE;
         self.dirty.extend(first..=last);
     }
+}
+
+/// Writes `data` into `image` at `at`, growing it as needed: zeros fill any gap before `at`,
+/// and bytes past the end are appended rather than zeroed first and then overwritten (most
+/// writes append, and zeroing them first was about 3% of a simulation's instructions).
+fn put(image: &mut Vec<u8>, at: usize, data: &[u8]) {
+    if at > image.len() {
+        image.resize(at, 0);
+    }
+    let inside = (image.len() - at).min(data.len());
+    image[at..at + inside].copy_from_slice(&data[..inside]);
+    image.extend_from_slice(&data[inside..]);
 }
 
 impl fmt::Debug for FileData {
@@ -241,6 +252,32 @@ mod tests {
         f.sync();
         assert_eq!(f.current, b"new");
         assert_eq!(f.durable, b"old");
+    }
+
+    #[test]
+    fn writes_overwrite_extend_and_fill_gaps_with_zeros() {
+        let mut f = FileData::default();
+        f.write(2, b"ab").unwrap();
+        assert_eq!(f.current, b"\0\0ab");
+        f.write(3, b"xyz").unwrap();
+        assert_eq!(f.current, b"\0\0axyz");
+        f.write(0, b"q").unwrap();
+        assert_eq!(f.current, b"q\0axyz");
+    }
+
+    #[test]
+    fn growth_whose_sync_failed_becomes_durable_as_zeros() {
+        let mut f = FileData::default();
+        f.write(0, b"kept").unwrap();
+        f.sync();
+        f.write(BLOCK_SIZE as u64, b"lost").unwrap();
+        f.fail_sync();
+        f.write(3 * BLOCK_SIZE as u64, b"later").unwrap();
+        f.sync();
+        assert_eq!(f.durable.len(), f.current.len());
+        assert_eq!(&f.durable[..4], b"kept");
+        assert!(f.durable[4..3 * BLOCK_SIZE].iter().all(|&b| b == 0));
+        assert_eq!(&f.durable[3 * BLOCK_SIZE..], b"later");
     }
 
     #[test]

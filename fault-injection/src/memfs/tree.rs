@@ -11,7 +11,7 @@ use super::crash::{self, CrashReport, Mode};
 use super::image::FileData;
 use std::collections::BTreeMap;
 use std::io::{self, ErrorKind};
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The id of the root directory, which exists on every boot.
@@ -377,19 +377,20 @@ impl Boot<'_, '_, '_> {
 
 /// The names along `path`, read lexically: `.` is skipped and `..` drops the previous name.
 /// Relative paths are taken from the root, so `db/CURRENT` and `/db/CURRENT` are one file.
+/// Split on `/` by hand: `Path::components` was about 3% of a simulation's instructions (every
+/// file call that names a path resolves it). A name that is not UTF-8 is refused.
 fn components(path: &Path) -> io::Result<Vec<&str>> {
-    let mut names = Vec::new();
-    for comp in path.components() {
-        match comp {
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir => {
+    let Some(text) = path.to_str() else {
+        return Err(error(ErrorKind::InvalidInput, path));
+    };
+    let mut names = Vec::with_capacity(4);
+    for name in text.split('/') {
+        match name {
+            "" | "." => {}
+            ".." => {
                 names.pop();
             }
-            Component::Normal(name) => match name.to_str() {
-                Some(name) => names.push(name),
-                None => return Err(error(ErrorKind::InvalidInput, path)),
-            },
-            Component::Prefix(_) => return Err(error(ErrorKind::InvalidInput, path)),
+            name => names.push(name),
         }
     }
     Ok(names)
@@ -397,4 +398,20 @@ fn components(path: &Path) -> io::Result<Vec<&str>> {
 
 fn error(kind: ErrorKind, path: &Path) -> io::Error {
     io::Error::new(kind, format!("{}: {kind}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_read_lexically_from_the_root() {
+        fn names(p: &str) -> Vec<&str> {
+            components(Path::new(p)).unwrap()
+        }
+        assert_eq!(names("/db/CURRENT"), ["db", "CURRENT"]);
+        assert_eq!(names("db/CURRENT"), ["db", "CURRENT"]);
+        assert_eq!(names("./db//x/../MANIFEST-000001/"), ["db", "MANIFEST-000001"]);
+        assert_eq!(names("/../.."), Vec::<&str>::new());
+    }
 }
