@@ -100,8 +100,13 @@ pub(crate) struct BlockBuilder {
 
 impl BlockBuilder {
     pub(crate) fn new(restart_interval: usize) -> Self {
+        Self::with_capacity(restart_interval, 0)
+    }
+
+    /// A builder whose buffer holds `bytes` before it grows.
+    pub(crate) fn with_capacity(restart_interval: usize, bytes: usize) -> Self {
         BlockBuilder {
-            buf: Vec::new(),
+            buf: Vec::with_capacity(bytes),
             restarts: vec![0],
             since_restart: 0,
             restart_interval: restart_interval.max(1),

@@ -75,11 +75,13 @@ impl TableWriter {
         TableWriter {
             file,
             path,
-            data_block: BlockBuilder::new(options.restart_interval),
+            // Sized up front: a block fills to about `block_bytes` (plus its last entry), and
+            // growing both buffers by doubling, table after table, cost more than writing them.
+            data_block: BlockBuilder::with_capacity(options.restart_interval, options.block_bytes),
             index_block: BlockBuilder::new(INDEX_RESTART_INTERVAL),
             options,
             offset: 0,
-            pending: Vec::new(),
+            pending: Vec::with_capacity(WRITE_BUFFER_BYTES),
             filter,
             last_key: Vec::new(),
             stats: Counts { min_seq: u64::MAX, ..Counts::default() },
