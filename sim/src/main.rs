@@ -15,7 +15,37 @@ fn main() {
 
 #[cfg(madsim)]
 fn main() {
+    never_purge();
     std::process::exit(cli::main());
+}
+
+/// mimalloc (about 15% faster sweeps than the C allocator), for the simulator binary only: the
+/// engine leaves the choice of allocator to the programs that embed it.
+#[cfg(madsim)]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc v3's `mimalloc.h` (the crate names no constant for it).
+#[cfg(madsim)]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Turns off mimalloc's delayed return of freed memory to the system, before any simulation
+/// starts. Deciding when to purge is where mimalloc reads the clock after start-up, and inside
+/// a simulation madsim answers `clock_gettime` itself, from its runtime's state: a read from
+/// inside an allocation could re-enter madsim while it holds that state (a panic or deadlock in
+/// the allocator). With purging off, the only clock reads left are at process start, before
+/// any simulation (counted with callgrind over seeds 0..150: 3 reads, against 3,170 in seeds
+/// 0..40 with purging on). A sweep keeps its memory anyway.
+#[cfg(madsim)]
+#[allow(unsafe_code)]
+fn never_purge() {
+    // SAFETY: both calls only store and load a value in mimalloc's option table; nothing else
+    // runs yet (no thread is started before this).
+    let set = unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
+    };
+    assert_eq!(set, -1, "mimalloc's purge delay could not be turned off");
 }
 
 #[cfg(madsim)]
