@@ -2,14 +2,13 @@
 //!
 //! One task does all background work, in priority order: flushes first (they free memtables,
 //! which writers may be stalled on), then `compact_range` requests, then the compaction the
-//! tree needs most. Version changes and MANIFEST writes are thereby serialized without a lock
-//! held across I/O; the task owns the MANIFEST. Writers, rotation and publication ring its
-//! doorbell. A failure poisons the database (fail-stop, like a failed WAL fsync): the state on
+//! tree needs most. Version changes go through the VersionSet (`crate::version_set`), which
+//! orders them. Writers, rotation and publication ring its doorbell. A failure poisons the database (fail-stop, like a failed WAL fsync): the state on
 //! disk is then whatever the last durable MANIFEST edit says, which the next open recovers.
 //!
 //! Tables a compaction made obsolete are deleted once no version a reader holds names them
-//! (checked after every job); those still held when the database closes are deleted at the
-//! next open.
+//! (the VersionSet checks before and after every job); those still held when the database
+//! closes are deleted at the next open.
 //!
 //! A job that panics poisons the database too, and ends the worker (`crate::unwind`): the
 //! state it left may be half changed. Once `close` has begun the worker starts no new job (the
@@ -21,12 +20,11 @@
 use crate::compaction::{self, Pointers};
 use crate::db::DbInner;
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::metrics::Running;
 use crate::runtime::{buggify, JoinHandle};
 use crate::signal::{Doorbell, Signal};
 use crate::unwind::catch_panic;
-use crate::version::{FileMeta, LEVELS};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::version::LEVELS;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
@@ -40,42 +38,17 @@ pub(crate) struct RangeRequest {
     pub done: Arc<Signal<Result<()>>>,
 }
 
-/// Counts a background job as running for as long as it lives, however it ends.
-pub(crate) struct Running<'a>(&'a AtomicU64);
-
-impl<'a> Running<'a> {
-    pub(crate) fn start(gauge: &'a AtomicU64) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Running(gauge)
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// What the worker keeps between jobs.
 struct Worker {
-    manifest: Manifest,
     pointers: Pointers,
-    /// Tables no longer in the current version, waiting for readers to let go of them.
-    obsolete: Vec<Arc<FileMeta>>,
-    /// Tables no reader holds whose deletion failed (here or at open): retried before each job.
-    undeleted: Vec<u64>,
     #[cfg(feature = "invariants")]
     checker: crate::invariants::Checker,
 }
 
-/// Starts the background worker of `db`, which takes ownership of the MANIFEST, and retries
-/// deleting the `undeleted` tables the open could not.
-pub(crate) fn start(db: &Arc<DbInner>, manifest: Manifest, undeleted: Vec<u64>) -> JoinHandle {
+/// Starts the background worker of `db`.
+pub(crate) fn start(db: &Arc<DbInner>) -> JoinHandle {
     let worker = Worker {
-        manifest,
         pointers: Pointers::default(),
-        obsolete: Vec::new(),
-        undeleted,
         #[cfg(feature = "invariants")]
         checker: crate::invariants::Checker::default(),
     };
@@ -93,13 +66,7 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
             match catch_panic(&db.options, worker.job(&db)).await {
                 Ok(Ok(true)) => {
                     #[cfg(feature = "invariants")]
-                    crate::invariants::check_tree(
-                        &db,
-                        &mut worker.checker,
-                        &worker.obsolete,
-                        &worker.undeleted,
-                    )
-                    .await;
+                    crate::invariants::check_tree(&db.job_env(), &mut worker.checker).await;
                 }
                 Ok(Ok(false)) => break,
                 Ok(Err(err)) => {
@@ -112,7 +79,8 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>, mut worker: Worker) {
                 }
             }
         }
-        if let Err(panic) = catch_panic(&db.options, worker.remove_unreferenced(&db)).await {
+        let removal = db.versions.remove_unreferenced(&db.table_cache);
+        if let Err(panic) = catch_panic(&db.options, removal).await {
             panicked(&db, &panic);
             return;
         }
@@ -135,7 +103,7 @@ impl Worker {
     async fn job(&mut self, db: &Arc<DbInner>) -> Result<bool> {
         // Before each job as well as after: a job that ends a caller's wait (a flush, a
         // `compact_range`) then comes after every deletion its readers allowed.
-        self.remove_unreferenced(db).await;
+        db.versions.remove_unreferenced(&db.table_cache).await;
         if buggify(db.rt.as_ref(), "background.panic") {
             // A bug in a job: the database must end up poisoned, never with a dead worker that
             // writers and `close` wait for. The simulator knows injected panics by this prefix.
@@ -143,7 +111,7 @@ impl Worker {
         }
         let did = self.step(db).await?;
         if did {
-            self.remove_unreferenced(db).await;
+            db.versions.remove_unreferenced(&db.table_cache).await;
         }
         Ok(did)
     }
@@ -154,13 +122,13 @@ impl Worker {
             // A slow disk or a busy machine: every job may start late.
             db.rt.sleep(Duration::from_millis(1 + db.rt.random_u64() % 20)).await;
         }
-        if crate::flush::flush_oldest(db, &mut self.manifest).await? {
+        if crate::flush::flush_oldest(&db.job_env()).await? {
             return Ok(true);
         }
         if self.range_step(db).await? {
             return Ok(true);
         }
-        let version = db.current();
+        let version = db.versions.current();
         let o = &db.options;
         // Level 0 is compacted at the slowdown threshold at the latest, or writes would stall
         // for a compaction that never comes.
@@ -176,9 +144,7 @@ impl Worker {
 
     async fn compact(&mut self, db: &Arc<DbInner>, c: compaction::Compaction) -> Result<()> {
         let _running = Running::start(&db.counters.compactions_running);
-        let obsolete = compaction::run(db, &mut self.manifest, c).await?;
-        self.obsolete.extend(obsolete);
-        Ok(())
+        compaction::run(&db.job_env(), c).await
     }
 
     /// Does the next step of the oldest `compact_range` request: one pass per level, from
@@ -191,7 +157,7 @@ impl Worker {
             let Some(r) = requests.first() else { return Ok(false) };
             (r.start.clone(), r.end.clone(), r.level)
         };
-        let version = db.current();
+        let version = db.versions.current();
         // Data only in level 0 still moves to level 1, where it no longer overlaps itself.
         let deepest =
             (0..LEVELS).rev().find(|&l| !version.levels[l].is_empty()).unwrap_or(0).max(1);
@@ -220,29 +186,6 @@ impl Worker {
             (None, None) => {}
         }
         Ok(true)
-    }
-
-    /// Deletes obsolete tables that no version names any more.
-    async fn remove_unreferenced(&mut self, db: &DbInner) {
-        let (free, held): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.obsolete).into_iter().partition(|f| Arc::strong_count(f) == 1);
-        self.obsolete = held;
-        let mut free: Vec<u64> = free.iter().map(|f| f.number).collect();
-        free.append(&mut self.undeleted);
-        for number in free {
-            db.table_cache.evict(number);
-            let path = db.dir.join(crate::sstable::file_name(number));
-            match db.rt.fs().remove(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                // Costs only space, and is tried again before the next job (and by the next
-                // open, which deletes what no version names).
-                Err(e) => {
-                    tracing::warn!(table = %path.display(), error = %e, "could not delete a table");
-                    self.undeleted.push(number);
-                }
-            }
-        }
     }
 }
 

@@ -13,13 +13,12 @@
 //! swapped under one lock (a flush installs its table and drops its memtable in one step), so a
 //! read always takes a matching pair: every write is in exactly one of them.
 
-use crate::batch::{BatchOp, WriteBatch};
+use crate::batch::WriteBatch;
 use crate::cache::BlockCache;
 use crate::commit::{self, Barrier, LeaderState, Pipeline, PublishQueue};
 use crate::error::{Error, Result};
-use crate::flush::FlushJob;
 use crate::iterator::{Child, DbIterator, MemCursor};
-use crate::manifest::{Manifest, VersionEdit};
+use crate::job::{FlushJob, JobEnv, ReadState};
 use crate::memtable::{Memtable, Slot};
 use crate::metrics::{Counters, Metrics};
 use crate::options::{Options, WriteOptions};
@@ -28,7 +27,7 @@ use crate::signal::{Doorbell, Notify, Signal};
 use crate::sstable::ReadStats;
 use crate::table_cache::TableCache;
 use crate::version::Version;
-use crate::wal::{self, WalWriter};
+use crate::version_set::VersionSet;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +54,9 @@ struct Memtables {
 pub(crate) struct DbInner {
     pub(crate) rt: RuntimeRef,
     pub(crate) options: Options,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
+    /// The current version, file numbers and the MANIFEST.
+    pub(crate) versions: VersionSet,
     pub(crate) pipeline: Pipeline,
     pub(crate) publish_queue: PublishQueue,
     /// Wakes the commit pipeline's sync task; stopping it ends the task.
@@ -68,7 +69,6 @@ pub(crate) struct DbInner {
     pub(crate) changed: Notify,
     pub(crate) dir: PathBuf,
     memtables: RwLock<Memtables>,
-    next_file_number: AtomicU64,
     /// Publication rings the background worker once the visible sequence number reaches this:
     /// a retired memtable can be flushed only once every write in it is published.
     flush_wait_seq: AtomicU64,
@@ -95,11 +95,22 @@ impl Db {
 
     /// Opens (or creates) the database in `dir`.
     pub async fn open_async(dir: impl AsRef<Path>, options: Options, rt: RuntimeRef) -> Result<Db> {
-        crate::recovery::open(dir.as_ref(), options, rt).await
+        let recovered = crate::recovery::open(dir.as_ref(), options, rt).await?;
+        Ok(Self::from_recovered(recovered))
     }
 
-    pub(crate) fn from_recovered(r: crate::recovery::Recovered) -> Db {
+    fn from_recovered(r: crate::recovery::Recovered) -> Db {
         let active = Arc::new(Memtable::new(r.wal.number()));
+        let counters = Arc::new(r.counters);
+        let manifest_bytes_max = r.options.manifest_bytes_max;
+        let versions = VersionSet::new(
+            Arc::clone(&r.rt),
+            r.dir.clone(),
+            manifest_bytes_max,
+            Arc::clone(&counters),
+            r.versions,
+        );
+        let version = versions.current();
         let state = LeaderState::new(r.wal, r.last_seq);
         let read_stats = Arc::new(ReadStats::default());
         let block_cache = (r.options.block_cache_bytes > 0)
@@ -114,7 +125,8 @@ impl Db {
         let inner = DbInner {
             rt: r.rt,
             options: r.options,
-            counters: r.counters,
+            counters,
+            versions,
             pipeline: Pipeline::new(state),
             publish_queue: PublishQueue::default(),
             sync_bell: Arc::default(),
@@ -123,12 +135,7 @@ impl Db {
             background_task: Mutex::new(None),
             changed: Notify::default(),
             dir: r.dir,
-            memtables: RwLock::new(Memtables {
-                active,
-                immutable: Vec::new(),
-                version: Arc::new(r.version),
-            }),
-            next_file_number: AtomicU64::new(r.next_file_number),
+            memtables: RwLock::new(Memtables { active, immutable: Vec::new(), version }),
             flush_wait_seq: AtomicU64::new(u64::MAX),
             table_cache,
             block_cache,
@@ -144,7 +151,7 @@ impl Db {
         let inner = Arc::new(inner);
         let task = commit::sync_task::start(&inner);
         *inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
-        let task = crate::background::start(&inner, r.manifest, r.undeleted_tables);
+        let task = crate::background::start(&inner);
         *inner.background_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         Db { inner }
     }
@@ -442,6 +449,19 @@ fn find(tables: &[Arc<Memtable>], key: &[u8], seq: u64) -> Option<Slot> {
 }
 
 impl DbInner {
+    /// What background jobs work with.
+    pub(crate) fn job_env(&self) -> JobEnv<'_> {
+        JobEnv {
+            rt: self.rt.as_ref(),
+            dir: &self.dir,
+            options: &self.options,
+            counters: &self.counters,
+            versions: &self.versions,
+            table_cache: &self.table_cache,
+            reads: self,
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -561,89 +581,6 @@ impl DbInner {
         (memtables, version, seq)
     }
 
-    pub(crate) fn current(&self) -> Arc<Version> {
-        Arc::clone(&self.memtables.read().unwrap_or_else(PoisonError::into_inner).version)
-    }
-
-    /// A fresh file number for a WAL, a table or a MANIFEST.
-    pub(crate) fn new_file_number(&self) -> u64 {
-        self.next_file_number.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(crate) fn peek_next_file_number(&self) -> u64 {
-        self.next_file_number.load(Ordering::Relaxed)
-    }
-
-    /// The oldest immutable memtable, if every write in it is published; otherwise arranges for
-    /// publication to ring the background worker once they are.
-    pub(crate) fn flush_candidate(&self) -> Option<FlushJob> {
-        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-        let (mem, last_seq) = m.immutable.first()?;
-        let next_log =
-            m.immutable.get(1).map_or(m.active.wal_number(), |(next, _)| next.wal_number());
-        let job = FlushJob { mem: Arc::clone(mem), last_seq: *last_seq, next_log };
-        drop(m);
-        self.flush_wait_seq.store(job.last_seq, Ordering::SeqCst);
-        // Checked after arming the ring, so a publication in between is not missed.
-        if self.visible_seq.load(Ordering::SeqCst) < job.last_seq {
-            return None;
-        }
-        self.flush_wait_seq.store(u64::MAX, Ordering::SeqCst);
-        Some(job)
-    }
-
-    /// Writes `edit` to the MANIFEST and installs the version it makes, dropping the memtable
-    /// whose flush it records, if any, and wakes writers stalled for room; rewrites the
-    /// MANIFEST as a fresh snapshot once it has grown past its limit.
-    pub(crate) async fn log_and_apply(
-        &self,
-        manifest: &mut Manifest,
-        edit: VersionEdit,
-        flushed: Option<&Arc<Memtable>>,
-    ) -> Result<()> {
-        let version = self.current().apply(&edit).map_err(|why| {
-            Error::corruption(
-                self.dir.join(crate::manifest::file_name(manifest.number())),
-                manifest.bytes(),
-                why,
-            )
-        })?;
-        manifest.append(&edit, &self.counters.manifest_syncs).await?;
-        {
-            let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
-            m.version = Arc::new(version);
-            // A flushed memtable leaves in the same step its table arrives.
-            if let Some(mem) = flushed {
-                m.immutable.retain(|(held, _)| !Arc::ptr_eq(held, mem));
-            }
-        }
-        self.changed.notify_all();
-        if manifest.bytes() > self.options.manifest_bytes_max {
-            let _phase = PhaseGuard::enter(self.rt.as_ref(), Phase::ManifestRotation);
-            let number = self.new_file_number();
-            let snapshot = manifest.snapshot_edit(&self.current(), self.peek_next_file_number());
-            let old = manifest.number();
-            *manifest = Manifest::create(
-                self.rt.as_ref(),
-                &self.dir,
-                number,
-                &snapshot,
-                &self.counters.manifest_syncs,
-            )
-            .await?;
-            let path = self.dir.join(crate::manifest::file_name(old));
-            if let Err(e) = self.rt.fs().remove(&path).await {
-                tracing::warn!(manifest = %path.display(), error = %e, "could not delete an old MANIFEST");
-            }
-        }
-        Ok(())
-    }
-
-    /// The sequence numbers live snapshots pin, ascending.
-    pub(crate) fn pinned_snapshots(&self) -> Vec<u64> {
-        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
-    }
-
     /// Whether an immutable memtable of a WAL numbered below `wal` is still held.
     fn holds_memtable_before(&self, wal: u64) -> bool {
         let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
@@ -682,10 +619,6 @@ impl DbInner {
         }
     }
 
-    pub(crate) async fn create_wal(&self, number: u64) -> Result<WalWriter> {
-        create_wal(self.rt.as_ref(), &self.dir, number, &self.options).await
-    }
-
     /// The engine's counters with the read path's and the caches'.
     fn metrics(&self) -> Metrics {
         let mut m = self.counters.snapshot();
@@ -698,7 +631,7 @@ impl DbInner {
             m.block_cache_hits = cache.hits();
             m.block_cache_misses = cache.misses();
         }
-        let version = self.current();
+        let version = self.versions.current();
         for (level, files) in version.levels.iter().enumerate() {
             m.level_files[level] = files.len() as u64;
             m.level_bytes[level] = files.iter().map(|f| f.file_bytes).sum();
@@ -707,40 +640,49 @@ impl DbInner {
     }
 }
 
+impl ReadState for DbInner {
+    /// The oldest immutable memtable, if every write in it is published; otherwise arranges for
+    /// publication to ring the background worker once they are.
+    fn flush_candidate(&self) -> Option<FlushJob> {
+        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+        let (mem, last_seq) = m.immutable.first()?;
+        let next_log =
+            m.immutable.get(1).map_or(m.active.wal_number(), |(next, _)| next.wal_number());
+        let job = FlushJob { mem: Arc::clone(mem), last_seq: *last_seq, next_log };
+        drop(m);
+        self.flush_wait_seq.store(job.last_seq, Ordering::SeqCst);
+        // Checked after arming the ring, so a publication in between is not missed.
+        if self.visible_seq.load(Ordering::SeqCst) < job.last_seq {
+            return None;
+        }
+        self.flush_wait_seq.store(u64::MAX, Ordering::SeqCst);
+        Some(job)
+    }
+
+    /// Also wakes writers stalled for room.
+    fn install_version(&self, version: &Arc<Version>, flushed: Option<&Arc<Memtable>>) {
+        {
+            let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
+            m.version = Arc::clone(version);
+            // A flushed memtable leaves in the same step its table arrives.
+            if let Some(mem) = flushed {
+                m.immutable.retain(|(held, _)| !Arc::ptr_eq(held, mem));
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// The sequence numbers live snapshots pin, ascending.
+    fn pinned_snapshots(&self) -> Vec<u64> {
+        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
+    }
+}
+
 impl Drop for DbInner {
     fn drop(&mut self) {
         // The background tasks hold only weak references; this tells them to look and end.
         self.sync_bell.stop();
         self.work_bell.stop();
-    }
-}
-
-/// Creates WAL `number` in `dir` and makes its name durable.
-pub(crate) async fn create_wal(
-    rt: &dyn crate::runtime::Runtime,
-    dir: &Path,
-    number: u64,
-    options: &Options,
-) -> Result<WalWriter> {
-    let path = dir.join(wal::file_name(number));
-    let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
-    rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
-    let writer = WalWriter::new(file, path, number, 0, options.wal_preallocate_bytes);
-    Ok(writer.with_bugs(wal::SyncBugs::of(options)))
-}
-
-/// Applies replayed operations to a memtable.
-pub(crate) fn apply_ops(memtable: &Memtable, first_seq: u64, ops: Vec<BatchOp>) {
-    for (op, seq) in ops.into_iter().zip(first_seq..) {
-        apply_op(memtable, seq, op);
-    }
-}
-
-/// Applies one operation with sequence number `seq` to a memtable.
-pub(crate) fn apply_op(memtable: &Memtable, seq: u64, op: BatchOp) {
-    match op {
-        BatchOp::Put(key, value) => memtable.insert(key, seq, Some(value)),
-        BatchOp::Delete(key) => memtable.insert(key, seq, None),
     }
 }
 

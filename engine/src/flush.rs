@@ -6,17 +6,16 @@
 //! is the WAL deleted. A crash before the MANIFEST edit leaves an unreferenced table (deleted at
 //! the next open) and the WAL, which is replayed.
 
-use crate::db::DbInner;
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, VersionEdit};
+use crate::job::JobEnv;
+use crate::manifest::VersionEdit;
 use crate::memtable::Memtable;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Running};
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{Phase, PhaseGuard, Runtime};
 use crate::sstable::{self, TableProperties, TableWriter};
 use crate::version::FileMeta;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Writes `mem` as table `number` in `dir`, synced and named durably. `None` if it is empty.
 pub(crate) async fn write_table(
@@ -59,52 +58,43 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties) -> FileMeta {
 
 /// Flushes the oldest immutable memtable if every write in it is published. Returns whether it
 /// did.
-pub(crate) async fn flush_oldest(db: &Arc<DbInner>, manifest: &mut Manifest) -> Result<bool> {
-    let Some(job) = db.flush_candidate() else { return Ok(false) };
+pub(crate) async fn flush_oldest(env: &JobEnv<'_>) -> Result<bool> {
+    let Some(job) = env.reads.flush_candidate() else { return Ok(false) };
     // Counted wherever it runs: on its own, or between a compaction's output tables.
-    let _running = crate::background::Running::start(&db.counters.flushes_running);
-    let number = db.new_file_number();
-    let meta = write_table(db.rt.as_ref(), &db.dir, &db.options, number, &job.mem).await?;
+    let _running = Running::start(&env.counters.flushes_running);
+    let number = env.versions.new_file_number();
+    let meta = write_table(env.rt, env.dir, env.options, number, &job.mem).await?;
     let mut edit = VersionEdit {
         log_number: Some(job.next_log),
-        next_file_number: Some(db.peek_next_file_number()),
+        next_file_number: Some(env.versions.peek_next_file_number()),
         last_seq: Some(job.last_seq),
         ..VersionEdit::default()
     };
     if let Some(meta) = meta {
-        Counters::add(&db.counters.flush_bytes, meta.file_bytes);
+        Counters::add(&env.counters.flush_bytes, meta.file_bytes);
         edit.added.push((0, meta));
     }
-    let wal = db.dir.join(crate::wal::file_name(job.mem.wal_number()));
-    let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::FlushInstall);
-    if db.options.has_bug(PlantedBug::DeleteWalBeforeManifest) {
-        remove_wal(db, &wal).await;
+    let wal = env.dir.join(crate::wal::file_name(job.mem.wal_number()));
+    let _phase = PhaseGuard::enter(env.rt, Phase::FlushInstall);
+    if env.options.has_bug(PlantedBug::DeleteWalBeforeManifest) {
+        remove_wal(env.rt, &wal).await;
     }
-    db.log_and_apply(manifest, edit, Some(&job.mem)).await?;
-    Counters::add(&db.counters.flushes, 1);
+    let install = |v: &_| env.reads.install_version(v, Some(&job.mem));
+    env.versions.log_and_apply(edit, install).await?;
+    Counters::add(&env.counters.flushes, 1);
     tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");
-    remove_wal(db, &wal).await;
+    remove_wal(env.rt, &wal).await;
     Ok(true)
 }
 
 /// Deletes a WAL the MANIFEST no longer needs. Failing costs only space (the next open deletes
 /// it), so a failure is logged.
-async fn remove_wal(db: &DbInner, wal: &Path) {
-    match db.rt.fs().remove(wal).await {
+async fn remove_wal(rt: &dyn Runtime, wal: &Path) {
+    match rt.fs().remove(wal).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
             tracing::warn!(wal = %wal.display(), error = %e, "could not delete a flushed WAL")
         }
     }
-}
-
-/// An immutable memtable ready to flush.
-#[derive(Debug)]
-pub(crate) struct FlushJob {
-    pub mem: Arc<Memtable>,
-    /// The last sequence number assigned to a write of `mem`.
-    pub last_seq: u64,
-    /// The WAL of the next memtable: the oldest log still needed once `mem` is flushed.
-    pub next_log: u64,
 }

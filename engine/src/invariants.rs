@@ -20,7 +20,7 @@
 //! leaves the next one to cover its changes. The first check after an open walks every key.
 //! At scale the full walk after every job was a tenth of a simulation's time.
 
-use crate::db::DbInner;
+use crate::job::JobEnv;
 use crate::runtime::FileSystem;
 use crate::sstable::Table;
 use crate::version::FileMeta;
@@ -38,29 +38,20 @@ pub(crate) struct Checker {
     verified: Option<BTreeSet<(usize, u64)>>,
 }
 
-/// Runs every check; panics on a violation. `obsolete` are the tables waiting for readers to
-/// let go of them, `undeleted` those whose deletion failed and waits for a retry.
-pub(crate) async fn check_tree(
-    db: &DbInner,
-    checker: &mut Checker,
-    obsolete: &[Arc<FileMeta>],
-    undeleted: &[u64],
-) {
-    if let Err(why) = check(db, checker, obsolete, undeleted).await {
+/// Runs every check; panics on a violation.
+pub(crate) async fn check_tree(db: &JobEnv<'_>, checker: &mut Checker) {
+    if let Err(why) = check(db, checker).await {
         panic!("LSM structure violated: {why}");
     }
 }
 
-async fn check(
-    db: &DbInner,
-    checker: &mut Checker,
-    obsolete: &[Arc<FileMeta>],
-    undeleted: &[u64],
-) -> Result<(), String> {
-    let version = db.current();
+async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
+    let version = db.versions.current();
+    // Tables waiting for readers to let go of them, and those whose deletion failed.
+    let (obsolete, undeleted) = db.versions.obsolete_tables();
     version.check()?;
     let fs = db.rt.checker_fs().unwrap_or(db.rt.fs());
-    let names = fs.list(&db.dir).await.map_err(|e| format!("listing: {e}"))?;
+    let names = fs.list(db.dir).await.map_err(|e| format!("listing: {e}"))?;
     let on_disk: Vec<u64> =
         names.iter().filter_map(|n| crate::sstable::parse_file_name(n)).collect();
     for (level, f) in version.files() {
@@ -70,7 +61,7 @@ async fn check(
     }
     for &number in &on_disk {
         let live = version.files().any(|(_, f)| f.number == number);
-        let waiting = obsolete.iter().any(|f| f.number == number) || undeleted.contains(&number);
+        let waiting = obsolete.contains(&number) || undeleted.contains(&number);
         if !live && !waiting {
             return Err(format!("table {number} is on disk but neither live nor obsolete"));
         }
@@ -91,7 +82,7 @@ async fn check(
 /// For every user key, checks that sequence numbers fall in the order reads consult the
 /// tables. The outer error is a failed read; the inner one a violation.
 async fn check_key_order(
-    db: &DbInner,
+    db: &JobEnv<'_>,
     fs: &dyn FileSystem,
     checker: &mut Checker,
     version: &crate::version::Version,
@@ -247,7 +238,7 @@ fn merge_in_read_order(runs: &[Vec<(u64, Entries)>]) -> Result<(), String> {
 
 /// Every key and sequence number of table `f`, in table order. Opened apart from the table
 /// cache, so the check changes neither what it holds nor its counters.
-async fn read_table(db: &DbInner, fs: &dyn FileSystem, f: &FileMeta) -> crate::Result<Entries> {
+async fn read_table(db: &JobEnv<'_>, fs: &dyn FileSystem, f: &FileMeta) -> crate::Result<Entries> {
     let path = db.dir.join(crate::sstable::file_name(f.number));
     let file = fs.open(&path).await.map_err(|e| crate::Error::io("opening", &path, e))?;
     let stats = Arc::new(crate::sstable::ReadStats::default());

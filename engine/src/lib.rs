@@ -27,6 +27,7 @@ mod flush;
 #[cfg(feature = "invariants")]
 mod invariants;
 mod iterator;
+mod job;
 mod manifest;
 mod memtable;
 mod metrics;
@@ -40,6 +41,7 @@ mod table_cache;
 mod testing;
 mod unwind;
 mod version;
+mod version_set;
 mod wal;
 
 pub use batch::{WriteBatch, BATCH_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};

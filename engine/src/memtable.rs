@@ -6,6 +6,7 @@
 //! assigned one; readers filter by their own read sequence number, so entries of a group that is
 //! not yet published are invisible even though they are already in the map.
 
+use crate::batch::BatchOp;
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 use std::cmp::Ordering;
@@ -56,6 +57,21 @@ impl Memtable {
     /// The WAL whose writes this memtable holds; it may be deleted once the memtable is flushed.
     pub(crate) fn wal_number(&self) -> u64 {
         self.wal_number
+    }
+
+    /// Applies one operation of a batch, with sequence number `seq`.
+    pub(crate) fn apply(&self, seq: u64, op: BatchOp) {
+        match op {
+            BatchOp::Put(key, value) => self.insert(key, seq, Some(value)),
+            BatchOp::Delete(key) => self.insert(key, seq, None),
+        }
+    }
+
+    /// Applies a batch's operations, numbered from `first_seq`.
+    pub(crate) fn apply_all(&self, first_seq: u64, ops: Vec<BatchOp>) {
+        for (op, seq) in ops.into_iter().zip(first_seq..) {
+            self.apply(seq, op);
+        }
     }
 
     /// Approximate memory held, in bytes.

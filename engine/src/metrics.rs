@@ -103,3 +103,19 @@ pub struct Metrics {
     /// Bytes read from table files.
     pub table_bytes_read: u64,
 }
+
+/// Counts a background job as running for as long as it lives, however it ends.
+pub(crate) struct Running<'a>(&'a AtomicU64);
+
+impl<'a> Running<'a> {
+    pub(crate) fn start(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Running(gauge)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -9,7 +9,6 @@
 //! then are the old WALs, the old MANIFEST and unreferenced files deleted. A crash anywhere in
 //! between leaves a `CURRENT` naming a whole MANIFEST whose WALs still exist.
 
-use crate::db::{apply_ops, create_wal, Db};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Manifest, VersionEdit};
 use crate::memtable::Memtable;
@@ -31,13 +30,10 @@ pub(crate) struct Recovered {
     pub options: Options,
     pub dir: PathBuf,
     pub lock: Box<dyn FileLock>,
-    pub version: Version,
+    /// What the database's [`crate::version_set::VersionSet`] starts from.
+    pub versions: crate::version_set::Recovered,
     pub last_seq: u64,
-    pub next_file_number: u64,
     pub wal: WalWriter,
-    pub manifest: Manifest,
-    /// Tables no version names whose deletion failed: the background worker retries them.
-    pub undeleted_tables: Vec<u64>,
     pub counters: Counters,
 }
 
@@ -49,7 +45,7 @@ struct Base {
     last_seq: u64,
 }
 
-pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result<Db> {
+pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result<Recovered> {
     let observer = RuntimeRef::clone(&rt);
     let _phase = PhaseGuard::enter(observer.as_ref(), Phase::Recovery);
     let fs = rt.fs();
@@ -117,22 +113,24 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
     let manifest =
         Manifest::create(rt.as_ref(), dir, manifest_number, &snapshot, &counters.manifest_syncs)
             .await?;
-    let wal = create_wal(rt.as_ref(), dir, wal_number, &options).await?;
-    let undeleted_tables = remove_obsolete(&rt, dir, &names, &version, manifest_number).await;
+    let wal = wal::create(rt.as_ref(), dir, wal_number, &options).await?;
+    let undeleted = remove_obsolete(&rt, dir, &names, &version, manifest_number).await;
     tracing::debug!(logs = logs.len(), last_seq = base.last_seq, wal = wal_number, "opened");
-    Ok(Db::from_recovered(Recovered {
+    Ok(Recovered {
         rt,
         options,
         dir: dir.to_path_buf(),
         lock,
-        version,
+        versions: crate::version_set::Recovered {
+            version,
+            next_file_number: base.next_file_number,
+            manifest,
+            undeleted,
+        },
         last_seq: base.last_seq,
-        next_file_number: base.next_file_number,
         wal,
-        manifest,
-        undeleted_tables,
         counters,
-    }))
+    })
 }
 
 /// Creates `dir` and any missing parents, and makes every name on the way durable: a directory
@@ -259,7 +257,7 @@ async fn replay_one(
     let memtable = Memtable::new(number);
     for batch in log.batches {
         let count = batch.ops.len() as u64;
-        apply_ops(&memtable, batch.first_seq, batch.ops);
+        memtable.apply_all(batch.first_seq, batch.ops);
         *last_seq = batch.first_seq + count - 1;
     }
     Ok(memtable)
@@ -268,6 +266,7 @@ async fn replay_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Db;
     use crate::runtime::Runtime;
     use crate::testing::MemRuntime;
     use std::sync::Arc;

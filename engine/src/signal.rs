@@ -194,6 +194,62 @@ impl Notify {
     }
 }
 
+/// A lock whose holder may await while holding it (the MANIFEST writer is held across its
+/// appends and fsyncs). Waiters park on a [`Notify`] and try again when a holder lets go; no
+/// thread ever blocks. Not fair: a waiter woken late may lose to a newcomer, which a handful
+/// of background jobs can afford.
+#[derive(Debug)]
+pub(crate) struct AsyncLock<T> {
+    slot: Mutex<Option<T>>,
+    released: Notify,
+}
+
+/// Holds an [`AsyncLock`]'s value; dropping it (however the holder ends) gives the value back.
+#[derive(Debug)]
+pub(crate) struct AsyncLockGuard<'a, T> {
+    lock: &'a AsyncLock<T>,
+    value: Option<T>,
+}
+
+impl<T> AsyncLock<T> {
+    pub(crate) fn new(value: T) -> Self {
+        AsyncLock { slot: Mutex::new(Some(value)), released: Notify::default() }
+    }
+
+    /// Waits until no one else holds the value, and takes it.
+    pub(crate) async fn lock(&self) -> AsyncLockGuard<'_, T> {
+        loop {
+            // Listening before trying: a release in between still wakes this wait.
+            let released = self.released.listen();
+            let taken = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(value) = taken {
+                return AsyncLockGuard { lock: self, value: Some(value) };
+            }
+            released.await;
+        }
+    }
+}
+
+impl<T> std::ops::Deref for AsyncLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("held until dropped")
+    }
+}
+
+impl<T> std::ops::DerefMut for AsyncLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("held until dropped")
+    }
+}
+
+impl<T> Drop for AsyncLockGuard<'_, T> {
+    fn drop(&mut self) {
+        *self.lock.slot.lock().unwrap_or_else(PoisonError::into_inner) = self.value.take();
+        self.lock.released.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +277,21 @@ mod tests {
         let wait = s.wait();
         drop(wait);
         assert_eq!(s.fill(5), Err(5));
+    }
+
+    #[test]
+    fn an_async_lock_waits_for_its_holder_to_let_go() {
+        let lock = AsyncLock::new(1);
+        let mut held = pollster::block_on(lock.lock());
+        let mut waiter = Box::pin(lock.lock());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(waiter.as_mut().poll(&mut cx).is_pending(), "held elsewhere");
+        *held += 1;
+        drop(held);
+        match waiter.as_mut().poll(&mut cx) {
+            Poll::Ready(guard) => assert_eq!(*guard, 2),
+            Poll::Pending => panic!("the value was given back"),
+        };
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! largest sequence number; every other level holds files sorted by key whose ranges do not
 //! overlap; no file number appears twice.
 
-use crate::manifest::VersionEdit;
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -42,6 +41,19 @@ impl FileMeta {
     pub(crate) fn contains_key(&self, key: &[u8]) -> bool {
         self.overlaps(key, key)
     }
+}
+
+/// One change to the tree and its bookkeeping.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct VersionEdit {
+    /// WALs numbered below this hold nothing that is not in a table.
+    pub log_number: Option<u64>,
+    /// No file number at or above this is in use.
+    pub next_file_number: Option<u64>,
+    /// No sequence number above this is in any table.
+    pub last_seq: Option<u64>,
+    pub added: Vec<(u8, FileMeta)>,
+    pub deleted: Vec<(u8, u64)>,
 }
 
 /// The files of the tree, level by level.

@@ -459,7 +459,7 @@ fn apply(db: &DbInner, memtable: &Memtable, members: &mut [Pending]) {
         let rep = Bytes::from(std::mem::take(&mut member.batch).into_rep());
         let mut seq = member.first;
         let well_formed = for_each_op(&rep, count, |op| {
-            crate::db::apply_op(memtable, seq, op);
+            memtable.apply(seq, op);
             seq += 1;
         });
         assert!(well_formed, "a WriteBatch always holds well-formed ops");
@@ -477,8 +477,8 @@ async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
     state.wal.finish(&db.counters.wal_syncs).await?;
     // Groups of the old log that waited for that fsync.
     db.publish_queue.publish_ready(db);
-    let number = db.new_file_number();
-    state.wal = db.create_wal(number).await?;
+    let number = db.versions.new_file_number();
+    state.wal = crate::wal::create(db.rt.as_ref(), &db.dir, number, &db.options).await?;
     db.install_memtable(number, state.last_seq);
     Counters::add(&db.counters.memtable_rotations, 1);
     Ok(())
@@ -488,7 +488,7 @@ async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
 /// holds `l0_stop_files`, so that flushes cannot run unboundedly ahead of compaction (every
 /// level-0 table costs every read a lookup).
 async fn throttle_for_level0(db: &Arc<DbInner>) -> Result<()> {
-    let level0 = |db: &DbInner| db.current().levels[0].len();
+    let level0 = |db: &DbInner| db.versions.current().levels[0].len();
     if level0(db) >= db.options.l0_stop_files {
         return stall_until(db, |db| level0(db) < db.options.l0_stop_files).await;
     }

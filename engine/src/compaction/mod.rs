@@ -17,9 +17,9 @@
 
 mod merge;
 
-use crate::db::DbInner;
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, VersionEdit};
+use crate::job::JobEnv;
+use crate::manifest::VersionEdit;
 use crate::metrics::Counters;
 use crate::runtime::{buggify, Phase, PhaseGuard};
 use crate::sstable::{self, TableWriter};
@@ -126,12 +126,9 @@ pub(crate) fn pick_range(
     (!chosen.is_empty()).then(|| with_overlaps(version, level, chosen))
 }
 
-/// Runs `c` and returns its input tables, now obsolete (to be deleted once unreferenced).
-pub(crate) async fn run(
-    db: &Arc<DbInner>,
-    manifest: &mut Manifest,
-    c: Compaction,
-) -> Result<Vec<Arc<FileMeta>>> {
+/// Runs `c`; its input tables, now obsolete, go to the VersionSet to be deleted once no
+/// reader holds them.
+pub(crate) async fn run(env: &JobEnv<'_>, c: Compaction) -> Result<()> {
     let mut edit = VersionEdit {
         next_file_number: None,
         deleted: c.inputs.iter().map(|(l, f)| (*l as u8, f.number)).collect(),
@@ -139,46 +136,43 @@ pub(crate) async fn run(
     };
     if c.is_trivial_move() {
         edit.added.push((c.output_level as u8, FileMeta::clone(&c.inputs[0].1)));
-        let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::CompactionInstall);
-        db.log_and_apply(manifest, edit, None).await?;
+        let _phase = PhaseGuard::enter(env.rt, Phase::CompactionInstall);
+        env.versions.log_and_apply(edit, |v| env.reads.install_version(v, None)).await?;
         tracing::debug!(table = c.inputs[0].1.number, level = c.output_level, "moved");
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let outputs = write_outputs(db, &c, manifest).await?;
+    let outputs = write_outputs(env, &c).await?;
     let written: u64 = outputs.iter().map(|f| f.file_bytes).sum();
     let read: u64 = c.inputs.iter().map(|(_, f)| f.file_bytes).sum();
-    Counters::add(&db.counters.compaction_bytes_read, read);
-    Counters::add(&db.counters.compaction_bytes_written, written);
-    edit.next_file_number = Some(db.peek_next_file_number());
+    Counters::add(&env.counters.compaction_bytes_read, read);
+    Counters::add(&env.counters.compaction_bytes_written, written);
+    edit.next_file_number = Some(env.versions.peek_next_file_number());
     edit.added.extend(outputs.into_iter().map(|f| (c.output_level as u8, f)));
-    let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::CompactionInstall);
-    db.log_and_apply(manifest, edit, None).await?;
-    Counters::add(&db.counters.compactions, 1);
+    let _phase = PhaseGuard::enter(env.rt, Phase::CompactionInstall);
+    env.versions.log_and_apply(edit, |v| env.reads.install_version(v, None)).await?;
+    Counters::add(&env.counters.compactions, 1);
     tracing::debug!(inputs = c.inputs.len(), level = c.output_level, read, written, "compacted");
-    Ok(c.inputs.into_iter().map(|(_, f)| f).collect())
+    env.versions.retire(c.inputs.into_iter().map(|(_, f)| f));
+    Ok(())
 }
 
 /// Merges the inputs into new tables of the output level, synced and named durably. Between
 /// output tables it flushes a memtable that is waiting, so a long compaction does not hold up
 /// flushes (and the writers stalled on them): a flush only adds a level-0 table newer than
 /// every input, which changes nothing the compaction decided.
-async fn write_outputs(
-    db: &Arc<DbInner>,
-    c: &Compaction,
-    manifest: &mut Manifest,
-) -> Result<Vec<FileMeta>> {
-    let mut pinned = db.pinned_snapshots();
-    if db.options.has_bug(crate::options::PlantedBug::CompactionIgnoresSnapshots) {
+async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>> {
+    let mut pinned = env.reads.pinned_snapshots();
+    if env.options.has_bug(crate::options::PlantedBug::CompactionIgnoresSnapshots) {
         pinned.clear();
     }
     let retention = Retention::new(pinned);
-    let version = db.current();
+    let version = env.versions.current();
     let deeper = &version.levels[c.output_level + 1..];
     let key_may_be_deeper =
         |key: &[u8]| deeper.iter().any(|files| files.iter().any(|f| f.contains_key(key)));
     let mut cursors = Vec::with_capacity(c.inputs.len());
     for (_, f) in &c.inputs {
-        let table = db.table_cache.get(f.number, f.file_bytes).await?;
+        let table = env.table_cache.get(f.number, f.file_bytes).await?;
         let mut it = table.iter();
         it.seek_to_first().await?;
         cursors.push(it);
@@ -191,22 +185,22 @@ async fn write_outputs(
         let new_key = kept.user_key != last_key.as_slice();
         let full = writer
             .as_ref()
-            .is_some_and(|(_, w)| w.estimated_bytes() >= db.options.target_file_bytes);
+            .is_some_and(|(_, w)| w.estimated_bytes() >= env.options.target_file_bytes);
         if new_key && full {
             let (number, w) = writer.take().expect("checked");
             outputs.push(crate::flush::file_meta(number, &w.finish().await?));
-            if buggify(db.rt.as_ref(), "compaction.delay") {
+            if buggify(env.rt, "compaction.delay") {
                 // A long compaction: flushes and writes keep going meanwhile.
-                db.rt.sleep(std::time::Duration::from_millis(1 + db.rt.random_u64() % 10)).await;
+                env.rt.sleep(std::time::Duration::from_millis(1 + env.rt.random_u64() % 10)).await;
             }
-            crate::flush::flush_oldest(db, manifest).await?;
+            crate::flush::flush_oldest(env).await?;
         }
         if new_key {
             last_key.clear();
             last_key.extend_from_slice(kept.user_key);
         }
         if writer.is_none() {
-            writer = Some(new_output(db).await?);
+            writer = Some(new_output(env).await?);
         }
         let (seq, value) = (kept.seq, kept.value.map(<[u8]>::to_vec));
         let (_, w) = writer.as_mut().expect("just made");
@@ -218,17 +212,17 @@ async fn write_outputs(
     }
     if !outputs.is_empty() {
         // The outputs' names must be durable before the MANIFEST names them.
-        let dir = &db.dir;
-        db.rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
+        let dir = env.dir;
+        env.rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
     }
     Ok(outputs)
 }
 
-async fn new_output(db: &DbInner) -> Result<(u64, TableWriter)> {
-    let number = db.new_file_number();
-    let path = db.dir.join(sstable::file_name(number));
-    let file = db.rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
-    Ok((number, TableWriter::new(file, path, db.options.table_options())))
+async fn new_output(env: &JobEnv<'_>) -> Result<(u64, TableWriter)> {
+    let number = env.versions.new_file_number();
+    let path = env.dir.join(sstable::file_name(number));
+    let file = env.rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
+    Ok((number, TableWriter::new(file, path, env.options.table_options())))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! fixed-width little-endian body. Decoding checks every length against the bytes left and
 //! refuses unknown tags, so arbitrary bytes give an error, never a panic.
 
-use crate::version::{FileMeta, LEVELS};
+use crate::version::{FileMeta, VersionEdit, LEVELS};
 use bytes::Bytes;
 
 const TAG_LOG_NUMBER: u8 = 1;
@@ -12,19 +12,6 @@ const TAG_NEXT_FILE_NUMBER: u8 = 2;
 const TAG_LAST_SEQ: u8 = 3;
 const TAG_ADD_FILE: u8 = 4;
 const TAG_DELETE_FILE: u8 = 5;
-
-/// One change to the tree and its bookkeeping.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct VersionEdit {
-    /// WALs numbered below this hold nothing that is not in a table.
-    pub log_number: Option<u64>,
-    /// No file number at or above this is in use.
-    pub next_file_number: Option<u64>,
-    /// No sequence number above this is in any table.
-    pub last_seq: Option<u64>,
-    pub added: Vec<(u8, FileMeta)>,
-    pub deleted: Vec<(u8, u64)>,
-}
 
 impl VersionEdit {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {

@@ -14,7 +14,7 @@
 
 mod edit;
 
-pub(crate) use edit::VersionEdit;
+pub(crate) use crate::version::VersionEdit;
 
 use crate::error::{Error, Result};
 use crate::runtime::{FileSystem, Phase, PhaseGuard, Runtime};

@@ -13,10 +13,29 @@ mod writer;
 pub(crate) use reader::{confirm_read, parse_frames, read_log, replay, Leniency};
 pub(crate) use writer::{SyncBugs, WalFile, WalWriter};
 
+use crate::error::{Error, Result};
+use crate::options::Options;
+use crate::runtime::Runtime;
+use std::path::Path;
+
 /// Size of a record header.
 pub(crate) const HEADER_BYTES: usize = 24;
 /// Size of the fixed part of a batch payload: first sequence number and operation count.
 pub(crate) const BATCH_HEADER_BYTES: usize = 12;
+
+/// Creates WAL `number` in `dir` and makes its name durable.
+pub(crate) async fn create(
+    rt: &dyn Runtime,
+    dir: &Path,
+    number: u64,
+    options: &Options,
+) -> Result<WalWriter> {
+    let path = dir.join(file_name(number));
+    let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
+    rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
+    let writer = WalWriter::new(file, path, number, 0, options.wal_preallocate_bytes);
+    Ok(writer.with_bugs(SyncBugs::of(options)))
+}
 
 /// The file name of WAL number `number`.
 pub(crate) fn file_name(number: u64) -> String {

@@ -1,0 +1,48 @@
+//! What flush and compaction work with: the VersionSet, the table cache, the options and
+//! counters, and the little they need of the database's read state behind a narrow trait, so
+//! that neither imports the database.
+
+use crate::memtable::Memtable;
+use crate::metrics::Counters;
+use crate::options::Options;
+use crate::runtime::Runtime;
+use crate::table_cache::TableCache;
+use crate::version::Version;
+use crate::version_set::VersionSet;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything a background job touches.
+pub(crate) struct JobEnv<'a> {
+    pub rt: &'a dyn Runtime,
+    pub dir: &'a Path,
+    pub options: &'a Options,
+    pub counters: &'a Counters,
+    pub versions: &'a VersionSet,
+    pub table_cache: &'a TableCache,
+    pub reads: &'a dyn ReadState,
+}
+
+/// What jobs need of the state reads consult: the memtables and the version, swapped together.
+pub(crate) trait ReadState: Send + Sync {
+    /// The oldest immutable memtable, if every write in it is published (otherwise the
+    /// background worker is rung once they are).
+    fn flush_candidate(&self) -> Option<FlushJob>;
+
+    /// Makes `version` what reads consult, dropping the memtable whose flush it records (if
+    /// any) in the same step: the `install` of every [`VersionSet::log_and_apply`].
+    fn install_version(&self, version: &Arc<Version>, flushed: Option<&Arc<Memtable>>);
+
+    /// The sequence numbers live snapshots pin, ascending.
+    fn pinned_snapshots(&self) -> Vec<u64>;
+}
+
+/// An immutable memtable ready to flush.
+#[derive(Debug)]
+pub(crate) struct FlushJob {
+    pub mem: Arc<Memtable>,
+    /// The last sequence number assigned to a write of `mem`.
+    pub last_seq: u64,
+    /// The WAL of the next memtable: the oldest log still needed once `mem` is flushed.
+    pub next_log: u64,
+}
