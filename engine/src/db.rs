@@ -149,11 +149,17 @@ impl Db {
             lock: Mutex::new(Some(r.lock)),
         };
         let inner = Arc::new(inner);
-        let task = commit::sync_task::start(&inner);
+        let task = commit::sync_task::start(&(Arc::clone(&inner) as Arc<dyn commit::Host>));
         *inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
-        let task = crate::background::start(&inner);
+        let task =
+            crate::background::start(&(Arc::clone(&inner) as Arc<dyn crate::background::Host>));
         *inner.background_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         Db { inner }
+    }
+
+    /// The database as the commit pipeline sees it.
+    fn host(&self) -> Arc<dyn commit::Host> {
+        Arc::clone(&self.inner) as Arc<dyn commit::Host>
     }
 
     /// Sets `key` to `value`.
@@ -192,7 +198,7 @@ impl Db {
         if batch.is_empty() && !opts.sync {
             return Ok(self.latest_sequence());
         }
-        commit::commit(&self.inner, batch, opts.sync, Barrier::None).await
+        commit::commit(&self.host(), batch, opts.sync, Barrier::None).await
     }
 
     /// Writes everything in the memtables to level-0 tables and waits until it is there: the
@@ -205,7 +211,7 @@ impl Db {
     /// See [`Db::flush`].
     pub async fn flush_async(&self) -> Result<()> {
         self.inner.check_writable()?;
-        commit::commit(&self.inner, WriteBatch::new(), false, Barrier::Rotate).await?;
+        commit::commit(&self.host(), WriteBatch::new(), false, Barrier::Rotate).await?;
         let active_wal = self.inner.active_memtable().wal_number();
         self.inner.work_bell.ring();
         loop {
@@ -343,11 +349,11 @@ impl Db {
         // close then returns only once the log is sealed, and a close whose future was dropped
         // midway is finished by the next one. `Closed` from the pipeline means an earlier seal
         // succeeded, so everything acknowledged is durable.
-        let sealed = match commit::commit(&self.inner, WriteBatch::new(), true, Barrier::Seal).await
-        {
-            Err(Error::Closed) => Ok(0),
-            other => other,
-        };
+        let sealed =
+            match commit::commit(&self.host(), WriteBatch::new(), true, Barrier::Seal).await {
+                Err(Error::Closed) => Ok(0),
+                other => other,
+            };
         // Every group was synced by the seal or failed, so the sync task has nothing left to do.
         self.inner.sync_bell.stop();
         let task = self.inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -596,10 +602,6 @@ impl DbInner {
         Arc::clone(&self.memtables.read().unwrap_or_else(PoisonError::into_inner).active)
     }
 
-    pub(crate) fn active_memtable_full(&self) -> bool {
-        self.active_memtable().approximate_bytes() >= self.options.memtable_bytes_max
-    }
-
     /// Retires the active memtable, whose last write has sequence number `last_seq`, starts
     /// one for WAL `wal_number`, and tells the background worker.
     pub(crate) fn install_memtable(&self, wal_number: u64, last_seq: u64) {
@@ -637,6 +639,81 @@ impl DbInner {
             m.level_bytes[level] = files.iter().map(|f| f.file_bytes).sum();
         }
         m
+    }
+}
+
+impl commit::Host for DbInner {
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+    fn publish_queue(&self) -> &PublishQueue {
+        &self.publish_queue
+    }
+    fn sync_bell(&self) -> &Arc<Doorbell> {
+        &self.sync_bell
+    }
+    fn rt(&self) -> &dyn crate::runtime::Runtime {
+        self.rt.as_ref()
+    }
+    fn options(&self) -> &Options {
+        &self.options
+    }
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    fn versions(&self) -> &VersionSet {
+        &self.versions
+    }
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn check_not_poisoned(&self) -> Result<()> {
+        DbInner::check_not_poisoned(self)
+    }
+    fn poison(&self, cause: &str) -> Error {
+        DbInner::poison(self, cause)
+    }
+    fn publish(&self, seq: u64) {
+        DbInner::publish(self, seq)
+    }
+    fn active_memtable(&self) -> Arc<Memtable> {
+        DbInner::active_memtable(self)
+    }
+    fn memtable_count(&self) -> usize {
+        DbInner::memtable_count(self)
+    }
+    fn install_memtable(&self, wal_number: u64, last_seq: u64) {
+        DbInner::install_memtable(self, wal_number, last_seq)
+    }
+    fn changed(&self) -> &Notify {
+        &self.changed
+    }
+    fn writers_stalled(&self) -> &AtomicU64 {
+        &self.writers_stalled
+    }
+    fn work_bell(&self) -> &Doorbell {
+        &self.work_bell
+    }
+}
+
+impl crate::background::Host for DbInner {
+    fn job_env(&self) -> JobEnv<'_> {
+        DbInner::job_env(self)
+    }
+    fn check_not_poisoned(&self) -> Result<()> {
+        DbInner::check_not_poisoned(self)
+    }
+    fn poison(&self, cause: &str) -> Error {
+        DbInner::poison(self, cause)
+    }
+    fn background_work_wanted(&self) -> bool {
+        DbInner::background_work_wanted(self)
+    }
+    fn range_requests(&self) -> &Mutex<Vec<crate::background::RangeRequest>> {
+        &self.range_requests
+    }
+    fn work_bell(&self) -> &Arc<Doorbell> {
+        &self.work_bell
     }
 }
 

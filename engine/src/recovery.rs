@@ -266,9 +266,9 @@ async fn replay_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Db;
     use crate::runtime::Runtime;
     use crate::testing::MemRuntime;
+    use crate::Db;
     use std::sync::Arc;
 
     /// Opens `/db` again after leaving a stray table numbered 50 in it (as a flush that crashed

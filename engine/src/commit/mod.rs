@@ -35,19 +35,61 @@ pub(crate) mod sync_task;
 pub(crate) use publish::PublishQueue;
 
 use crate::batch::{for_each_op, WriteBatch};
-use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::metrics::Counters;
-use crate::options::PlantedBug;
-use crate::runtime::{buggify, Phase, PhaseGuard};
-use crate::signal::{Signal, Wait};
+use crate::options::{Options, PlantedBug};
+use crate::runtime::{buggify, Phase, PhaseGuard, Runtime};
+use crate::signal::{Doorbell, Notify, Signal, Wait};
+use crate::version_set::VersionSet;
 use crate::wal::WalWriter;
 use bytes::Bytes;
 use publish::{Completions, Group, Member};
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// What the commit pipeline needs of the database it serves (as Pebble's `commitEnv` does):
+/// its own queues, the memtable set it writes into, and the database's health. The pipeline
+/// reaches the database only through this.
+pub(crate) trait Host: Send + Sync + std::fmt::Debug + 'static {
+    fn pipeline(&self) -> &Pipeline;
+    fn publish_queue(&self) -> &PublishQueue;
+    /// Wakes the sync task; stopping it ends the task.
+    fn sync_bell(&self) -> &Arc<Doorbell>;
+    fn rt(&self) -> &dyn Runtime;
+    fn options(&self) -> &Options;
+    fn counters(&self) -> &Counters;
+    /// File numbers for new WALs, and the level-0 table count writes are throttled by.
+    fn versions(&self) -> &VersionSet;
+    fn dir(&self) -> &Path;
+
+    fn check_not_poisoned(&self) -> Result<()>;
+    /// Latches the poisoned state (the first cause wins) and returns the error to report.
+    fn poison(&self, cause: &str) -> Error;
+    /// Makes every write up to `seq` visible to reads.
+    fn publish(&self, seq: u64);
+
+    /// The memtable that takes writes.
+    fn active_memtable(&self) -> Arc<Memtable>;
+    /// How many memtables are held, the active one included.
+    fn memtable_count(&self) -> usize;
+    /// Retires the active memtable, whose last write is `last_seq`, for one over WAL
+    /// `wal_number`, and tells the background worker.
+    fn install_memtable(&self, wal_number: u64, last_seq: u64);
+
+    /// Told when a flush or compaction makes room, and when the database is poisoned.
+    fn changed(&self) -> &Notify;
+    /// Writers waiting for room: a closing database's background worker still serves them.
+    fn writers_stalled(&self) -> &AtomicU64;
+    /// Wakes the background worker.
+    fn work_bell(&self) -> &Doorbell;
+
+    fn active_memtable_full(&self) -> bool {
+        self.active_memtable().approximate_bytes() >= self.options().memtable_bytes_max
+    }
+}
 
 /// The state only the leader touches.
 #[derive(Debug)]
@@ -179,12 +221,12 @@ impl Pipeline {
     }
 
     /// Passes leadership to the first waiting writer that is still there, or parks it.
-    fn release(&self, db: &Arc<DbInner>, state: Box<LeaderState>) {
+    fn release(&self, db: &Arc<dyn Host>, state: Box<LeaderState>) {
         let mut q = self.lock();
         Self::hand_over(&mut q, db, state);
     }
 
-    fn hand_over(q: &mut Queue, db: &Arc<DbInner>, mut state: Box<LeaderState>) {
+    fn hand_over(q: &mut Queue, db: &Arc<dyn Host>, mut state: Box<LeaderState>) {
         loop {
             let Some(next) = q.waiting.pop_front() else {
                 q.idle = Some(state);
@@ -245,7 +287,7 @@ impl Drop for Appending<'_> {
 #[derive(Debug)]
 pub(crate) struct LeadToken {
     state: Option<Box<LeaderState>>,
-    db: Arc<DbInner>,
+    db: Arc<dyn Host>,
 }
 
 impl LeadToken {
@@ -257,7 +299,7 @@ impl LeadToken {
 impl Drop for LeadToken {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            self.db.pipeline.release(&self.db, state);
+            self.db.pipeline().release(&self.db, state);
         }
     }
 }
@@ -266,7 +308,7 @@ impl Drop for LeadToken {
 /// group is queued and applied, nobody knows what reached the WAL or the memtable: the database
 /// is poisoned and the members failed.
 struct GroupGuard<'a> {
-    db: &'a DbInner,
+    db: &'a dyn Host,
     members: Vec<Pending>,
     /// The group's ticket once it is in the publication queue, which then tells the members.
     ticket: Option<u64>,
@@ -280,17 +322,17 @@ impl Drop for GroupGuard<'_> {
         let err = self.db.poison("a commit was cancelled while in flight");
         match self.ticket {
             // Poisoned, the queue fails the group once it may pass it.
-            Some(ticket) => self.db.publish_queue.mark_applied(ticket),
+            Some(ticket) => self.db.publish_queue().mark_applied(ticket),
             None => fail_members(&self.members, &err),
         }
-        self.db.publish_queue.publish_ready(self.db);
+        self.db.publish_queue().publish_ready(self.db);
     }
 }
 
 /// Commits `batch`, returning its first sequence number (or the last assigned one for an empty
 /// batch, which only syncs or seals).
 pub(crate) async fn commit(
-    db: &Arc<DbInner>,
+    db: &Arc<dyn Host>,
     batch: WriteBatch,
     sync: bool,
     barrier: Barrier,
@@ -298,7 +340,7 @@ pub(crate) async fn commit(
     let signal = Signal::new();
     let waiting = signal.wait();
     let pending = Pending { batch, sync, barrier, signal, first: 0 };
-    let (token, own, outcome) = match db.pipeline.enqueue(pending) {
+    let (token, own, outcome) = match db.pipeline().enqueue(pending) {
         Enqueued::Lead(state, own) => {
             (LeadToken { state: Some(state), db: Arc::clone(db) }, own, waiting)
         }
@@ -333,19 +375,19 @@ fn told(result: Result<u64>, relayed: Option<Completions>) -> Result<u64> {
 }
 
 /// Runs one group as its leader, up to handing it to the publication queue.
-async fn lead(db: &Arc<DbInner>, mut token: LeadToken, own: Pending) {
-    if !db.options.commit_window.is_zero() {
-        db.rt.sleep(db.options.commit_window).await;
+async fn lead(db: &Arc<dyn Host>, mut token: LeadToken, own: Pending) {
+    if !db.options().commit_window.is_zero() {
+        db.rt().sleep(db.options().commit_window).await;
     }
     let mut members = vec![own];
     // A group of one: the smallest group the pipeline must handle.
-    let bytes_max = if buggify(db.rt.as_ref(), "commit.small_group") {
+    let bytes_max = if buggify(db.rt(), "commit.small_group") {
         1
     } else {
-        db.options.commit_group_bytes_max
+        db.options().commit_group_bytes_max
     };
-    db.pipeline.take_group(&mut members, bytes_max);
-    let mut group = GroupGuard { db, members, ticket: None };
+    db.pipeline().take_group(&mut members, bytes_max);
+    let mut group = GroupGuard { db: db.as_ref(), members, ticket: None };
     let written = write_stage(db, token.state(), &mut group.members).await;
     drop(token);
     match written {
@@ -353,22 +395,22 @@ async fn lead(db: &Arc<DbInner>, mut token: LeadToken, own: Pending) {
             group.ticket = Some(ticket);
             if want_sync {
                 // After the group is queued: the sync task then finds it wanting durability.
-                db.sync_bell.ring();
+                db.sync_bell().ring();
             }
-            if buggify(db.rt.as_ref(), "commit.yield_before_apply") {
+            if buggify(db.rt(), "commit.yield_before_apply") {
                 // The next group is written, applied or published while this one waits; a
                 // cancellation here is handled by the guard like any other.
                 crate::runtime::yield_now().await;
             }
             // Nothing below awaits, so the group cannot be cancelled halfway through.
-            apply(db, &memtable, &mut group.members);
-            db.publish_queue.mark_applied(ticket);
+            apply(db.as_ref(), &memtable, &mut group.members);
+            db.publish_queue().mark_applied(ticket);
             group.members.clear();
-            db.publish_queue.publish_ready(db);
+            db.publish_queue().publish_ready(db.as_ref());
         }
         Err(err) => {
             let members = std::mem::take(&mut group.members);
-            fail_members(&members, &fail_stop(db, err));
+            fail_members(&members, &fail_stop(db.as_ref(), err));
         }
     }
 }
@@ -384,7 +426,7 @@ struct Written {
 
 /// Stage 1, exclusive: sequence, encode, append, queue for publication.
 async fn write_stage(
-    db: &Arc<DbInner>,
+    db: &Arc<dyn Host>,
     state: &mut LeaderState,
     members: &mut [Pending],
 ) -> Result<Written> {
@@ -395,27 +437,26 @@ async fn write_stage(
     throttle_for_level0(db).await?;
     let asked = members[0].barrier == Barrier::Rotate && !db.active_memtable().is_empty();
     // A rotation (and so a flush) at an odd moment: any memtable may be retired early.
-    let early = !asked
-        && buggify(db.rt.as_ref(), "commit.rotate_early")
-        && !db.active_memtable().is_empty();
+    let early =
+        !asked && buggify(db.rt(), "commit.rotate_early") && !db.active_memtable().is_empty();
     if asked || early || db.active_memtable_full() {
         rotate(db, state).await?;
     }
     {
-        let _appending = db.pipeline.appending();
+        let _appending = db.pipeline().appending();
         encode_group(state, members);
         if !state.buf.is_empty() {
             state.wal.append(&state.buf).await?;
-            Counters::add(&db.counters.wal_bytes, state.buf.len() as u64);
+            Counters::add(&db.counters().wal_bytes, state.buf.len() as u64);
         }
     }
-    Counters::add(&db.counters.commit_groups, 1);
+    Counters::add(&db.counters().commit_groups, 1);
     if members.last().is_some_and(|m| m.barrier == Barrier::Seal) {
-        state.wal.seal(&mut state.buf, &db.counters.wal_syncs).await?;
+        state.wal.seal(&mut state.buf, &db.counters().wal_syncs).await?;
         state.sealed = true;
     }
     let want_sync = members.iter().any(|m| m.sync);
-    let ack_early = want_sync && db.options.has_bug(PlantedBug::AckBeforeSync);
+    let ack_early = want_sync && db.options().has_bug(PlantedBug::AckBeforeSync);
     let group = Group {
         last_seq: state.last_seq,
         wal: Arc::clone(state.wal.file()),
@@ -423,7 +464,7 @@ async fn write_stage(
         need_sync: want_sync && !ack_early,
         members: members.iter().map(Member::of).collect(),
     };
-    let ticket = db.publish_queue.push(group, want_sync);
+    let ticket = db.publish_queue().push(group, want_sync);
     Ok(Written { ticket, memtable: db.active_memtable(), want_sync })
 }
 
@@ -450,7 +491,7 @@ fn encode_group(state: &mut LeaderState, members: &mut [Pending]) {
 }
 
 /// Stage 2: insert every operation into the group's memtable.
-fn apply(db: &DbInner, memtable: &Memtable, members: &mut [Pending]) {
+fn apply(db: &dyn Host, memtable: &Memtable, members: &mut [Pending]) {
     for member in members {
         if member.batch.is_empty() {
             continue;
@@ -463,70 +504,70 @@ fn apply(db: &DbInner, memtable: &Memtable, members: &mut [Pending]) {
             seq += 1;
         });
         assert!(well_formed, "a WriteBatch always holds well-formed ops");
-        Counters::add(&db.counters.batches, 1);
+        Counters::add(&db.counters().batches, 1);
     }
 }
 
 /// Retires the full memtable and its WAL and starts new ones, first waiting (stalling every
 /// writer, since the leader holds the pipeline) while `memtables_max` memtables are held.
-async fn rotate(db: &Arc<DbInner>, state: &mut LeaderState) -> Result<()> {
-    stall_until(db, |db| db.memtable_count() < db.options.memtables_max).await?;
-    let _phase = PhaseGuard::enter(db.rt.as_ref(), Phase::WalRotation);
+async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
+    stall_until(db, |db| db.memtable_count() < db.options().memtables_max).await?;
+    let _phase = PhaseGuard::enter(db.rt(), Phase::WalRotation);
     // Recovery treats any damage in a log that is not the newest as corruption, which is only
     // true if that log was wholly synced (and cut to its length) before a newer one could exist.
-    state.wal.finish(&db.counters.wal_syncs).await?;
+    state.wal.finish(&db.counters().wal_syncs).await?;
     // Groups of the old log that waited for that fsync.
-    db.publish_queue.publish_ready(db);
-    let number = db.versions.new_file_number();
-    state.wal = crate::wal::create(db.rt.as_ref(), &db.dir, number, &db.options).await?;
+    db.publish_queue().publish_ready(db.as_ref());
+    let number = db.versions().new_file_number();
+    state.wal = crate::wal::create(db.rt(), db.dir(), number, db.options()).await?;
     db.install_memtable(number, state.last_seq);
-    Counters::add(&db.counters.memtable_rotations, 1);
+    Counters::add(&db.counters().memtable_rotations, 1);
     Ok(())
 }
 
 /// Slows writes down while level 0 holds `l0_slowdown_files` tables, and stops them while it
 /// holds `l0_stop_files`, so that flushes cannot run unboundedly ahead of compaction (every
 /// level-0 table costs every read a lookup).
-async fn throttle_for_level0(db: &Arc<DbInner>) -> Result<()> {
-    let level0 = |db: &DbInner| db.versions.current().levels[0].len();
-    if level0(db) >= db.options.l0_stop_files {
-        return stall_until(db, |db| level0(db) < db.options.l0_stop_files).await;
+async fn throttle_for_level0(db: &Arc<dyn Host>) -> Result<()> {
+    let level0 = |db: &dyn Host| db.versions().current().levels[0].len();
+    if level0(db.as_ref()) >= db.options().l0_stop_files {
+        return stall_until(db, |db| level0(db) < db.options().l0_stop_files).await;
     }
-    if level0(db) >= db.options.l0_slowdown_files {
-        Counters::add(&db.counters.write_stalls, 1);
+    if level0(db.as_ref()) >= db.options().l0_slowdown_files {
+        Counters::add(&db.counters().write_stalls, 1);
         let delay = std::time::Duration::from_millis(1);
-        db.rt.sleep(delay).await;
-        Counters::add(&db.counters.write_stall_us, 1000);
+        db.rt().sleep(delay).await;
+        Counters::add(&db.counters().write_stall_us, 1000);
     }
     Ok(())
 }
 
 /// Waits until `room` holds, woken by each flush and compaction, counting the stall and its
 /// duration.
-async fn stall_until(db: &Arc<DbInner>, room: impl Fn(&DbInner) -> bool) -> Result<()> {
+async fn stall_until(db: &Arc<dyn Host>, room: impl Fn(&dyn Host) -> bool) -> Result<()> {
     // When the stall began, and the count of stalled writers this one is in meanwhile.
     let mut stalled: Option<(std::time::Duration, Stalled<'_>)> = None;
     loop {
         // Listening before checking: a flush that ends in between still wakes this writer.
-        let changed = db.changed.listen();
+        let changed = db.changed().listen();
         db.check_not_poisoned()?;
-        if room(db) {
+        if room(db.as_ref()) {
             break;
         }
         if stalled.is_none() {
             // Counted before the worker is rung: a closing database's worker starts jobs only
             // for a stalled writer, and must see this one when it wakes.
-            stalled = Some((db.rt.now(), Stalled::start(&db.writers_stalled)));
-            Counters::add(&db.counters.write_stalls, 1);
+            stalled = Some((db.rt().now(), Stalled::start(db.writers_stalled())));
+            Counters::add(&db.counters().write_stalls, 1);
             tracing::debug!("writes stalled: waiting for background work");
-            db.work_bell.ring();
+            db.work_bell().ring();
         }
         changed.await;
     }
     if let Some((since, _)) = stalled {
-        let waited = db.rt.now().saturating_sub(since);
+        let waited = db.rt().now().saturating_sub(since);
         Counters::add(
-            &db.counters.write_stall_us,
+            &db.counters().write_stall_us,
             u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
         );
     }
@@ -551,14 +592,14 @@ impl Drop for Stalled<'_> {
 
 /// Poisons the database for any failure but a refusal, fails every group still queued, and
 /// returns the error to report.
-fn fail_stop(db: &DbInner, err: Error) -> Error {
+fn fail_stop(db: &dyn Host, err: Error) -> Error {
     let err = refuse_or_poison(db, err);
-    db.publish_queue.publish_ready(db);
+    db.publish_queue().publish_ready(db);
     err
 }
 
 /// A refusal (closed, already poisoned) is passed on as is; any other failure poisons.
-fn refuse_or_poison(db: &DbInner, err: Error) -> Error {
+fn refuse_or_poison(db: &dyn Host, err: Error) -> Error {
     match err {
         Error::Closed => err,
         // A failed log refuses before anyone has poisoned the database, possibly: latch it.

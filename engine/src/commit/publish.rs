@@ -12,8 +12,8 @@
 //! queued group is published: each is failed as soon as its writes are applied. The queue holds
 //! at most one group per writer blocked in the pipeline, which bounds it.
 
+use super::Host;
 use super::{clone_refusal, Outcome, Pending};
-use crate::db::DbInner;
 use crate::error::Error;
 use crate::signal::Signal;
 use crate::wal::WalFile;
@@ -126,18 +126,18 @@ impl PublishQueue {
 
     /// Publishes every ready group at the head, or fails every applied one if the database is
     /// poisoned, then tells their members.
-    pub(crate) fn publish_ready(&self, db: &DbInner) {
+    pub(crate) fn publish_ready(&self, db: &dyn Host) {
         self.take(db).tell_all();
     }
 
     /// As `publish_ready`, but tells only one member and hands it the others to tell: for the
     /// sync task, which then starts its next fsync instead of spending a thread wake-up on each
     /// member first.
-    pub(crate) fn publish_ready_relayed(&self, db: &DbInner) {
+    pub(crate) fn publish_ready_relayed(&self, db: &dyn Host) {
         self.take(db).relay();
     }
 
-    fn take(&self, db: &DbInner) -> Completions {
+    fn take(&self, db: &dyn Host) -> Completions {
         self.take_ready(|| db.check_not_poisoned().err(), |seq| db.publish(seq))
     }
 

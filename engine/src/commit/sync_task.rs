@@ -11,7 +11,7 @@
 //! task), nothing would sync queued groups any more, so the database is poisoned and they fail;
 //! likewise if it panics (`crate::unwind`), naming the panic.
 
-use crate::db::DbInner;
+use super::Host;
 use crate::runtime::{buggify, JoinHandle};
 use crate::signal::Doorbell;
 use crate::unwind::catch_panic;
@@ -19,22 +19,22 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Starts the sync task of `db`.
-pub(crate) fn start(db: &Arc<DbInner>) -> JoinHandle {
-    let task = run(Arc::downgrade(db), Arc::clone(&db.sync_bell));
-    db.rt.spawn("jadedb-wal-sync", Box::pin(task))
+pub(crate) fn start(db: &Arc<dyn Host>) -> JoinHandle {
+    let task = run(Arc::downgrade(db), Arc::clone(db.sync_bell()));
+    db.rt().spawn("jadedb-wal-sync", Box::pin(task))
 }
 
-async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>) {
+async fn run(db: Weak<dyn Host>, bell: Arc<Doorbell>) {
     let mut guard = TaskGuard { db: db.clone(), stopped: false };
     while bell.wait().await {
         // Upgraded only while there is work, so that dropping every handle ends the task.
         let Some(db) = db.upgrade() else { break };
-        if let Err(panic) = catch_panic(&db.options, sync_wanted(&db)).await {
+        if let Err(panic) = catch_panic(db.options(), sync_wanted(db.as_ref())).await {
             // The fsync's outcome is unknown (its log is failed if it was running), so nothing
             // queued may be acknowledged: poisoned, the queued groups fail, and the task ends.
             tracing::error!(panic = %panic, "the WAL sync task panicked");
             db.poison(&format!("the WAL sync task panicked: {panic}"));
-            db.publish_queue.publish_ready(&db);
+            db.publish_queue().publish_ready(db.as_ref());
             break;
         }
     }
@@ -42,32 +42,32 @@ async fn run(db: Weak<DbInner>, bell: Arc<Doorbell>) {
 }
 
 /// Syncs until no queued group wants more bytes durable, publishing after every fsync.
-async fn sync_wanted(db: &DbInner) {
+async fn sync_wanted(db: &dyn Host) {
     while db.check_not_poisoned().is_ok() {
-        if let Some(append) = db.pipeline.watch_append() {
+        if let Some(append) = db.pipeline().watch_append() {
             // A group being appended now would miss this fsync and wait for all of the next
             // one; waiting for its append costs far less. Only an append is waited for, never
             // a leader stalled for room: groups already written would wait behind the stall.
             append.wait().await;
         }
-        if buggify(db.rt.as_ref(), "sync.delay") {
+        if buggify(db.rt(), "sync.delay") {
             // A slow fsync queue: more groups pile up behind the next fsync.
-            db.rt.sleep(Duration::from_millis(1 + db.rt.random_u64() % 4)).await;
+            db.rt().sleep(Duration::from_millis(1 + db.rt().random_u64() % 4)).await;
         }
-        let Some((wal, end)) = db.publish_queue.sync_wanted() else { break };
-        if let Err(err) = wal.sync_to(end, &db.counters.wal_syncs).await {
+        let Some((wal, end)) = db.publish_queue().sync_wanted() else { break };
+        if let Err(err) = wal.sync_to(end, &db.counters().wal_syncs).await {
             super::fail_stop(db, err);
             return;
         }
-        db.publish_queue.publish_ready_relayed(db);
+        db.publish_queue().publish_ready_relayed(db);
     }
     // Groups that a rotation or a seal made durable meanwhile.
-    db.publish_queue.publish_ready(db);
+    db.publish_queue().publish_ready(db);
 }
 
 /// Poisons the database if the task ends while the database still needs it.
 struct TaskGuard {
-    db: Weak<DbInner>,
+    db: Weak<dyn Host>,
     stopped: bool,
 }
 
@@ -78,7 +78,7 @@ impl Drop for TaskGuard {
         }
         if let Some(db) = self.db.upgrade() {
             db.poison("the WAL sync task ended while the database was open");
-            db.publish_queue.publish_ready(&db);
+            db.publish_queue().publish_ready(db.as_ref());
         }
     }
 }
