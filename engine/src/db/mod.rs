@@ -11,15 +11,26 @@
 //! Invariants: `visible_seq` only grows, and every operation with a sequence number at or below
 //! it is in a memtable or in a table of the current version. The memtables and the version are
 //! swapped under one lock (a flush installs its table and drops its memtable in one step), so a
-//! read always takes a matching pair: every write is in exactly one of them.
+//! read always takes a matching pair: every write is in exactly one of them. The version is
+//! changed only by the VersionSet (`crate::version_set`), which hands each new one to
+//! `install_version` under its own lock.
+//!
+//! Here: the database's state and its write, flush and close API. The read path is in `read`,
+//! snapshots in `snapshot`, and the narrow traits through which the commit pipeline, the
+//! background worker and its jobs reach the database (never importing it) in `hosts`.
+
+mod hosts;
+mod read;
+mod snapshot;
+
+pub use snapshot::Snapshot;
 
 use crate::batch::WriteBatch;
 use crate::cache::BlockCache;
 use crate::commit::{self, Barrier, LeaderState, Pipeline, PublishQueue};
 use crate::error::{Error, Result};
-use crate::iterator::{Child, DbIterator, MemCursor};
-use crate::job::{FlushJob, JobEnv, ReadState};
-use crate::memtable::{Memtable, Slot};
+use crate::job::JobEnv;
+use crate::memtable::Memtable;
 use crate::metrics::{Counters, Metrics};
 use crate::options::{Options, WriteOptions};
 use crate::runtime::{FileLock, JoinHandle, Phase, PhaseGuard, RuntimeRef};
@@ -28,7 +39,6 @@ use crate::sstable::ReadStats;
 use crate::table_cache::TableCache;
 use crate::version::Version;
 use crate::version_set::VersionSet;
-use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -235,63 +245,6 @@ impl Db {
         self.write_async(WriteBatch::new(), WriteOptions::synced()).await.map(drop)
     }
 
-    /// The value of `key`, or `None` if it is absent.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        crate::blocking::block_on(self.get_async(key))
-    }
-
-    /// The value of `key`, or `None` if it is absent.
-    pub async fn get_async(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        self.inner.check_open()?;
-        self.inner.get_at(key, None).await
-    }
-
-    /// Every live key and value in `[start, end)` (to the last key if `end` is `None`), in key
-    /// order, as of one sequence number. Materializes the whole range: meant for modest ranges
-    /// and for verification.
-    pub fn scan(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<(Bytes, Bytes)>> {
-        crate::blocking::block_on(self.scan_async(start, end))
-    }
-
-    /// See [`Db::scan`].
-    pub async fn scan_async(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-    ) -> Result<Vec<(Bytes, Bytes)>> {
-        self.inner.check_open()?;
-        self.inner.scan_at(start, end, None).await
-    }
-
-    /// An iterator over the live keys in `[lower, upper)` (unbounded where `None`) as of now;
-    /// position it with a seek. It reads one consistent state however the database changes
-    /// meanwhile.
-    pub fn iter(&self, lower: Option<&[u8]>, upper: Option<&[u8]>) -> Result<DbIterator> {
-        crate::blocking::block_on(self.iter_async(lower, upper))
-    }
-
-    /// See [`Db::iter`].
-    pub async fn iter_async(
-        &self,
-        lower: Option<&[u8]>,
-        upper: Option<&[u8]>,
-    ) -> Result<DbIterator> {
-        self.inner.check_open()?;
-        self.inner.iter_at(lower, upper, None).await
-    }
-
-    /// A consistent view of the database as of now: reads through it see exactly the writes
-    /// visible at this moment, however much is written, flushed or compacted meanwhile. Holding
-    /// it keeps the versions it needs from being compacted away.
-    pub fn snapshot(&self) -> Snapshot {
-        // Read and pinned under the lock a compaction reads the pins under: a compaction that
-        // missed this pin started before it, when no version newer than `seq` was in a table.
-        let mut pinned = self.inner.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
-        let seq = self.latest_sequence();
-        *pinned.entry(seq).or_insert(0) += 1;
-        Snapshot { db: self.clone(), seq }
-    }
-
     /// Compacts every table holding keys in `[start, end]` (both inclusive) down the levels,
     /// dropping overwritten versions and tombstones no snapshot needs. Waits for the work, done
     /// by the background worker. Writes still in memtables are not included.
@@ -380,80 +333,6 @@ impl Db {
     }
 }
 
-/// A pinned view of the database; see [`Db::snapshot`]. Dropping it releases the pin.
-#[derive(Debug)]
-pub struct Snapshot {
-    db: Db,
-    seq: u64,
-}
-
-impl Snapshot {
-    /// The sequence number this snapshot reads at.
-    pub fn sequence(&self) -> u64 {
-        self.seq
-    }
-
-    /// The value of `key` as of the snapshot.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        crate::blocking::block_on(self.get_async(key))
-    }
-
-    /// See [`Snapshot::get`].
-    pub async fn get_async(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        self.db.inner.check_open()?;
-        self.db.inner.get_at(key, Some(self.seq)).await
-    }
-
-    /// Every live key and value in `[start, end)` as of the snapshot; see [`Db::scan`].
-    pub fn scan(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<(Bytes, Bytes)>> {
-        crate::blocking::block_on(self.scan_async(start, end))
-    }
-
-    /// See [`Snapshot::scan`].
-    pub async fn scan_async(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-    ) -> Result<Vec<(Bytes, Bytes)>> {
-        self.db.inner.check_open()?;
-        self.db.inner.scan_at(start, end, Some(self.seq)).await
-    }
-}
-
-impl Snapshot {
-    /// An iterator over `[lower, upper)` as of the snapshot; see [`Db::iter`].
-    pub fn iter(&self, lower: Option<&[u8]>, upper: Option<&[u8]>) -> Result<DbIterator> {
-        crate::blocking::block_on(self.iter_async(lower, upper))
-    }
-
-    /// See [`Snapshot::iter`].
-    pub async fn iter_async(
-        &self,
-        lower: Option<&[u8]>,
-        upper: Option<&[u8]>,
-    ) -> Result<DbIterator> {
-        self.db.inner.check_open()?;
-        self.db.inner.iter_at(lower, upper, Some(self.seq)).await
-    }
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        let mut pinned = self.db.inner.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = pinned.get_mut(&self.seq) {
-            *count -= 1;
-            if *count == 0 {
-                pinned.remove(&self.seq);
-            }
-        }
-    }
-}
-
-/// The newest version of `key` at `seq` across `tables` (newest first).
-fn find(tables: &[Arc<Memtable>], key: &[u8], seq: u64) -> Option<Slot> {
-    tables.iter().find_map(|t| t.get(key, seq))
-}
-
 impl DbInner {
     /// What background jobs work with.
     pub(crate) fn job_env(&self) -> JobEnv<'_> {
@@ -503,88 +382,6 @@ impl DbInner {
         // Writers stalled for a flush that will now never come.
         self.changed.notify_all();
         Error::Poisoned(Arc::clone(cause))
-    }
-
-    /// The value of `key` at sequence number `seq` (a snapshot's) or, if `None`, the latest:
-    /// memtables newest first, then tables.
-    async fn get_at(&self, key: &[u8], seq: Option<u64>) -> Result<Option<Bytes>> {
-        let (memtables, version, seq) = self.read_view(seq);
-        if let Some(slot) = find(&memtables, key, seq) {
-            return Ok(slot);
-        }
-        for file in version.files_for_key(key) {
-            if file.min_seq > seq {
-                continue; // every entry in it is newer than the read
-            }
-            let table = self.table_cache.get(file.number, file.file_bytes).await?;
-            if let Some((_, slot)) = table.get(key, seq).await? {
-                return Ok(slot);
-            }
-        }
-        Ok(None)
-    }
-
-    /// Every live key in `[start, end)` at sequence number `seq` (as in `get_at`), with its
-    /// value.
-    async fn scan_at(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        seq: Option<u64>,
-    ) -> Result<Vec<(Bytes, Bytes)>> {
-        let mut it = self.iter_at(Some(start), end, seq).await?;
-        it.seek_to_first_async().await?;
-        let mut out = Vec::new();
-        while let Some((key, value)) = it.entry() {
-            out.push((key.clone(), value.clone()));
-            it.next_async().await?;
-        }
-        Ok(out)
-    }
-
-    /// An iterator over `[lower, upper)` at sequence number `seq` (as in `get_at`).
-    async fn iter_at(
-        &self,
-        lower: Option<&[u8]>,
-        upper: Option<&[u8]>,
-        seq: Option<u64>,
-    ) -> Result<DbIterator> {
-        let (memtables, version, seq) = self.read_view(seq);
-        let mut children: Vec<Child> =
-            memtables.into_iter().map(|m| Child::Mem(MemCursor::new(m))).collect();
-        for (_, file) in version.files() {
-            let below = upper.is_some_and(|upper| file.smallest_key.as_ref() >= upper);
-            let above = lower.is_some_and(|lower| file.largest_key.as_ref() < lower);
-            if below || above || file.min_seq > seq {
-                continue;
-            }
-            let table = self.table_cache.get(file.number, file.file_bytes).await?;
-            children.push(Child::Table(table.iter()));
-        }
-        // The iterator holds the tables open; the version's files stay on disk while it lives.
-        let pin = version;
-        Ok(DbIterator::new(
-            children,
-            seq,
-            lower.map(<[u8]>::to_vec),
-            upper.map(<[u8]>::to_vec),
-            pin,
-        ))
-    }
-
-    /// What a read consults: the memtables and the version, taken together, then (unless a
-    /// snapshot gives it) the sequence number. The sequence number last, because a compaction
-    /// may drop versions older than the newest one published when it started, and a latest
-    /// read taken after the version is installed sees that newest one.
-    fn read_view(&self, seq: Option<u64>) -> (Vec<Arc<Memtable>>, Arc<Version>, u64) {
-        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-        let mut memtables = Vec::with_capacity(m.immutable.len() + 1);
-        memtables.push(Arc::clone(&m.active));
-        memtables.extend(m.immutable.iter().rev().map(|(table, _)| Arc::clone(table)));
-        let version = Arc::clone(&m.version);
-        drop(m);
-        let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::SeqCst));
-        (memtables, version, seq)
     }
 
     /// Whether an immutable memtable of a WAL numbered below `wal` is still held.
@@ -639,119 +436,6 @@ impl DbInner {
             m.level_bytes[level] = files.iter().map(|f| f.file_bytes).sum();
         }
         m
-    }
-}
-
-impl commit::Host for DbInner {
-    fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
-    }
-    fn publish_queue(&self) -> &PublishQueue {
-        &self.publish_queue
-    }
-    fn sync_bell(&self) -> &Arc<Doorbell> {
-        &self.sync_bell
-    }
-    fn rt(&self) -> &dyn crate::runtime::Runtime {
-        self.rt.as_ref()
-    }
-    fn options(&self) -> &Options {
-        &self.options
-    }
-    fn counters(&self) -> &Counters {
-        &self.counters
-    }
-    fn versions(&self) -> &VersionSet {
-        &self.versions
-    }
-    fn dir(&self) -> &Path {
-        &self.dir
-    }
-    fn check_not_poisoned(&self) -> Result<()> {
-        DbInner::check_not_poisoned(self)
-    }
-    fn poison(&self, cause: &str) -> Error {
-        DbInner::poison(self, cause)
-    }
-    fn publish(&self, seq: u64) {
-        DbInner::publish(self, seq)
-    }
-    fn active_memtable(&self) -> Arc<Memtable> {
-        DbInner::active_memtable(self)
-    }
-    fn memtable_count(&self) -> usize {
-        DbInner::memtable_count(self)
-    }
-    fn install_memtable(&self, wal_number: u64, last_seq: u64) {
-        DbInner::install_memtable(self, wal_number, last_seq)
-    }
-    fn changed(&self) -> &Notify {
-        &self.changed
-    }
-    fn writers_stalled(&self) -> &AtomicU64 {
-        &self.writers_stalled
-    }
-    fn work_bell(&self) -> &Doorbell {
-        &self.work_bell
-    }
-}
-
-impl crate::background::Host for DbInner {
-    fn job_env(&self) -> JobEnv<'_> {
-        DbInner::job_env(self)
-    }
-    fn check_not_poisoned(&self) -> Result<()> {
-        DbInner::check_not_poisoned(self)
-    }
-    fn poison(&self, cause: &str) -> Error {
-        DbInner::poison(self, cause)
-    }
-    fn background_work_wanted(&self) -> bool {
-        DbInner::background_work_wanted(self)
-    }
-    fn range_requests(&self) -> &Mutex<Vec<crate::background::RangeRequest>> {
-        &self.range_requests
-    }
-    fn work_bell(&self) -> &Arc<Doorbell> {
-        &self.work_bell
-    }
-}
-
-impl ReadState for DbInner {
-    /// The oldest immutable memtable, if every write in it is published; otherwise arranges for
-    /// publication to ring the background worker once they are.
-    fn flush_candidate(&self) -> Option<FlushJob> {
-        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-        let (mem, last_seq) = m.immutable.first()?;
-        let next_log =
-            m.immutable.get(1).map_or(m.active.wal_number(), |(next, _)| next.wal_number());
-        let job = FlushJob { mem: Arc::clone(mem), last_seq: *last_seq, next_log };
-        drop(m);
-        self.flush_wait_seq.store(job.last_seq, Ordering::SeqCst);
-        // Checked after arming the ring, so a publication in between is not missed.
-        if self.visible_seq.load(Ordering::SeqCst) < job.last_seq {
-            return None;
-        }
-        self.flush_wait_seq.store(u64::MAX, Ordering::SeqCst);
-        Some(job)
-    }
-
-    /// Also wakes writers stalled for room.
-    fn install_version(&self, version: &Arc<Version>, flushed: Option<&Arc<Memtable>>) {
-        {
-            let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
-            m.version = Arc::clone(version);
-            // A flushed memtable leaves in the same step its table arrives.
-            if let Some(mem) = flushed {
-                m.immutable.retain(|(held, _)| !Arc::ptr_eq(held, mem));
-            }
-        }
-        self.changed.notify_all();
-    }
-
-    /// The sequence numbers live snapshots pin, ascending.
-    fn pinned_snapshots(&self) -> Vec<u64> {
-        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
     }
 }
 

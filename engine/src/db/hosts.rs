@@ -1,0 +1,132 @@
+//! The narrow faces the database shows the subsystems below it: the commit pipeline's
+//! [`commit::Host`], the background worker's [`background::Host`] and the jobs' [`ReadState`].
+//! They are what keeps those modules from importing this one.
+
+use super::DbInner;
+use crate::background::{self, RangeRequest};
+use crate::commit::{self, Pipeline, PublishQueue};
+use crate::error::{Error, Result};
+use crate::job::{FlushJob, JobEnv, ReadState};
+use crate::memtable::Memtable;
+use crate::metrics::Counters;
+use crate::options::Options;
+use crate::runtime::Runtime;
+use crate::signal::{Doorbell, Notify};
+use crate::version::Version;
+use crate::version_set::VersionSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+impl commit::Host for DbInner {
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+    fn publish_queue(&self) -> &PublishQueue {
+        &self.publish_queue
+    }
+    fn sync_bell(&self) -> &Arc<Doorbell> {
+        &self.sync_bell
+    }
+    fn rt(&self) -> &dyn Runtime {
+        self.rt.as_ref()
+    }
+    fn options(&self) -> &Options {
+        &self.options
+    }
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    fn versions(&self) -> &VersionSet {
+        &self.versions
+    }
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn check_not_poisoned(&self) -> Result<()> {
+        DbInner::check_not_poisoned(self)
+    }
+    fn poison(&self, cause: &str) -> Error {
+        DbInner::poison(self, cause)
+    }
+    fn publish(&self, seq: u64) {
+        DbInner::publish(self, seq)
+    }
+    fn active_memtable(&self) -> Arc<Memtable> {
+        DbInner::active_memtable(self)
+    }
+    fn memtable_count(&self) -> usize {
+        DbInner::memtable_count(self)
+    }
+    fn install_memtable(&self, wal_number: u64, last_seq: u64) {
+        DbInner::install_memtable(self, wal_number, last_seq)
+    }
+    fn changed(&self) -> &Notify {
+        &self.changed
+    }
+    fn writers_stalled(&self) -> &AtomicU64 {
+        &self.writers_stalled
+    }
+    fn work_bell(&self) -> &Doorbell {
+        &self.work_bell
+    }
+}
+
+impl background::Host for DbInner {
+    fn job_env(&self) -> JobEnv<'_> {
+        DbInner::job_env(self)
+    }
+    fn check_not_poisoned(&self) -> Result<()> {
+        DbInner::check_not_poisoned(self)
+    }
+    fn poison(&self, cause: &str) -> Error {
+        DbInner::poison(self, cause)
+    }
+    fn background_work_wanted(&self) -> bool {
+        DbInner::background_work_wanted(self)
+    }
+    fn range_requests(&self) -> &Mutex<Vec<RangeRequest>> {
+        &self.range_requests
+    }
+    fn work_bell(&self) -> &Arc<Doorbell> {
+        &self.work_bell
+    }
+}
+
+impl ReadState for DbInner {
+    /// The oldest immutable memtable, if every write in it is published; otherwise arranges for
+    /// publication to ring the background worker once they are.
+    fn flush_candidate(&self) -> Option<FlushJob> {
+        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+        let (mem, last_seq) = m.immutable.first()?;
+        let next_log =
+            m.immutable.get(1).map_or(m.active.wal_number(), |(next, _)| next.wal_number());
+        let job = FlushJob { mem: Arc::clone(mem), last_seq: *last_seq, next_log };
+        drop(m);
+        self.flush_wait_seq.store(job.last_seq, Ordering::SeqCst);
+        // Checked after arming the ring, so a publication in between is not missed.
+        if self.visible_seq.load(Ordering::SeqCst) < job.last_seq {
+            return None;
+        }
+        self.flush_wait_seq.store(u64::MAX, Ordering::SeqCst);
+        Some(job)
+    }
+
+    /// Also wakes writers stalled for room.
+    fn install_version(&self, version: &Arc<Version>, flushed: Option<&Arc<Memtable>>) {
+        {
+            let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
+            m.version = Arc::clone(version);
+            // A flushed memtable leaves in the same step its table arrives.
+            if let Some(mem) = flushed {
+                m.immutable.retain(|(held, _)| !Arc::ptr_eq(held, mem));
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// The sequence numbers live snapshots pin, ascending.
+    fn pinned_snapshots(&self) -> Vec<u64> {
+        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
+    }
+}
