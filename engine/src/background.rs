@@ -1,31 +1,41 @@
-//! The background worker: flushes memtables and compacts tables off the write path.
+//! The background scheduler: flushes memtables and compacts tables off the write path, in two
+//! bounded pools of workers.
 //!
-//! One task does all background work, in priority order: flushes first (they free memtables,
-//! which writers may be stalled on), then `compact_range` requests, then the compaction the
-//! tree needs most. Version changes go through the VersionSet (`crate::version_set`), which
-//! orders them. Writers, rotation and publication ring its doorbell. A failure poisons the database (fail-stop, like a failed WAL fsync): the state on
-//! disk is then whatever the last durable MANIFEST edit says, which the next open recovers.
+//! `max_background_flushes` workers flush; `max_background_compactions` workers compact.
+//! Priority follows from that and from picking: flushes never wait behind a compaction (they
+//! free memtables, which writers may be stalled on); a compaction worker serves `compact_range`
+//! requests first, then level 0 once it is due (its tables cost every read a lookup), then the
+//! deeper level furthest past its target. Concurrent compactions take disjoint inputs and never
+//! write overlapping key ranges into one level (`compaction::Busy`, under whose lock they are
+//! picked); concurrent flushes install oldest memtable first (`flush`). Their writes share one
+//! rate limiter (`compaction_bytes_per_sec`, on the runtime clock). Version changes go through
+//! the VersionSet (`crate::version_set`), which orders them.
 //!
-//! Tables a compaction made obsolete are deleted once no version a reader holds names them
-//! (the VersionSet checks before and after every job); those still held when the database
-//! closes are deleted at the next open.
+//! Each worker waits on its own doorbell; writers, rotation, publication and the end of every
+//! job ring them all, and each worker looks for work its pool may take. A failure poisons the
+//! database (fail-stop, like a failed WAL fsync): the state on disk is then whatever the last
+//! durable MANIFEST edit says, which the next open recovers. A job that panics poisons the
+//! database too and ends its worker (`crate::unwind`): the state it left may be half changed.
 //!
-//! A job that panics poisons the database too, and ends the worker (`crate::unwind`): the
-//! state it left may be half changed. Once `close` has begun the worker starts no new job (the
-//! one in progress finishes), unless a writer is stalled for room.
+//! Tables compactions made obsolete are deleted once no version a reader holds names them (the
+//! VersionSet checks before and after every job); those still held when the database closes
+//! are deleted at the next open.
 //!
-//! The task holds only a `Weak` reference to the database, so dropping every handle ends it;
-//! `close` stops and joins it, after the WAL is sealed.
+//! Once `close` has begun no worker starts a job (those running finish; queued work stays:
+//! memtables in their sealed WALs, which the next open replays, and `compact_range` requests
+//! fail with `Closed`), unless a writer is stalled for room. Workers hold only a `Weak`
+//! reference to the database, so dropping every handle ends them; `close` stops and joins them
+//! all, after the WAL is sealed.
 
-use crate::compaction::{self, Pointers};
+use crate::compaction::{self, Busy, Compaction};
 use crate::error::{Error, Result};
-use crate::job::JobEnv;
+use crate::job::{FlushJob, JobEnv};
 use crate::metrics::Running;
 use crate::runtime::{buggify, JoinHandle};
-use crate::signal::{Doorbell, Signal};
+use crate::signal::{Doorbell, Doorbells, Signal};
 use crate::unwind::catch_panic;
 use crate::version::LEVELS;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 /// A `compact_range` call: the range, and where to tell its caller the outcome.
@@ -35,10 +45,19 @@ pub(crate) struct RangeRequest {
     pub end: Vec<u8>,
     /// The level whose tables in the range the next step compacts.
     pub level: usize,
-    pub done: Arc<Signal<Result<()>>>,
+    /// Whether a step of this request is running: one at a time, so that the request ends
+    /// only once every step it took is installed.
+    pub stepping: bool,
+    pub done: Done,
 }
 
-/// What the background worker needs of the database it serves; it reaches the database only
+impl RangeRequest {
+    pub(crate) fn new(start: &[u8], end: &[u8], done: Done) -> Self {
+        RangeRequest { start: start.to_vec(), end: end.to_vec(), level: 0, stepping: false, done }
+    }
+}
+
+/// What the background workers need of the database they serve; they reach the database only
 /// through this.
 pub(crate) trait Host: Send + Sync + 'static {
     /// What jobs work with.
@@ -48,41 +67,79 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn poison(&self, cause: &str) -> Error;
     /// Whether to start another job (see `DbInner::background_work_wanted`).
     fn background_work_wanted(&self) -> bool;
-    /// `compact_range` calls waiting for the worker, oldest first.
+    /// `compact_range` calls waiting for the workers, oldest first.
     fn range_requests(&self) -> &Mutex<Vec<RangeRequest>>;
-    /// Rung when there may be work; stopping it ends the worker.
-    fn work_bell(&self) -> &Arc<Doorbell>;
+    /// Rung when there may be work; stopping them ends the workers.
+    fn work_bells(&self) -> &Doorbells;
 }
 
-/// What the worker keeps between jobs.
-struct Worker {
-    pointers: Pointers,
+/// Which pool a worker belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pool {
+    Flush,
+    Compaction,
+}
+
+/// What the workers share.
+#[derive(Debug)]
+struct Shared {
+    busy: Mutex<Busy>,
+    /// One structure checker for all workers, each check run alone.
     #[cfg(feature = "invariants")]
-    checker: crate::invariants::Checker,
+    checker: crate::signal::AsyncLock<crate::invariants::Checker>,
 }
 
-/// Starts the background worker of `db`.
-pub(crate) fn start(db: &Arc<dyn Host>) -> JoinHandle {
-    let worker = Worker {
-        pointers: Pointers::default(),
-        #[cfg(feature = "invariants")]
-        checker: crate::invariants::Checker::default(),
-    };
-    let task = run(Arc::downgrade(db), Arc::clone(db.work_bell()), worker);
-    let handle = db.job_env().rt.spawn("jadedb-background", Box::pin(task));
-    // The recovered tree may already need a compaction.
-    db.work_bell().ring();
-    handle
+impl Shared {
+    fn new() -> Self {
+        Shared {
+            busy: Mutex::default(),
+            #[cfg(feature = "invariants")]
+            checker: crate::signal::AsyncLock::new(crate::invariants::Checker::default()),
+        }
+    }
+
+    fn busy(&self) -> MutexGuard<'_, Busy> {
+        self.busy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-async fn run(db: Weak<dyn Host>, bell: Arc<Doorbell>, mut worker: Worker) {
+/// Starts the workers of `db`'s two pools (each looks for work once at the start: the
+/// recovered tree may already need a compaction).
+pub(crate) fn start(db: &Arc<dyn Host>) -> Vec<JoinHandle> {
+    let env = db.job_env();
+    let shared = Arc::new(Shared::new());
+    let pools = [
+        (Pool::Flush, env.options.max_background_flushes),
+        (Pool::Compaction, env.options.max_background_compactions),
+    ];
+    let mut handles = Vec::new();
+    for (pool, workers) in pools {
+        for i in 0..workers {
+            let task = run(Arc::downgrade(db), db.work_bells().add(), pool, Arc::clone(&shared));
+            let name = match pool {
+                Pool::Flush => format!("jadedb-flush-{i}"),
+                Pool::Compaction => format!("jadedb-compaction-{i}"),
+            };
+            handles.push(env.rt.spawn(&name, Box::pin(task)));
+        }
+    }
+    handles
+}
+
+async fn run(db: Weak<dyn Host>, bell: Arc<Doorbell>, pool: Pool, shared: Arc<Shared>) {
     while bell.wait().await {
         let Some(db) = db.upgrade() else { break };
+        let db = db.as_ref();
         while db.check_not_poisoned().is_ok() && db.background_work_wanted() {
-            match catch_panic(db.job_env().options, worker.job(db.as_ref())).await {
+            match catch_panic(db.job_env().options, job(db, pool, &shared)).await {
                 Ok(Ok(true)) => {
+                    // What this job changed may let other workers start one.
+                    db.work_bells().ring();
                     #[cfg(feature = "invariants")]
-                    crate::invariants::check_tree(&db.job_env(), &mut worker.checker).await;
+                    if db.check_not_poisoned().is_ok() {
+                        let mut checker = shared.checker.lock().await;
+                        crate::invariants::check_tree(&db.job_env(), &mut checker).await;
+                    }
                 }
                 Ok(Ok(false)) => break,
                 Ok(Err(err)) => {
@@ -90,7 +147,7 @@ async fn run(db: Weak<dyn Host>, bell: Arc<Doorbell>, mut worker: Worker) {
                     db.poison(&format!("background work failed: {err}"));
                 }
                 Err(panic) => {
-                    panicked(db.as_ref(), &panic);
+                    panicked(db, &panic);
                     return;
                 }
             }
@@ -98,116 +155,145 @@ async fn run(db: Weak<dyn Host>, bell: Arc<Doorbell>, mut worker: Worker) {
         let env = db.job_env();
         let removal = env.versions.remove_unreferenced(env.table_cache);
         if let Err(panic) = catch_panic(env.options, removal).await {
-            panicked(db.as_ref(), &panic);
+            panicked(db, &panic);
             return;
         }
-        fail_requests(db.as_ref());
+        fail_requests(db);
     }
 }
 
-/// A job panicked. What it was changing may be half done, so the worker stops for good: the
-/// database is poisoned (which wakes writers stalled for room and `flush` callers) and waiting
-/// `compact_range` calls fail. The next open recovers from what the MANIFEST made durable.
+/// A job panicked. What it was changing may be half done, so its worker stops for good: the
+/// database is poisoned (which wakes writers stalled for room, `flush` callers and the other
+/// workers) and waiting `compact_range` calls fail. The next open recovers from what the
+/// MANIFEST made durable.
 fn panicked(db: &dyn Host, message: &str) {
     tracing::error!(panic = message, "a background job panicked");
     db.poison(&format!("a background job panicked: {message}"));
     fail_requests(db);
+    db.work_bells().ring();
 }
 
-impl Worker {
-    /// Does the most urgent job, if any, with the deletions around it; returns whether it did
-    /// one.
-    async fn job(&mut self, db: &dyn Host) -> Result<bool> {
-        let env = db.job_env();
-        // Before each job as well as after: a job that ends a caller's wait (a flush, a
-        // `compact_range`) then comes after every deletion its readers allowed.
-        env.versions.remove_unreferenced(env.table_cache).await;
-        if buggify(env.rt, "background.panic") {
-            // A bug in a job: the database must end up poisoned, never with a dead worker that
-            // writers and `close` wait for. The simulator knows injected panics by this prefix.
-            panic!("{} in a background job", crate::runtime::INJECTED_PANIC);
-        }
-        let did = self.step(db).await?;
-        if did {
-            env.versions.remove_unreferenced(env.table_cache).await;
-        }
-        Ok(did)
-    }
+/// Work a worker has taken: claimed, so no other worker takes it.
+enum Work<'a> {
+    Flush(FlushJob),
+    /// A compaction claimed in `Busy` (released when the guard drops), perhaps a step of a
+    /// `compact_range` request (whose `stepping` mark the guard clears).
+    Compact(Claimed<'a>, Compaction),
+    /// A `compact_range` request with no step left: to be told it is done.
+    Finish(RangeRequest),
+}
 
-    /// Does the most urgent job, if any; returns whether it did one.
-    async fn step(&mut self, db: &dyn Host) -> Result<bool> {
-        let env = db.job_env();
-        if buggify(env.rt, "background.delay") {
-            // A slow disk or a busy machine: every job may start late.
-            env.rt.sleep(Duration::from_millis(1 + env.rt.random_u64() % 20)).await;
-        }
-        if crate::flush::flush_oldest(&env).await? {
-            return Ok(true);
-        }
-        if self.range_step(db).await? {
-            return Ok(true);
-        }
-        let version = env.versions.current();
-        let o = env.options;
-        // Level 0 is compacted at the slowdown threshold at the latest, or writes would stall
-        // for a compaction that never comes.
-        let l0_files = o.l0_compaction_files.min(o.l0_slowdown_files);
-        let Some(c) = compaction::pick(&version, l0_files, o.level1_bytes_max, &mut self.pointers)
-        else {
-            return Ok(false);
-        };
-        drop(version);
-        compact(&env, c).await?;
-        Ok(true)
+/// Does the most urgent job of `pool`, if any, with the deletions around it; returns whether
+/// it did one. The work is taken first: a worker with nothing to do draws no fault point and
+/// deletes nothing.
+async fn job(db: &dyn Host, pool: Pool, shared: &Shared) -> Result<bool> {
+    let env = db.job_env();
+    let work = match pool {
+        Pool::Flush => env.reads.flush_candidate().map(Work::Flush),
+        Pool::Compaction => match next_range_step(db, &env, shared) {
+            Some(work) => Some(work),
+            None => pick_auto(&env, shared),
+        },
+    };
+    let Some(work) = work else { return Ok(false) };
+    // Before each job as well as after: a job that ends a caller's wait (a flush, a
+    // `compact_range`) then comes after every deletion its readers allowed.
+    env.versions.remove_unreferenced(env.table_cache).await;
+    if let Work::Finish(request) = work {
+        // Off the list already: told here, before anything that could fail or panic.
+        let _ = request.done.fill(Ok(()));
+        return Ok(true);
     }
+    if buggify(env.rt, "background.panic") {
+        // A bug in a job: the database must end up poisoned, never with a dead worker that
+        // writers and `close` wait for. The simulator knows injected panics by this prefix.
+        panic!("{} in a background job", crate::runtime::INJECTED_PANIC);
+    }
+    if buggify(env.rt, "background.delay") {
+        // A slow disk or a busy machine: every job may start late.
+        env.rt.sleep(Duration::from_millis(1 + env.rt.random_u64() % 20)).await;
+    }
+    match work {
+        Work::Flush(job) => crate::flush::run(&env, job).await?,
+        Work::Compact(claimed, c) => {
+            let _running = Running::compaction(env.counters);
+            compaction::run(&env, c).await?;
+            drop(claimed);
+        }
+        Work::Finish(_) => unreachable!("told above"),
+    }
+    env.versions.remove_unreferenced(env.table_cache).await;
+    Ok(true)
+}
 
-    /// Does the next step of the oldest `compact_range` request: one pass per level, from
-    /// level 0 down to the level above the deepest one holding data (level 1 at least), each
-    /// compacting that level's tables in the range into the next. One pass per level bounds
-    /// the request even while writes keep adding tables.
-    async fn range_step(&mut self, db: &dyn Host) -> Result<bool> {
-        let env = db.job_env();
-        let (start, end, mut level) = {
-            let requests = db.range_requests().lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(r) = requests.first() else { return Ok(false) };
-            (r.start.clone(), r.end.clone(), r.level)
-        };
-        let version = env.versions.current();
-        // Data only in level 0 still moves to level 1, where it no longer overlaps itself.
-        let deepest =
-            (0..LEVELS).rev().find(|&l| !version.levels[l].is_empty()).unwrap_or(0).max(1);
-        let mut next = None;
-        while next.is_none() && level < deepest {
-            next = compaction::pick_range(&version, level, &start, &end);
-            level += 1;
-        }
-        drop(version);
-        let finished = {
-            let mut requests = db.range_requests().lock().unwrap_or_else(PoisonError::into_inner);
-            if next.is_some() {
-                if let Some(r) = requests.first_mut() {
-                    r.level = level;
-                }
-                None
-            } else {
-                Some(requests.remove(0))
+/// A compaction's claim, released however the job ends; for a `compact_range` step, with the
+/// request whose `stepping` mark to clear.
+struct Claimed<'a> {
+    shared: &'a Shared,
+    id: u64,
+    request: Option<(&'a Mutex<Vec<RangeRequest>>, Done)>,
+}
+
+/// Where a `compact_range` caller hears its outcome.
+type Done = Arc<Signal<Result<()>>>;
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        self.shared.busy().finish(self.id);
+        if let Some((requests, signal)) = &self.request {
+            // Found by its signal: requests before it may have finished meanwhile (or all
+            // failed).
+            let mut requests = requests.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(r) = requests.iter_mut().find(|r| Arc::ptr_eq(&r.done, signal)) {
+                r.stepping = false;
             }
-        };
-        match (next, finished) {
-            (Some(c), _) => compact(&env, c).await?,
-            (None, Some(request)) => {
-                let _ = request.done.fill(Ok(()));
-            }
-            (None, None) => {}
         }
-        Ok(true)
     }
 }
 
-/// Runs a compaction, counted as running for as long as it does.
-async fn compact(env: &JobEnv<'_>, c: compaction::Compaction) -> Result<()> {
-    let _running = Running::start(&env.counters.compactions_running);
-    compaction::run(env, c).await
+/// Claims the compaction the tree needs most that may run now, if any.
+fn pick_auto<'a>(env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
+    let o = env.options;
+    // Level 0 is compacted at the slowdown threshold at the latest, or writes would stall
+    // for a compaction that never comes.
+    let l0_files = o.l0_compaction_files.min(o.l0_slowdown_files);
+    let version = env.versions.current();
+    let mut busy = shared.busy();
+    let c = compaction::pick(&version, l0_files, o.level1_bytes_max, &mut busy)?;
+    let id = busy.claim(&c);
+    Some(Work::Compact(Claimed { shared, id, request: None }, c))
+}
+
+/// The next step of the oldest `compact_range` request no other worker is stepping, claimed:
+/// one pass per level, from level 0 down to the level above the deepest one holding data
+/// (level 1 at least), each compacting that level's tables in the range into the next. One
+/// pass per level bounds the request even while writes keep adding tables. A step that would
+/// collide with a running compaction waits for it (which rings the workers when it ends). A
+/// request with no step left is taken off the list, to be told it is done.
+fn next_range_step<'a>(db: &'a dyn Host, env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
+    let mut requests = db.range_requests().lock().unwrap_or_else(PoisonError::into_inner);
+    let at = requests.iter().position(|r| !r.stepping)?;
+    let r = &requests[at];
+    let version = env.versions.current();
+    // Data only in level 0 still moves to level 1, where it no longer overlaps itself.
+    let deepest = (0..LEVELS).rev().find(|&l| !version.levels[l].is_empty()).unwrap_or(0).max(1);
+    let mut level = r.level;
+    let mut next = None;
+    while next.is_none() && level < deepest {
+        next = compaction::pick_range(&version, level, &r.start, &r.end);
+        level += 1;
+    }
+    let Some(c) = next else { return Some(Work::Finish(requests.remove(at))) };
+    let mut busy = shared.busy();
+    if !busy.allows(&c) {
+        return None;
+    }
+    let id = busy.claim(&c);
+    let r = &mut requests[at];
+    r.level = level;
+    r.stepping = true;
+    let request = Some((db.range_requests(), Arc::clone(&r.done)));
+    Some(Work::Compact(Claimed { shared, id, request }, c))
 }
 
 /// Once poisoned, fails every waiting `compact_range`.

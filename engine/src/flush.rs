@@ -7,7 +7,7 @@
 //! the next open) and the WAL, which is replayed.
 
 use crate::error::{Error, Result};
-use crate::job::JobEnv;
+use crate::job::{FlushJob, JobEnv};
 use crate::manifest::VersionEdit;
 use crate::memtable::Memtable;
 use crate::metrics::{Counters, Running};
@@ -16,6 +16,7 @@ use crate::runtime::{Phase, PhaseGuard, Runtime};
 use crate::sstable::{self, TableProperties, TableWriter};
 use crate::version::FileMeta;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Writes `mem` as table `number` in `dir`, synced and named durably. `None` if it is empty.
 pub(crate) async fn write_table(
@@ -56,14 +57,21 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties) -> FileMeta {
     }
 }
 
-/// Flushes the oldest immutable memtable if every write in it is published. Returns whether it
-/// did.
-pub(crate) async fn flush_oldest(env: &JobEnv<'_>) -> Result<bool> {
-    let Some(job) = env.reads.flush_candidate() else { return Ok(false) };
-    // Counted wherever it runs: on its own, or between a compaction's output tables.
-    let _running = Running::start(&env.counters.flushes_running);
-    let number = env.versions.new_file_number();
+/// Flushes `job`'s memtable, taken by `ReadState::flush_candidate`. Concurrent flushes write
+/// their tables at once but install them oldest memtable first: a newer memtable's edit names
+/// the next WAL as the oldest needed, which would drop an older memtable's WAL before its
+/// table is in the version.
+pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
+    let _running = Running::flush(env.counters);
+    let table = env.versions.new_table();
+    let number = table.number;
     let meta = write_table(env.rt, env.dir, env.options, number, &job.mem).await?;
+    if meta.is_none() {
+        table.unused();
+    }
+    if !env.options.has_bug(PlantedBug::FlushInstallOutOfOrder) {
+        wait_turn(env, &job.mem).await?;
+    }
     let mut edit = VersionEdit {
         log_number: Some(job.next_log),
         next_file_number: Some(env.versions.peek_next_file_number()),
@@ -84,7 +92,20 @@ pub(crate) async fn flush_oldest(env: &JobEnv<'_>) -> Result<bool> {
     Counters::add(&env.counters.flushes, 1);
     tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");
     remove_wal(env.rt, &wal).await;
-    Ok(true)
+    Ok(())
+}
+
+/// Waits until every memtable older than `mem` is flushed (see `run`).
+async fn wait_turn(env: &JobEnv<'_>, mem: &Arc<Memtable>) -> Result<()> {
+    loop {
+        // Listening before checking: an install in between still wakes this wait.
+        let changed = env.reads.changed().listen();
+        env.reads.check_not_poisoned()?;
+        if env.reads.is_oldest(mem) {
+            return Ok(());
+        }
+        changed.await;
+    }
 }
 
 /// Deletes a WAL the MANIFEST no longer needs. Failing costs only space (the next open deletes

@@ -46,24 +46,41 @@ pub(crate) async fn check_tree(db: &JobEnv<'_>, checker: &mut Checker) {
 }
 
 async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
-    let version = db.versions.current();
-    // Tables waiting for readers to let go of them, and those whose deletion failed.
-    let (obsolete, undeleted) = db.versions.obsolete_tables();
-    version.check()?;
+    // The MANIFEST must not declare obsolete the WAL of a memtable not yet flushed: the next
+    // open would skip it. The log number first: it rises only after the memtables it covers
+    // are gone, so an install in between cannot make this fail.
+    let log_number = db.versions.log_number();
+    let oldest = db.reads.oldest_wal();
+    if log_number > oldest {
+        return Err(format!(
+            "the MANIFEST's log number {log_number} is past WAL {oldest}, whose memtable is not \
+             flushed yet"
+        ));
+    }
     let fs = db.rt.checker_fs().unwrap_or(db.rt.fs());
-    let names = fs.list(db.dir).await.map_err(|e| format!("listing: {e}"))?;
-    let on_disk: Vec<u64> =
-        names.iter().filter_map(|n| crate::sstable::parse_file_name(n)).collect();
+    // Jobs may run meanwhile: the version set is read in one step between two listings (see
+    // below for why that suffices).
+    let before = tables_on_disk(fs, db.dir).await?;
+    let snapshot = db.versions.snapshot();
+    let after = tables_on_disk(fs, db.dir).await?;
+    let version = snapshot.current;
+    version.check()?;
+    // The snapshot holds the version, so none of its tables can be deleted before `after`.
     for (level, f) in version.files() {
-        if !on_disk.contains(&f.number) {
+        if !after.contains(&f.number) {
             return Err(format!("table {} of level {level} is not on disk", f.number));
         }
     }
-    for &number in &on_disk {
-        let live = version.files().any(|(_, f)| f.number == number);
-        let waiting = obsolete.contains(&number) || undeleted.contains(&number);
+    // A table is pending, live or obsolete from before it is created until after it is
+    // deleted, moving between them under one lock: one on disk at both listings was in one of
+    // them at the snapshot between.
+    for number in before.iter().filter(|n| after.contains(n)) {
+        let live = version.files().any(|(_, f)| f.number == *number);
+        let waiting = snapshot.obsolete.contains(number) || snapshot.pending.contains(number);
         if !live && !waiting {
-            return Err(format!("table {number} is on disk but neither live nor obsolete"));
+            return Err(format!(
+                "table {number} is on disk but neither live, pending nor obsolete"
+            ));
         }
     }
     // Tables no version names any more are forgotten.
@@ -77,6 +94,12 @@ async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The numbers of the tables in `dir`.
+async fn tables_on_disk(fs: &dyn FileSystem, dir: &std::path::Path) -> Result<Vec<u64>, String> {
+    let names = fs.list(dir).await.map_err(|e| format!("listing: {e}"))?;
+    Ok(names.iter().filter_map(|n| crate::sstable::parse_file_name(n)).collect())
 }
 
 /// For every user key, checks that sequence numbers fall in the order reads consult the

@@ -2,10 +2,13 @@
 //! counters, and the little they need of the database's read state behind a narrow trait, so
 //! that neither imports the database.
 
+use crate::error::Result;
 use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::Options;
+use crate::rate_limit::RateLimiter;
 use crate::runtime::Runtime;
+use crate::signal::Notify;
 use crate::table_cache::TableCache;
 use crate::version::Version;
 use crate::version_set::VersionSet;
@@ -20,14 +23,25 @@ pub(crate) struct JobEnv<'a> {
     pub counters: &'a Counters,
     pub versions: &'a VersionSet,
     pub table_cache: &'a TableCache,
+    /// Shared by every compaction: their writes together stay under the limit.
+    pub compaction_limiter: &'a RateLimiter,
     pub reads: &'a dyn ReadState,
 }
 
 /// What jobs need of the state reads consult: the memtables and the version, swapped together.
 pub(crate) trait ReadState: Send + Sync {
-    /// The oldest immutable memtable, if every write in it is published (otherwise the
-    /// background worker is rung once they are).
+    /// The oldest immutable memtable no flush has taken, if every write in it is published
+    /// (otherwise the background worker is rung once they are), now taken.
     fn flush_candidate(&self) -> Option<FlushJob>;
+
+    /// Whether `mem` is the oldest immutable memtable: every older one is flushed and gone.
+    fn is_oldest(&self, mem: &Arc<Memtable>) -> bool;
+
+    /// Told when a version is installed (a flush's among them), and when the database is
+    /// poisoned.
+    fn changed(&self) -> &Notify;
+
+    fn check_not_poisoned(&self) -> Result<()>;
 
     /// Makes `version` what reads consult, dropping the memtable whose flush it records (if
     /// any) in the same step: the `install` of every [`VersionSet::log_and_apply`].
@@ -35,6 +49,9 @@ pub(crate) trait ReadState: Send + Sync {
 
     /// The sequence numbers live snapshots pin, ascending.
     fn pinned_snapshots(&self) -> Vec<u64>;
+
+    /// The WAL of the oldest memtable not yet flushed (the active one if none waits).
+    fn oldest_wal(&self) -> u64;
 }
 
 /// An immutable memtable ready to flush.

@@ -32,6 +32,7 @@ mod manifest;
 mod memtable;
 mod metrics;
 mod options;
+mod rate_limit;
 mod recovery;
 pub mod runtime;
 mod signal;

@@ -22,6 +22,11 @@ pub(crate) struct Counters {
     pub compactions: AtomicU64,
     pub compaction_bytes_read: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
+    /// The most flushes, compactions, and background jobs of either kind, that ran at once.
+    pub flushes_running_max: AtomicU64,
+    pub compactions_running_max: AtomicU64,
+    pub jobs_running_max: AtomicU64,
+    pub compaction_rate_limited_us: AtomicU64,
 }
 
 impl Counters {
@@ -47,6 +52,11 @@ impl Counters {
             compactions: get(&self.compactions),
             compaction_bytes_read: get(&self.compaction_bytes_read),
             compaction_bytes_written: get(&self.compaction_bytes_written),
+            flushes_running_max: get(&self.flushes_running_max),
+            compactions_running_max: get(&self.compactions_running_max),
+            background_jobs_running_max: get(&self.jobs_running_max),
+            compaction_rate_limited_us: get(&self.compaction_rate_limited_us),
+            flushes_queued: 0,
             level_files: [0; 7],
             level_bytes: [0; 7],
             block_cache_hits: 0,
@@ -81,9 +91,18 @@ pub struct Metrics {
     /// Times writes stopped to wait for a flush, and the time they waited in all, in µs.
     pub write_stalls: u64,
     pub write_stall_us: u64,
-    /// Flushes and compactions running now.
+    /// Flushes and compactions running now, and the most that ran at once (each pool is
+    /// bounded by `max_background_flushes` and `max_background_compactions`).
     pub flushes_running: u64,
     pub compactions_running: u64,
+    pub flushes_running_max: u64,
+    pub compactions_running_max: u64,
+    /// The most flushes and compactions together that ran at once.
+    pub background_jobs_running_max: u64,
+    /// Retired memtables waiting for a flush to start.
+    pub flushes_queued: u64,
+    /// Time compactions waited for the `compaction_bytes_per_sec` limit, in µs.
+    pub compaction_rate_limited_us: u64,
     /// Compactions done, and the table bytes they read and wrote. Write amplification is
     /// `(flush_bytes + compaction_bytes_written) / bytes the user wrote`.
     pub compactions: u64,
@@ -104,12 +123,28 @@ pub struct Metrics {
     pub table_bytes_read: u64,
 }
 
-/// Counts a background job as running for as long as it lives, however it ends.
+/// Counts a background job as running for as long as it lives, however it ends, and keeps
+/// the high-water marks of its pool and of both pools together.
 pub(crate) struct Running<'a>(&'a AtomicU64);
 
 impl<'a> Running<'a> {
-    pub(crate) fn start(gauge: &'a AtomicU64) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
+    /// A flush starts.
+    pub(crate) fn flush(counters: &'a Counters) -> Self {
+        Self::start(counters, &counters.flushes_running, &counters.flushes_running_max)
+    }
+
+    /// A compaction starts.
+    pub(crate) fn compaction(counters: &'a Counters) -> Self {
+        let (gauge, max) = (&counters.compactions_running, &counters.compactions_running_max);
+        Self::start(counters, gauge, max)
+    }
+
+    fn start(counters: &'a Counters, gauge: &'a AtomicU64, max: &AtomicU64) -> Self {
+        let now = gauge.fetch_add(1, Ordering::Relaxed) + 1;
+        max.fetch_max(now, Ordering::Relaxed);
+        let jobs = counters.flushes_running.load(Ordering::Relaxed)
+            + counters.compactions_running.load(Ordering::Relaxed);
+        counters.jobs_running_max.fetch_max(jobs, Ordering::Relaxed);
         Running(gauge)
     }
 }

@@ -24,6 +24,9 @@ pub struct Options {
     pub(crate) l0_stop_files: usize,
     pub(crate) level1_bytes_max: u64,
     pub(crate) target_file_bytes: u64,
+    pub(crate) max_background_flushes: usize,
+    pub(crate) max_background_compactions: usize,
+    pub(crate) compaction_bytes_per_sec: u64,
     #[cfg(feature = "planted-bugs")]
     pub(crate) planted_bug: Option<PlantedBug>,
 }
@@ -48,6 +51,9 @@ impl Default for Options {
             l0_stop_files: 36,
             level1_bytes_max: 64 << 20,
             target_file_bytes: 8 << 20,
+            max_background_flushes: 1,
+            max_background_compactions: 1,
+            compaction_bytes_per_sec: 0,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -172,6 +178,29 @@ impl Options {
         self
     }
 
+    /// Flushes that may run at once. Default 1. At least 1. Tables of concurrent flushes are
+    /// installed oldest memtable first, whichever finishes writing first.
+    pub fn max_background_flushes(mut self, n: usize) -> Self {
+        self.max_background_flushes = n.max(1);
+        self
+    }
+
+    /// Compactions that may run at once, on inputs that do not overlap. Default 1. At least 1.
+    /// More lets deeper levels be compacted while level 0 is, at the cost of CPU and disk
+    /// bandwidth taken from writers.
+    pub fn max_background_compactions(mut self, n: usize) -> Self {
+        self.max_background_compactions = n.max(1);
+        self
+    }
+
+    /// Bytes per second all compactions together may write, measured on the runtime's clock;
+    /// 0 (the default) for no limit. A limit smooths the disk bandwidth compactions take from
+    /// writers and readers; too low a limit lets level 0 fill and writes stall.
+    pub fn compaction_bytes_per_sec(mut self, bytes: u64) -> Self {
+        self.compaction_bytes_per_sec = bytes;
+        self
+    }
+
     pub(crate) fn table_options(&self) -> crate::sstable::TableOptions {
         crate::sstable::TableOptions {
             block_bytes: self.table_block_bytes,
@@ -230,6 +259,10 @@ pub enum PlantedBug {
     /// A panic in a background job (a flush, a compaction, a WAL fsync) is not caught: its task
     /// dies silently, leaving stalled writers and `close` waiting for it (`crate::unwind`).
     BackgroundPanicNotCaught,
+    /// Concurrent flushes install their tables in the order they finish writing them, not
+    /// oldest memtable first (`flush::run`): a newer memtable's edit names its
+    /// successor's WAL as the oldest needed while an older memtable is still only in its WAL.
+    FlushInstallOutOfOrder,
 }
 
 /// Per-write options.

@@ -125,6 +125,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
             version,
             next_file_number: base.next_file_number,
             manifest,
+            log_number: wal_number,
             undeleted,
         },
         last_seq: base.last_seq,

@@ -168,6 +168,47 @@ impl Doorbell {
     }
 }
 
+/// Rings a pool of workers, each waiting on a doorbell of its own: a ring wakes them all (each
+/// then looks for work it may take), a stop stops them all, and one added after a stop starts
+/// stopped.
+#[derive(Debug, Default)]
+pub(crate) struct Doorbells {
+    state: Mutex<(Vec<Arc<Doorbell>>, bool)>,
+}
+
+impl Doorbells {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Arc<Doorbell>>, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new member's doorbell, rung (so that it looks for work once at the start).
+    pub(crate) fn add(&self) -> Arc<Doorbell> {
+        let bell = Arc::new(Doorbell::default());
+        let mut state = self.lock();
+        if state.1 {
+            bell.stop();
+        } else {
+            bell.ring();
+        }
+        state.0.push(Arc::clone(&bell));
+        bell
+    }
+
+    pub(crate) fn ring(&self) {
+        for bell in self.lock().0.iter() {
+            bell.ring();
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        let mut state = self.lock();
+        state.1 = true;
+        for bell in state.0.iter() {
+            bell.stop();
+        }
+    }
+}
+
 /// Wakes every task waiting for some state to change (a flush that made room for writes, a
 /// poisoning). A waiter listens *before* checking the state, so a change between the check and
 /// the wait is never missed.

@@ -8,12 +8,19 @@
 //!
 //! `log_and_apply` holds the MANIFEST's lock from computing the new version until it is
 //! installed, so edits apply in the order they become durable, each to the version the one
-//! before it made. A caller that must change other state in the same step as the version (a
-//! flush drops its memtable as its table arrives, so that a read sees every write exactly
-//! once) passes that change as `install`, which runs under the lock on the current version.
+//! before it made; concurrent jobs simply take turns there. A caller that must change other
+//! state in the same step as the version (a flush drops its memtable as its table arrives, so
+//! that a read sees every write exactly once) passes that change as `install`, which runs
+//! under the lock on the version set's state.
 //!
-//! A table leaves the disk only once the MANIFEST edit that dropped it is durable and no
-//! version a reader still holds names it (its `FileMeta` is then held by this set alone).
+//! Every table file is, at every moment from the time its number is handed out until it is
+//! deleted, in exactly one of three sets, moved between them under one lock: *pending* (a job
+//! is writing it: [`VersionSet::new_table`]), *live* (the current version names it), and
+//! *obsolete* (an installed edit dropped it). A table whose job failed stays pending. The structure
+//! checker relies on that while jobs run concurrently.
+//!
+//! An obsolete table leaves the disk only once the MANIFEST edit that dropped it is durable and
+//! no version a reader still holds names it (its `FileMeta` is then held by this set alone).
 //! Those still held when the database closes are deleted by the next open.
 
 use crate::error::{Error, Result};
@@ -23,9 +30,10 @@ use crate::runtime::{Phase, PhaseGuard, RuntimeRef};
 use crate::signal::AsyncLock;
 use crate::table_cache::TableCache;
 use crate::version::{FileMeta, Version};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 #[derive(Debug)]
 pub(crate) struct VersionSet {
@@ -34,19 +42,47 @@ pub(crate) struct VersionSet {
     /// The MANIFEST is rewritten as a snapshot once it grows past this.
     manifest_bytes_max: u64,
     counters: Arc<Counters>,
-    current: Mutex<Arc<Version>>,
     next_file_number: AtomicU64,
-    manifest: AsyncLock<Manifest>,
-    obsolete: Mutex<Obsolete>,
+    /// The newest log number an installed edit recorded: WALs below it hold nothing that is
+    /// not in a table. Raised after the version it came with is installed.
+    log_number: AtomicU64,
+    /// The MANIFEST, or why an earlier write to it failed: the failed edit may be durable or
+    /// not, so no later edit (computed without it) may follow it into the file.
+    manifest: AsyncLock<std::result::Result<Manifest, Arc<str>>>,
+    state: Mutex<State>,
 }
 
-/// Tables on their way off the disk.
-#[derive(Debug, Default)]
-struct Obsolete {
+/// The version and the tables on their way in or out, changed together.
+#[derive(Debug)]
+struct State {
+    current: Arc<Version>,
+    /// Tables jobs are writing.
+    pending: BTreeSet<u64>,
     /// Dropped from the current version, perhaps still named by a version a reader holds.
-    held: Vec<Arc<FileMeta>>,
-    /// No reader holds them, but deleting them failed (here or at open): tried again later.
+    obsolete: Vec<Arc<FileMeta>>,
+    /// Obsolete tables no reader holds (or written by a job that failed) whose deletion is yet
+    /// to be tried, or failed (here or at open): tried again before and after every job.
     undeleted: Vec<u64>,
+    /// Those of `undeleted` a call is deleting now: others leave them alone.
+    deleting: BTreeSet<u64>,
+}
+
+/// A table number handed to a job; see the module header. An edit naming the table ends its
+/// pending state. If the job fails first, the number stays pending for as long as the database
+/// is open, and its file (if any) stays on disk until the next open deletes what no version
+/// names: the failure may have come while the MANIFEST was being written, in which case the
+/// edit naming the table may yet be durable, and deleting the table could lose it.
+#[derive(Debug)]
+pub(crate) struct PendingTable<'a> {
+    set: &'a VersionSet,
+    pub number: u64,
+}
+
+impl PendingTable<'_> {
+    /// No file was made under this number (an empty memtable makes no table).
+    pub(crate) fn unused(self) {
+        self.set.lock().pending.remove(&self.number);
+    }
 }
 
 /// What a new [`VersionSet`] starts from: recovery's outcome.
@@ -55,8 +91,19 @@ pub(crate) struct Recovered {
     pub version: Version,
     pub next_file_number: u64,
     pub manifest: Manifest,
+    /// The log number the new MANIFEST records.
+    pub log_number: u64,
     /// Tables no version names whose deletion at open failed.
     pub undeleted: Vec<u64>,
+}
+
+/// What the set holds at one moment, for the structure checker.
+#[cfg(feature = "invariants")]
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub current: Arc<Version>,
+    pub pending: Vec<u64>,
+    pub obsolete: Vec<u64>,
 }
 
 impl VersionSet {
@@ -67,26 +114,46 @@ impl VersionSet {
         counters: Arc<Counters>,
         r: Recovered,
     ) -> Self {
+        let state = State {
+            current: Arc::new(r.version),
+            pending: BTreeSet::new(),
+            obsolete: Vec::new(),
+            undeleted: r.undeleted,
+            deleting: BTreeSet::new(),
+        };
         VersionSet {
             rt,
             dir,
             manifest_bytes_max,
             counters,
-            current: Mutex::new(Arc::new(r.version)),
             next_file_number: AtomicU64::new(r.next_file_number),
-            manifest: AsyncLock::new(r.manifest),
-            obsolete: Mutex::new(Obsolete { held: Vec::new(), undeleted: r.undeleted }),
+            log_number: AtomicU64::new(r.log_number),
+            manifest: AsyncLock::new(Ok(r.manifest)),
+            state: Mutex::new(state),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current version.
     pub(crate) fn current(&self) -> Arc<Version> {
-        Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&self.lock().current)
     }
 
-    /// A fresh file number for a WAL, a table or a MANIFEST.
+    /// A fresh file number for a WAL or a MANIFEST.
     pub(crate) fn new_file_number(&self) -> u64 {
         self.next_file_number.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh number for a table a job is about to write, pending until an edit naming it is
+    /// installed.
+    pub(crate) fn new_table(&self) -> PendingTable<'_> {
+        let mut state = self.lock();
+        let number = self.new_file_number();
+        state.pending.insert(number);
+        PendingTable { set: self, number }
     }
 
     /// The number the next `new_file_number` would give: what an edit records, so that the
@@ -96,28 +163,55 @@ impl VersionSet {
     }
 
     /// Writes `edit` to the MANIFEST, durably, then makes the version it gives current, running
-    /// `install` with it in the same step; rewrites the MANIFEST as a fresh snapshot once it has
-    /// grown past its limit. An edit that does not apply to the current version is corruption
-    /// of the MANIFEST's state, reported against it.
+    /// `install` with it in the same step; its added tables stop being pending and the tables
+    /// it drops (unless it re-adds them: a move to another level) become obsolete. Rewrites the
+    /// MANIFEST as a fresh snapshot once it has grown past its limit. An edit that does not
+    /// apply to the current version is corruption of the MANIFEST's state, reported against it.
     pub(crate) async fn log_and_apply(
         &self,
         edit: VersionEdit,
         install: impl FnOnce(&Arc<Version>),
     ) -> Result<()> {
-        let mut manifest = self.manifest.lock().await;
-        let version = self.current().apply(&edit).map_err(|why| {
+        let mut guard = self.manifest.lock().await;
+        let manifest = match &mut *guard {
+            Ok(manifest) => manifest,
+            Err(cause) => return Err(Error::Poisoned(Arc::clone(cause))),
+        };
+        let old = self.current();
+        let version = old.apply(&edit).map_err(|why| {
             let path = self.dir.join(manifest::file_name(manifest.number()));
             Error::corruption(path, manifest.bytes(), why)
         })?;
-        manifest.append(&edit, &self.counters.manifest_syncs).await?;
+        if let Err(e) = manifest.append(&edit, &self.counters.manifest_syncs).await {
+            *guard = Err(Arc::from(format!("a MANIFEST write failed: {e}")));
+            return Err(e);
+        }
         {
             let version = Arc::new(version);
-            let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-            *current = Arc::clone(&version);
+            let mut state = self.lock();
+            state.current = Arc::clone(&version);
+            for (_, f) in &edit.added {
+                state.pending.remove(&f.number);
+            }
+            let moved = |n: u64| edit.added.iter().any(|(_, f)| f.number == n);
+            let dropped = old.files().filter(|(level, f)| {
+                !moved(f.number) && edit.deleted.contains(&(*level as u8, f.number))
+            });
+            let dropped: Vec<Arc<FileMeta>> = dropped.map(|(_, f)| Arc::clone(f)).collect();
+            state.obsolete.extend(dropped);
             install(&version);
+            // After the install: whoever reads the new number then finds the memtables it
+            // covers gone.
+            if let Some(log) = edit.log_number {
+                self.log_number.fetch_max(log, Ordering::SeqCst);
+            }
         }
+        drop(old);
         if manifest.bytes() > self.manifest_bytes_max {
-            self.rotate(&mut manifest).await?;
+            if let Err(e) = self.rotate(manifest).await {
+                *guard = Err(Arc::from(format!("a MANIFEST rotation failed: {e}")));
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -137,48 +231,61 @@ impl VersionSet {
         Ok(())
     }
 
-    /// Hands over tables a MANIFEST edit has dropped, to be deleted once no reader holds them.
-    pub(crate) fn retire(&self, tables: impl IntoIterator<Item = Arc<FileMeta>>) {
-        self.lock_obsolete().held.extend(tables);
-    }
-
-    /// Deletes the retired tables no version names any more, and those whose deletion failed
+    /// Deletes the obsolete tables no version names any more, and those whose deletion failed
     /// before. A failure costs only space: the table is tried again by the next call (and by
-    /// the next open, which deletes what no version names).
+    /// the next open, which deletes what no version names). A table stays in the obsolete set
+    /// until its deletion is done.
     pub(crate) async fn remove_unreferenced(&self, table_cache: &TableCache) {
-        let free = {
-            let mut obsolete = self.lock_obsolete();
-            let (free, held): (Vec<_>, Vec<_>) = std::mem::take(&mut obsolete.held)
+        let claimed = {
+            let mut state = self.lock();
+            let (free, held): (Vec<_>, Vec<_>) = std::mem::take(&mut state.obsolete)
                 .into_iter()
                 .partition(|f| Arc::strong_count(f) == 1);
-            obsolete.held = held;
-            let mut free: Vec<u64> = free.iter().map(|f| f.number).collect();
-            free.append(&mut obsolete.undeleted);
-            free
+            state.obsolete = held;
+            // The newly freed first, then the older failures.
+            let mut order: Vec<u64> = free.iter().map(|f| f.number).collect();
+            let retry: Vec<u64> =
+                state.undeleted.iter().copied().filter(|n| !state.deleting.contains(n)).collect();
+            order.extend(retry);
+            state.undeleted.extend(free.iter().map(|f| f.number));
+            state.deleting.extend(order.iter().copied());
+            order
         };
-        for number in free {
+        for number in claimed {
             table_cache.evict(number);
             let path = self.dir.join(crate::sstable::file_name(number));
-            match self.rt.fs().remove(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            let gone = match self.rt.fs().remove(&path).await {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                 Err(e) => {
                     tracing::warn!(table = %path.display(), error = %e, "could not delete a table");
-                    self.lock_obsolete().undeleted.push(number);
+                    false
                 }
+            };
+            let mut state = self.lock();
+            state.deleting.remove(&number);
+            if gone {
+                state.undeleted.retain(|&n| n != number);
             }
         }
     }
 
-    /// The numbers of the tables waiting to be deleted: retired ones still held by a reader,
-    /// and those whose deletion failed.
+    /// The newest log number an installed edit recorded.
     #[cfg(feature = "invariants")]
-    pub(crate) fn obsolete_tables(&self) -> (Vec<u64>, Vec<u64>) {
-        let obsolete = self.lock_obsolete();
-        (obsolete.held.iter().map(|f| f.number).collect(), obsolete.undeleted.clone())
+    pub(crate) fn log_number(&self) -> u64 {
+        self.log_number.load(Ordering::SeqCst)
     }
 
-    fn lock_obsolete(&self) -> std::sync::MutexGuard<'_, Obsolete> {
-        self.obsolete.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The current version with the pending and obsolete tables, taken in one step.
+    #[cfg(feature = "invariants")]
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let state = self.lock();
+        let mut obsolete: Vec<u64> = state.obsolete.iter().map(|f| f.number).collect();
+        obsolete.extend(&state.undeleted);
+        Snapshot {
+            current: Arc::clone(&state.current),
+            pending: state.pending.iter().copied().collect(),
+            obsolete,
+        }
     }
 }

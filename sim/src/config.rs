@@ -38,11 +38,13 @@ pub enum Bug {
     NextFileNumberTooLow,
     /// A panicking background job kills its task silently instead of poisoning the database.
     BackgroundPanicNotCaught,
+    /// Concurrent flushes install their tables in the order they finish, not oldest first.
+    FlushInstallOutOfOrder,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::SyncNoop,
         Bug::AcceptTornWal,
         Bug::AckBeforeSync,
@@ -53,6 +55,7 @@ impl Bug {
         Bug::BadRecordAsTornTail,
         Bug::NextFileNumberTooLow,
         Bug::BackgroundPanicNotCaught,
+        Bug::FlushInstallOutOfOrder,
     ];
 
     /// The name used on the command line.
@@ -68,6 +71,7 @@ impl Bug {
             Bug::BadRecordAsTornTail => "bad-record-as-torn-tail",
             Bug::NextFileNumberTooLow => "next-file-number-too-low",
             Bug::BackgroundPanicNotCaught => "background-panic-not-caught",
+            Bug::FlushInstallOutOfOrder => "flush-install-out-of-order",
         }
     }
 
@@ -85,6 +89,7 @@ impl Bug {
             Bug::BadRecordAsTornTail => P::BadRecordAsTornTail,
             Bug::NextFileNumberTooLow => P::NextFileNumberFromManifest,
             Bug::BackgroundPanicNotCaught => P::BackgroundPanicNotCaught,
+            Bug::FlushInstallOutOfOrder => P::FlushInstallOutOfOrder,
         })
     }
 
@@ -215,7 +220,7 @@ impl FaultKind {
     /// wrong about (a failed fsync, a crashing background job, rot at rest) are drawn most.
     fn weight(self) -> f64 {
         match self {
-            FaultKind::Sync => 0.75,
+            FaultKind::Sync => 0.9,
             FaultKind::Panic => 0.6,
             FaultKind::BitRot => 0.8,
             _ => 0.1,
@@ -368,6 +373,12 @@ pub enum CrashPoint {
         phase: Phase,
         nth: u32,
     },
+    /// `calls` file calls after the first write, sync, directory sync or truncate that failed
+    /// (right after it for 0), or at the deadline if none fails: the moments right after a
+    /// failure are where the engine's handling of it (never retrying an fsync, never
+    /// acknowledging what it may have lost) is put to the test, before a flush makes the
+    /// question moot.
+    AfterFailure { calls: u32 },
 }
 
 /// A phase is written by name in a scenario file.
@@ -426,6 +437,18 @@ pub struct TableConfig {
     pub l0_stall_files: (usize, usize),
     pub level1_bytes_max: u64,
     pub target_file_bytes: u64,
+    /// The background pools' sizes, and the compaction write limit (0 for none). Absent in
+    /// scenario files written before the pools: one of each, no limit.
+    #[serde(default = "one")]
+    pub background_flushes: usize,
+    #[serde(default = "one")]
+    pub background_compactions: usize,
+    #[serde(default)]
+    pub compaction_bytes_per_sec: u64,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TableConfig {
@@ -441,6 +464,12 @@ impl TableConfig {
             l0_stall_files: *pick(rng, &[(2, 3), (3, 6), (20, 36)]),
             level1_bytes_max: *pick(rng, &[1, 1024, 8 << 10, 64 << 20]),
             target_file_bytes: *pick(rng, &[1, 512, 4096, 8 << 20]),
+            background_flushes: *pick(rng, &[1, 2]),
+            background_compactions: *pick(rng, &[1, 2, 3]),
+            // Virtual bytes per second: the slower stretches a compaction over many other
+            // events (a full compaction of a standard scenario's tree still ends in seconds),
+            // the faster barely shows.
+            compaction_bytes_per_sec: *pick(rng, &[0, 0, 0, 256 << 10, 4 << 20]),
         }
     }
 
@@ -456,6 +485,8 @@ impl TableConfig {
             level1_bytes_max: 128 << 10,
             target_file_bytes: 8 << 10,
             manifest_bytes_max: *pick(rng, &[4096, 64 << 20]),
+            // A limit would throttle ten thousand operations to a crawl, by design.
+            compaction_bytes_per_sec: 0,
             ..TableConfig::draw(rng)
         }
     }
@@ -470,6 +501,7 @@ impl TableConfig {
             level1_bytes_max: 64 << 10,
             target_file_bytes: 16 << 10,
             manifest_bytes_max: 64 << 20,
+            compaction_bytes_per_sec: 0,
             ..TableConfig::draw(rng)
         }
     }
@@ -731,7 +763,7 @@ fn draw_cycle(
     let point = if scale || at_rest_after_close {
         CrashPoint::Time
     } else {
-        draw_point(rng, cycle, measuring)
+        draw_point(rng, cycle, measuring, faults.any())
     };
     // Every file call costs at least a virtual millisecond, and a client op is a few of them:
     // this lands time crashes from early in the clients' run to after they are done. An aimed
@@ -783,9 +815,13 @@ fn draw_cycle(
 }
 
 /// Where a cycle's crash is aimed: at a time, after a kind of file call, or inside a phase.
-fn draw_point(rng: &mut ChaCha8Rng, cycle: usize, measuring: bool) -> CrashPoint {
+fn draw_point(rng: &mut ChaCha8Rng, cycle: usize, measuring: bool, faulty: bool) -> CrashPoint {
     let roll = rng.gen_range(0..100);
     if measuring || roll < 20 {
+        // Of the crashes at a time, those of faulty cycles come soon after a failure, if any.
+        if !measuring && faulty && roll < 10 {
+            return CrashPoint::AfterFailure { calls: rng.gen_range(0..=6) };
+        }
         return CrashPoint::Time;
     }
     if roll < 60 {

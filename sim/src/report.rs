@@ -188,6 +188,15 @@ pub fn lines(doc: &SweepDoc) -> Vec<String> {
          during a compaction in {}",
         s.with_flush, s.with_crash_in_flush, s.with_compaction, s.with_crash_in_compaction
     ));
+    let share = |n: u64| format!("{n} ({:.1}%)", 100.0 * n as f64 / count.max(1) as f64);
+    out.push(format!(
+        "background: jobs ran at once in {} scenarios, two or more compactions at once in {}; a \
+         crash while two or more jobs ran in {}; compactions waited for their write limit in {}",
+        share(s.with_concurrent_jobs),
+        share(s.with_concurrent_compactions),
+        share(s.with_crash_in_concurrent_jobs),
+        share(s.with_rate_limit_wait),
+    ));
     out.push(format!(
         "totals: {} crashes, {} recoveries checked, {} writes acked ({} synced), {} failed, {} \
          reads, {} scans and {} snapshot reads checked, {} flushes, {} compactions, {} \
@@ -302,6 +311,11 @@ pub fn coverage_lines(s: &Summary, count: u64) -> Vec<String> {
             t.crashes
         ),
         format!("crash points: right after {}; inside {}", calls.join(", "), phases.join(", ")),
+        format!(
+            "after failures: a crash aimed within a few calls of a failed write or sync came \
+             there in {} scenarios",
+            pct(s.with_crash_after_failure)
+        ),
         format!(
             "faults (scenarios where each fired): {}; sector-torn blocks {}, directory changes \
              out of order {}; {} opens refused after damage at rest",

@@ -296,6 +296,11 @@ fn tally(s: &mut Summary, o: &Outcome) {
     s.with_crash_in_flush += u64::from(st.crashes_in_flush > 0);
     s.with_compaction += u64::from(st.compactions > 0);
     s.with_crash_in_compaction += u64::from(st.crashes_in_compaction > 0);
+    s.with_concurrent_jobs += u64::from(st.concurrent_jobs_max >= 2);
+    s.with_concurrent_compactions += u64::from(st.concurrent_compactions_max >= 2);
+    s.with_crash_in_concurrent_jobs += u64::from(st.crashes_in_concurrent_jobs > 0);
+    s.with_rate_limit_wait += u64::from(st.rate_limited_us > 0);
+    s.with_crash_after_failure += u64::from(st.crashes_after_failure > 0);
     s.with_torn_write += u64::from(st.torn_writes > 0);
     s.with_failed_writes += u64::from(st.writes_failed > 0);
     s.with_clean_close += u64::from(st.clean_closes > 0);

@@ -92,6 +92,9 @@ struct ControlState {
     /// File calls that failed in a way that leaves durability unknown: a write, sync,
     /// directory sync or truncate. After one, the engine must acknowledge no write issued later.
     durability_failures: u64,
+    /// File calls completed since the first durability failure, once there was one (for an
+    /// `AfterFailure` point).
+    since_failure: Option<u32>,
     /// Engine tasks alive, by name, with how many of each.
     tasks: BTreeMap<String, u32>,
     /// Panics of engine tasks, with their messages.
@@ -118,6 +121,7 @@ impl Control {
             wakers: BTreeMap::new(),
             next_task: 0,
             durability_failures: 0,
+            since_failure: None,
             tasks: BTreeMap::new(),
             panics: Vec::new(),
             injected_panics: 0,
@@ -168,6 +172,14 @@ impl Control {
                 } else {
                     false
                 }
+            }
+            CrashPoint::AfterFailure { calls } => {
+                st.since_failure = match st.since_failure {
+                    Some(n) => Some(n + 1),
+                    None if failed_durability => Some(0),
+                    None => None,
+                };
+                st.since_failure == Some(calls)
             }
         };
         if aimed {

@@ -302,6 +302,9 @@ impl Shrinker<'_> {
             l0_stall_files: (20, 36),
             level1_bytes_max: 64 << 20,
             target_file_bytes: 8 << 20,
+            background_flushes: 1,
+            background_compactions: 1,
+            compaction_bytes_per_sec: 0,
         };
         for cycle in 0..self.best.cycles.len() {
             self.attempt("a crash at the deadline", |c| {
@@ -313,7 +316,7 @@ impl Shrinker<'_> {
             });
             self.attempt("no clean close", |c| std::mem::take(&mut c.cycles[cycle].close));
             type Field = fn(&mut TableConfig, &TableConfig) -> bool;
-            let fields: [Field; 10] = [
+            let fields: [Field; 13] = [
                 |t, p| set(&mut t.memtables_max, p.memtables_max),
                 |t, p| set(&mut t.block_bytes, p.block_bytes),
                 |t, p| set(&mut t.bloom_bits_per_key, p.bloom_bits_per_key),
@@ -324,6 +327,9 @@ impl Shrinker<'_> {
                 |t, p| set(&mut t.l0_stall_files, p.l0_stall_files),
                 |t, p| set(&mut t.level1_bytes_max, p.level1_bytes_max),
                 |t, p| set(&mut t.target_file_bytes, p.target_file_bytes),
+                |t, p| set(&mut t.background_flushes, p.background_flushes),
+                |t, p| set(&mut t.background_compactions, p.background_compactions),
+                |t, p| set(&mut t.compaction_bytes_per_sec, p.compaction_bytes_per_sec),
             ];
             for field in fields {
                 self.attempt("an ordinary table option", |c| {

@@ -27,6 +27,15 @@ pub struct Stats {
     /// Crashes that landed while a flush, or a compaction, was running.
     pub crashes_in_flush: u64,
     pub crashes_in_compaction: u64,
+    /// Crashes aimed soon after a failed write or sync that came there.
+    pub crashes_after_failure: u64,
+    /// Crashes that landed while two or more background jobs were running.
+    pub crashes_in_concurrent_jobs: u64,
+    /// The most background jobs, and compactions, that ran at once in a process.
+    pub concurrent_jobs_max: u64,
+    pub concurrent_compactions_max: u64,
+    /// Virtual time compactions waited for their write limit, in µs.
+    pub rate_limited_us: u64,
     pub compact_ranges: u64,
     pub user_flushes: u64,
     pub snapshot_reads: u64,
@@ -79,6 +88,11 @@ impl Stats {
             compactions,
             crashes_in_flush,
             crashes_in_compaction,
+            crashes_after_failure,
+            crashes_in_concurrent_jobs,
+            concurrent_jobs_max,
+            concurrent_compactions_max,
+            rate_limited_us,
             compact_ranges,
             user_flushes,
             snapshot_reads,
@@ -115,6 +129,9 @@ impl Stats {
             (&mut self.compactions, compactions),
             (&mut self.crashes_in_flush, crashes_in_flush),
             (&mut self.crashes_in_compaction, crashes_in_compaction),
+            (&mut self.crashes_after_failure, crashes_after_failure),
+            (&mut self.crashes_in_concurrent_jobs, crashes_in_concurrent_jobs),
+            (&mut self.rate_limited_us, rate_limited_us),
             (&mut self.compact_ranges, compact_ranges),
             (&mut self.user_flushes, user_flushes),
             (&mut self.snapshot_reads, snapshot_reads),
@@ -138,6 +155,9 @@ impl Stats {
         add_all(&mut self.faults_fired, faults_fired);
         self.tables_max = self.tables_max.max(*tables_max);
         self.levels_max = self.levels_max.max(*levels_max);
+        self.concurrent_jobs_max = self.concurrent_jobs_max.max(*concurrent_jobs_max);
+        self.concurrent_compactions_max =
+            self.concurrent_compactions_max.max(*concurrent_compactions_max);
     }
 }
 
@@ -164,6 +184,14 @@ pub struct Summary {
     pub with_crash_in_flush: u64,
     pub with_compaction: u64,
     pub with_crash_in_compaction: u64,
+    /// Scenarios where background jobs ran at once, two or more compactions did, a crash
+    /// landed while two or more jobs ran, and compactions waited for their write limit.
+    pub with_concurrent_jobs: u64,
+    pub with_concurrent_compactions: u64,
+    pub with_crash_in_concurrent_jobs: u64,
+    pub with_rate_limit_wait: u64,
+    /// Scenarios with a crash that came soon after a failed write or sync, aimed there.
+    pub with_crash_after_failure: u64,
     pub with_torn_write: u64,
     pub with_failed_writes: u64,
     pub with_clean_close: u64,
@@ -237,6 +265,11 @@ impl Summary {
             with_crash_in_flush,
             with_compaction,
             with_crash_in_compaction,
+            with_concurrent_jobs,
+            with_concurrent_compactions,
+            with_crash_in_concurrent_jobs,
+            with_rate_limit_wait,
+            with_crash_after_failure,
             with_torn_write,
             with_failed_writes,
             with_clean_close,
@@ -280,6 +313,11 @@ impl Summary {
             (&mut self.with_crash_in_flush, with_crash_in_flush),
             (&mut self.with_compaction, with_compaction),
             (&mut self.with_crash_in_compaction, with_crash_in_compaction),
+            (&mut self.with_concurrent_jobs, with_concurrent_jobs),
+            (&mut self.with_concurrent_compactions, with_concurrent_compactions),
+            (&mut self.with_crash_in_concurrent_jobs, with_crash_in_concurrent_jobs),
+            (&mut self.with_rate_limit_wait, with_rate_limit_wait),
+            (&mut self.with_crash_after_failure, with_crash_after_failure),
             (&mut self.with_torn_write, with_torn_write),
             (&mut self.with_failed_writes, with_failed_writes),
             (&mut self.with_clean_close, with_clean_close),

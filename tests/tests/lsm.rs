@@ -368,3 +368,29 @@ fn a_moved_table_stays_on_disk_while_a_reader_holds_a_version_naming_it() {
     );
     db.close().unwrap();
 }
+
+#[test]
+fn concurrent_flushes_and_compactions_under_a_write_limit_keep_every_write() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut model = Model::new();
+    let fs = MemFs::new();
+    // Two flush workers and three compaction workers, sharing a compaction write limit well
+    // above what this workload needs (so it shapes, not stalls, the run).
+    let options = tiny()
+        .max_background_flushes(2)
+        .max_background_compactions(3)
+        .compaction_bytes_per_sec(64 << 20);
+    let db = open(&fs, options.clone());
+    churn(&db, &mut model, &mut rng, 3000, 600);
+    assert_matches(&db, &model, 600);
+    db.compact_range(b"", b"\xff").unwrap();
+    assert_matches(&db, &model, 600);
+    let m = db.metrics();
+    assert!(m.flushes > 0 && m.compactions > 0, "{m:?}");
+    assert!(m.flushes_running_max <= 2 && m.compactions_running_max <= 3, "pools bounded: {m:?}");
+    assert_eq!((m.flushes_running, m.compactions_running), (0, 0), "{m:?}");
+    db.close().unwrap();
+    let db = open(&fs, options);
+    assert_matches(&db, &model, 600);
+    db.close().unwrap();
+}

@@ -94,3 +94,8 @@ fn next_file_number_recovered_too_low_is_found() {
 fn background_panic_not_poisoning_the_database_is_found() {
     assert_found(Bug::BackgroundPanicNotCaught);
 }
+
+#[test]
+fn flushes_installed_out_of_order_are_found() {
+    assert_found(Bug::FlushInstallOutOfOrder);
+}

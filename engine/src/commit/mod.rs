@@ -40,7 +40,7 @@ use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{buggify, Phase, PhaseGuard, Runtime};
-use crate::signal::{Doorbell, Notify, Signal, Wait};
+use crate::signal::{Doorbell, Doorbells, Notify, Signal, Wait};
 use crate::version_set::VersionSet;
 use crate::wal::WalWriter;
 use bytes::Bytes;
@@ -83,8 +83,8 @@ pub(crate) trait Host: Send + Sync + std::fmt::Debug + 'static {
     fn changed(&self) -> &Notify;
     /// Writers waiting for room: a closing database's background worker still serves them.
     fn writers_stalled(&self) -> &AtomicU64;
-    /// Wakes the background worker.
-    fn work_bell(&self) -> &Doorbell;
+    /// Wakes the background workers.
+    fn work_bells(&self) -> &Doorbells;
 
     fn active_memtable_full(&self) -> bool {
         self.active_memtable().approximate_bytes() >= self.options().memtable_bytes_max
@@ -560,7 +560,7 @@ async fn stall_until(db: &Arc<dyn Host>, room: impl Fn(&dyn Host) -> bool) -> Re
             stalled = Some((db.rt().now(), Stalled::start(db.writers_stalled())));
             Counters::add(&db.counters().write_stalls, 1);
             tracing::debug!("writes stalled: waiting for background work");
-            db.work_bell().ring();
+            db.work_bells().ring();
         }
         changed.await;
     }

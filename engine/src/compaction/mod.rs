@@ -24,8 +24,13 @@ use crate::metrics::Counters;
 use crate::runtime::{buggify, Phase, PhaseGuard};
 use crate::sstable::{self, TableWriter};
 use crate::version::{FileMeta, Version, LEVELS};
+use crate::version_set::PendingTable;
+use bytes::Bytes;
 use merge::{MergeIter, Retention};
 use std::sync::Arc;
+
+/// A compaction charges the rate limiter each time its output grows by this much.
+const RATE_CHARGE_BYTES: u64 = 64 << 10;
 
 /// The growth factor of level targets.
 const LEVEL_SIZE_RATIO: u64 = 10;
@@ -39,6 +44,13 @@ pub(crate) struct Compaction {
 }
 
 impl Compaction {
+    /// The smallest and largest user key of the inputs.
+    fn key_range(&self) -> (Bytes, Bytes) {
+        let start = self.inputs.iter().map(|(_, f)| &f.smallest_key).min().cloned();
+        let end = self.inputs.iter().map(|(_, f)| &f.largest_key).max().cloned();
+        (start.unwrap_or_default(), end.unwrap_or_default())
+    }
+
     /// Whether the compaction can move its one input down without rewriting it.
     fn is_trivial_move(&self) -> bool {
         self.inputs.len() == 1 && self.inputs[0].0 + 1 == self.output_level
@@ -51,45 +63,105 @@ pub(crate) struct Pointers {
     next_key: [Vec<u8>; LEVELS],
 }
 
+/// The compactions running now, which a new one must not collide with: it may take no table
+/// another one takes, and may not write into a level a running one writes into over an
+/// overlapping key range (their outputs would overlap within the level). With today's picks the
+/// second rule follows from the first (a compaction takes every table of its output level its
+/// range overlaps, so two whose ranges overlap there share one); it stands for picks that take
+/// part of a level, as Pebble's do. The pools' workers share it, with the round-robin pointers,
+/// and pick under its lock.
+#[derive(Debug, Default)]
+pub(crate) struct Busy {
+    running: Vec<Claim>,
+    pub pointers: Pointers,
+}
+
+/// One running compaction's footprint.
+#[derive(Debug, Clone)]
+struct Claim {
+    id: u64,
+    output_level: usize,
+    start: Bytes,
+    end: Bytes,
+    inputs: Vec<u64>,
+}
+
+impl Busy {
+    /// Whether `c` may run now, alongside the running compactions.
+    pub(crate) fn allows(&self, c: &Compaction) -> bool {
+        let (start, end) = c.key_range();
+        self.running.iter().all(|r| {
+            let shared = c.inputs.iter().any(|(_, f)| r.inputs.contains(&f.number));
+            let same_target = r.output_level == c.output_level
+                && r.start.as_ref() <= end.as_ref()
+                && r.end.as_ref() >= start.as_ref();
+            !shared && !same_target
+        })
+    }
+
+    /// Records `c` as running, under a new id; [`Busy::finish`] forgets it.
+    pub(crate) fn claim(&mut self, c: &Compaction) -> u64 {
+        let id = self.running.iter().map(|r| r.id + 1).max().unwrap_or(0);
+        let (start, end) = c.key_range();
+        let inputs = c.inputs.iter().map(|(_, f)| f.number).collect();
+        self.running.push(Claim { id, output_level: c.output_level, start, end, inputs });
+        id
+    }
+
+    pub(crate) fn finish(&mut self, id: u64) {
+        self.running.retain(|r| r.id != id);
+    }
+}
+
 /// The byte target of `level` (1 and deeper).
 fn level_target_bytes(level1_bytes_max: u64, level: usize) -> u64 {
     let exp = u32::try_from(level.saturating_sub(1)).unwrap_or(u32::MAX);
     level1_bytes_max.saturating_mul(LEVEL_SIZE_RATIO.saturating_pow(exp))
 }
 
-/// The compaction the tree needs most, if any needs one.
+/// The compaction the tree needs most that may run alongside the running ones, if any: level
+/// 0 first once it holds `l0_compaction_files` tables (its tables cost every read a lookup),
+/// then the deeper level furthest past its target.
 pub(crate) fn pick(
     version: &Version,
     l0_compaction_files: usize,
     level1_bytes_max: u64,
-    pointers: &mut Pointers,
+    busy: &mut Busy,
 ) -> Option<Compaction> {
-    let mut best: Option<(f64, usize)> = None;
-    let l0_score = version.levels[0].len() as f64 / l0_compaction_files.max(1) as f64;
-    if l0_score >= 1.0 {
-        best = Some((l0_score, 0));
-    }
-    for level in 1..LEVELS - 1 {
-        let bytes: u64 = version.levels[level].iter().map(|f| f.file_bytes).sum();
-        let score = bytes as f64 / level_target_bytes(level1_bytes_max, level) as f64;
-        if score >= 1.0 && best.is_none_or(|(b, _)| score > b) {
-            best = Some((score, level));
+    let mut deeper: Vec<(f64, usize)> = (1..LEVELS - 1)
+        .map(|level| {
+            let bytes: u64 = version.levels[level].iter().map(|f| f.file_bytes).sum();
+            (bytes as f64 / level_target_bytes(level1_bytes_max, level) as f64, level)
+        })
+        .filter(|&(score, _)| score >= 1.0)
+        .collect();
+    deeper.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let level0 = version.levels[0].len() >= l0_compaction_files.max(1);
+    let levels = level0.then_some(0).into_iter().chain(deeper.into_iter().map(|(_, l)| l));
+    for level in levels {
+        if level == 0 {
+            let c = with_overlaps(version, 0, version.levels[0].clone());
+            if busy.allows(&c) {
+                return Some(c);
+            }
+            continue;
+        }
+        // Round-robin by key from where the last choice at this level ended, skipping tables
+        // a running compaction holds.
+        let files = &version.levels[level];
+        let after = busy.pointers.next_key[level].clone();
+        let start = files.iter().position(|f| f.smallest_key.as_ref() > after.as_slice());
+        let order =
+            files.iter().skip(start.unwrap_or(0)).chain(files.iter().take(start.unwrap_or(0)));
+        for file in order {
+            let c = with_overlaps(version, level, vec![Arc::clone(file)]);
+            if busy.allows(&c) {
+                busy.pointers.next_key[level] = file.largest_key.to_vec();
+                return Some(c);
+            }
         }
     }
-    let (_, level) = best?;
-    let chosen: Vec<Arc<FileMeta>> = if level == 0 {
-        version.levels[0].clone()
-    } else {
-        let files = &version.levels[level];
-        let after = &pointers.next_key[level];
-        let file = files
-            .iter()
-            .find(|f| f.smallest_key.as_ref() > after.as_slice())
-            .or_else(|| files.first())?;
-        pointers.next_key[level] = file.largest_key.to_vec();
-        vec![Arc::clone(file)]
-    };
-    Some(with_overlaps(version, level, chosen))
+    None
 }
 
 /// A compaction of `chosen` (tables of `level`) with the tables of `level + 1` they overlap.
@@ -142,25 +214,27 @@ pub(crate) async fn run(env: &JobEnv<'_>, c: Compaction) -> Result<()> {
         return Ok(());
     }
     let outputs = write_outputs(env, &c).await?;
-    let written: u64 = outputs.iter().map(|f| f.file_bytes).sum();
+    let written: u64 = outputs.iter().map(|(_, f)| f.file_bytes).sum();
     let read: u64 = c.inputs.iter().map(|(_, f)| f.file_bytes).sum();
     Counters::add(&env.counters.compaction_bytes_read, read);
     Counters::add(&env.counters.compaction_bytes_written, written);
     edit.next_file_number = Some(env.versions.peek_next_file_number());
-    edit.added.extend(outputs.into_iter().map(|f| (c.output_level as u8, f)));
+    edit.added.extend(outputs.into_iter().map(|(_, f)| (c.output_level as u8, f)));
     let _phase = PhaseGuard::enter(env.rt, Phase::CompactionInstall);
     env.versions.log_and_apply(edit, |v| env.reads.install_version(v, None)).await?;
     Counters::add(&env.counters.compactions, 1);
     tracing::debug!(inputs = c.inputs.len(), level = c.output_level, read, written, "compacted");
-    env.versions.retire(c.inputs.into_iter().map(|(_, f)| f));
     Ok(())
 }
 
-/// Merges the inputs into new tables of the output level, synced and named durably. Between
-/// output tables it flushes a memtable that is waiting, so a long compaction does not hold up
-/// flushes (and the writers stalled on them): a flush only adds a level-0 table newer than
-/// every input, which changes nothing the compaction decided.
-async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>> {
+/// Merges the inputs into new tables of the output level, synced and named durably, with each
+/// table's pending number. Writes go through the compaction rate limiter, charged every
+/// `RATE_CHARGE_BYTES`. Flushes run meanwhile in their own pool: a flush only adds a level-0
+/// table newer than every input, which changes nothing the compaction decided.
+async fn write_outputs<'e>(
+    env: &JobEnv<'e>,
+    c: &Compaction,
+) -> Result<Vec<(PendingTable<'e>, FileMeta)>> {
     let mut pinned = env.reads.pinned_snapshots();
     if env.options.has_bug(crate::options::PlantedBug::CompactionIgnoresSnapshots) {
         pinned.clear();
@@ -179,7 +253,9 @@ async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>
     }
     let mut merge = MergeIter::new(cursors);
     let mut outputs = Vec::new();
-    let mut writer: Option<(u64, TableWriter)> = None;
+    let mut writer: Option<(PendingTable<'e>, TableWriter)> = None;
+    // Bytes of the current output already charged to the rate limiter.
+    let mut charged = 0;
     let mut last_key = Vec::new();
     while let Some(kept) = merge.next_kept(&retention, key_may_be_deeper).await? {
         let new_key = kept.user_key != last_key.as_slice();
@@ -187,13 +263,17 @@ async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>
             .as_ref()
             .is_some_and(|(_, w)| w.estimated_bytes() >= env.options.target_file_bytes);
         if new_key && full {
-            let (number, w) = writer.take().expect("checked");
-            outputs.push(crate::flush::file_meta(number, &w.finish().await?));
+            let (table, w) = writer.take().expect("checked");
+            let props = w.finish().await?;
+            let rest = props.file_bytes.saturating_sub(charged);
+            env.compaction_limiter.charge(env.rt, env.counters, rest).await;
+            charged = 0;
+            let meta = crate::flush::file_meta(table.number, &props);
+            outputs.push((table, meta));
             if buggify(env.rt, "compaction.delay") {
                 // A long compaction: flushes and writes keep going meanwhile.
                 env.rt.sleep(std::time::Duration::from_millis(1 + env.rt.random_u64() % 10)).await;
             }
-            crate::flush::flush_oldest(env).await?;
         }
         if new_key {
             last_key.clear();
@@ -205,10 +285,19 @@ async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>
         let (seq, value) = (kept.seq, kept.value.map(<[u8]>::to_vec));
         let (_, w) = writer.as_mut().expect("just made");
         w.add(&last_key, seq, value.as_deref()).await?;
+        let owed = w.estimated_bytes().saturating_sub(charged);
+        if owed >= RATE_CHARGE_BYTES {
+            env.compaction_limiter.charge(env.rt, env.counters, owed).await;
+            charged += owed;
+        }
         merge.advance().await?;
     }
-    if let Some((number, w)) = writer {
-        outputs.push(crate::flush::file_meta(number, &w.finish().await?));
+    if let Some((table, w)) = writer {
+        let props = w.finish().await?;
+        let rest = props.file_bytes.saturating_sub(charged);
+        env.compaction_limiter.charge(env.rt, env.counters, rest).await;
+        let meta = crate::flush::file_meta(table.number, &props);
+        outputs.push((table, meta));
     }
     if !outputs.is_empty() {
         // The outputs' names must be durable before the MANIFEST names them.
@@ -218,11 +307,11 @@ async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>
     Ok(outputs)
 }
 
-async fn new_output(env: &JobEnv<'_>) -> Result<(u64, TableWriter)> {
-    let number = env.versions.new_file_number();
-    let path = env.dir.join(sstable::file_name(number));
+async fn new_output<'e>(env: &JobEnv<'e>) -> Result<(PendingTable<'e>, TableWriter)> {
+    let table = env.versions.new_table();
+    let path = env.dir.join(sstable::file_name(table.number));
     let file = env.rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
-    Ok((number, TableWriter::new(file, path, env.options.table_options())))
+    Ok((table, TableWriter::new(file, path, env.options.table_options())))
 }
 
 #[cfg(test)]
@@ -243,8 +332,8 @@ mod tests {
             (1, meta(3, "a", "b", (0, 0))),
             (1, meta(4, "g", "k", (0, 0))),
         ]);
-        assert!(pick(&v, 3, 1 << 30, &mut Pointers::default()).is_none());
-        let c = pick(&v, 2, 1 << 30, &mut Pointers::default()).unwrap();
+        assert!(pick(&v, 3, 1 << 30, &mut Busy::default()).is_none());
+        let c = pick(&v, 2, 1 << 30, &mut Busy::default()).unwrap();
         assert_eq!(c.output_level, 1);
         let numbers: Vec<u64> = c.inputs.iter().map(|(_, f)| f.number).collect();
         assert_eq!(numbers, [2, 1, 4]);
@@ -257,15 +346,42 @@ mod tests {
             (1, meta(2, "c", "d", (2, 2))),
             (2, meta(3, "c", "c", (0, 0))),
         ]);
-        let mut pointers = Pointers::default();
+        let mut busy = Busy::default();
         // 200 bytes against a 150-byte level-1 target.
-        let first = pick(&v, 4, 150, &mut pointers).unwrap();
+        let first = pick(&v, 4, 150, &mut busy).unwrap();
         assert_eq!(first.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [1]);
         assert!(first.is_trivial_move());
-        let second = pick(&v, 4, 150, &mut pointers).unwrap();
+        let second = pick(&v, 4, 150, &mut busy).unwrap();
         assert_eq!(second.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [2, 3]);
-        let third = pick(&v, 4, 150, &mut pointers).unwrap();
+        let third = pick(&v, 4, 150, &mut busy).unwrap();
         assert_eq!(third.inputs[0].1.number, 1, "wraps around");
+    }
+
+    #[test]
+    fn running_compactions_keep_their_tables_and_their_output_ranges() {
+        let v = version(vec![
+            (0, meta(1, "a", "z", (9, 9))),
+            (1, meta(2, "a", "c", (1, 1))),
+            (1, meta(3, "m", "p", (2, 2))),
+            (1, meta(4, "x", "y", (3, 3))),
+            (2, meta(5, "b", "b", (0, 0))),
+        ]);
+        let mut busy = Busy::default();
+        // 300 bytes against a 100-byte level-1 target; level 0 (one table) not due.
+        let first = pick(&v, 4, 100, &mut busy).unwrap();
+        assert_eq!(first.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [2, 5]);
+        let id = busy.claim(&first);
+        let second = pick(&v, 4, 100, &mut busy).unwrap();
+        assert_eq!(second.inputs[0].1.number, 3, "the next table, not one already taken");
+        busy.claim(&second);
+        // Level 0 into level 1 would take tables 2 and 3, which run: it waits.
+        assert!(pick(&v, 1, 1 << 30, &mut busy).is_none());
+        // A range that writes into level 2 over [b, c] collides with the first compaction's
+        // output even though it shares no table with it.
+        let gap = with_overlaps(&v, 1, vec![Arc::new(meta(9, "c", "c", (5, 5)))]);
+        assert!(!busy.allows(&gap));
+        busy.finish(id);
+        assert!(busy.allows(&gap));
     }
 
     #[test]

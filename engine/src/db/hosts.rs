@@ -11,7 +11,7 @@ use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::Options;
 use crate::runtime::Runtime;
-use crate::signal::{Doorbell, Notify};
+use crate::signal::{Doorbell, Doorbells, Notify};
 use crate::version::Version;
 use crate::version_set::VersionSet;
 use std::path::Path;
@@ -67,8 +67,8 @@ impl commit::Host for DbInner {
     fn writers_stalled(&self) -> &AtomicU64 {
         &self.writers_stalled
     }
-    fn work_bell(&self) -> &Doorbell {
-        &self.work_bell
+    fn work_bells(&self) -> &Doorbells {
+        &self.work_bells
     }
 }
 
@@ -88,28 +88,41 @@ impl background::Host for DbInner {
     fn range_requests(&self) -> &Mutex<Vec<RangeRequest>> {
         &self.range_requests
     }
-    fn work_bell(&self) -> &Arc<Doorbell> {
-        &self.work_bell
+    fn work_bells(&self) -> &Doorbells {
+        &self.work_bells
     }
 }
 
 impl ReadState for DbInner {
-    /// The oldest immutable memtable, if every write in it is published; otherwise arranges for
-    /// publication to ring the background worker once they are.
+    /// Otherwise arranges for publication to ring the background workers once they are.
     fn flush_candidate(&self) -> Option<FlushJob> {
-        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-        let (mem, last_seq) = m.immutable.first()?;
+        let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
+        let at = m.immutable.iter().position(|r| !r.flushing)?;
         let next_log =
-            m.immutable.get(1).map_or(m.active.wal_number(), |(next, _)| next.wal_number());
-        let job = FlushJob { mem: Arc::clone(mem), last_seq: *last_seq, next_log };
-        drop(m);
+            m.immutable.get(at + 1).map_or(m.active.wal_number(), |r| r.mem.wal_number());
+        let r = &m.immutable[at];
+        let job = FlushJob { mem: Arc::clone(&r.mem), last_seq: r.last_seq, next_log };
         self.flush_wait_seq.store(job.last_seq, Ordering::SeqCst);
         // Checked after arming the ring, so a publication in between is not missed.
         if self.visible_seq.load(Ordering::SeqCst) < job.last_seq {
             return None;
         }
         self.flush_wait_seq.store(u64::MAX, Ordering::SeqCst);
+        m.immutable[at].flushing = true;
         Some(job)
+    }
+
+    fn is_oldest(&self, mem: &Arc<Memtable>) -> bool {
+        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+        m.immutable.first().is_some_and(|r| Arc::ptr_eq(&r.mem, mem))
+    }
+
+    fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    fn check_not_poisoned(&self) -> Result<()> {
+        DbInner::check_not_poisoned(self)
     }
 
     /// Also wakes writers stalled for room.
@@ -119,10 +132,15 @@ impl ReadState for DbInner {
             m.version = Arc::clone(version);
             // A flushed memtable leaves in the same step its table arrives.
             if let Some(mem) = flushed {
-                m.immutable.retain(|(held, _)| !Arc::ptr_eq(held, mem));
+                m.immutable.retain(|r| !Arc::ptr_eq(&r.mem, mem));
             }
         }
         self.changed.notify_all();
+    }
+
+    fn oldest_wal(&self) -> u64 {
+        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+        m.immutable.first().map_or(&m.active, |r| &r.mem).wal_number()
     }
 
     /// The sequence numbers live snapshots pin, ascending.

@@ -33,8 +33,9 @@ use crate::job::JobEnv;
 use crate::memtable::Memtable;
 use crate::metrics::{Counters, Metrics};
 use crate::options::{Options, WriteOptions};
+use crate::rate_limit::RateLimiter;
 use crate::runtime::{FileLock, JoinHandle, Phase, PhaseGuard, RuntimeRef};
-use crate::signal::{Doorbell, Notify, Signal};
+use crate::signal::{Doorbell, Doorbells, Notify, Signal};
 use crate::sstable::ReadStats;
 use crate::table_cache::TableCache;
 use crate::version::Version;
@@ -55,9 +56,18 @@ pub struct Db {
 #[derive(Debug)]
 struct Memtables {
     active: Arc<Memtable>,
-    /// Each with the last sequence number assigned to a write in it.
-    immutable: Vec<(Arc<Memtable>, u64)>,
+    immutable: Vec<Retired>,
     version: Arc<Version>,
+}
+
+/// A memtable retired from taking writes, waiting for its flush.
+#[derive(Debug)]
+struct Retired {
+    mem: Arc<Memtable>,
+    /// The last sequence number assigned to a write in it.
+    last_seq: u64,
+    /// Whether a flush has taken it.
+    flushing: bool,
 }
 
 #[derive(Debug)]
@@ -73,8 +83,10 @@ pub(crate) struct DbInner {
     pub(crate) sync_bell: Arc<Doorbell>,
     sync_task: Mutex<Option<JoinHandle>>,
     /// Wakes the background worker; stopping it ends the worker.
-    pub(crate) work_bell: Arc<Doorbell>,
-    background_task: Mutex<Option<JoinHandle>>,
+    pub(crate) work_bells: Doorbells,
+    background_tasks: Mutex<Vec<JoinHandle>>,
+    /// Shared by every compaction (`compaction_bytes_per_sec`).
+    compaction_limiter: RateLimiter,
     /// Told when a flush frees a memtable, and when the database is poisoned.
     pub(crate) changed: Notify,
     pub(crate) dir: PathBuf,
@@ -112,6 +124,7 @@ impl Db {
     fn from_recovered(r: crate::recovery::Recovered) -> Db {
         let active = Arc::new(Memtable::new(r.wal.number()));
         let counters = Arc::new(r.counters);
+        let compaction_limiter = RateLimiter::new(r.options.compaction_bytes_per_sec);
         let manifest_bytes_max = r.options.manifest_bytes_max;
         let versions = VersionSet::new(
             Arc::clone(&r.rt),
@@ -141,8 +154,9 @@ impl Db {
             publish_queue: PublishQueue::default(),
             sync_bell: Arc::default(),
             sync_task: Mutex::new(None),
-            work_bell: Arc::default(),
-            background_task: Mutex::new(None),
+            work_bells: Doorbells::default(),
+            background_tasks: Mutex::new(Vec::new()),
+            compaction_limiter,
             changed: Notify::default(),
             dir: r.dir,
             memtables: RwLock::new(Memtables { active, immutable: Vec::new(), version }),
@@ -163,7 +177,7 @@ impl Db {
         *inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         let task =
             crate::background::start(&(Arc::clone(&inner) as Arc<dyn crate::background::Host>));
-        *inner.background_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        *inner.background_tasks.lock().unwrap_or_else(PoisonError::into_inner) = task;
         Db { inner }
     }
 
@@ -223,7 +237,7 @@ impl Db {
         self.inner.check_writable()?;
         commit::commit(&self.host(), WriteBatch::new(), false, Barrier::Rotate).await?;
         let active_wal = self.inner.active_memtable().wal_number();
-        self.inner.work_bell.ring();
+        self.inner.work_bells.ring();
         loop {
             // Listening before checking: a flush that ends in between still wakes this call.
             let changed = self.inner.changed.listen();
@@ -256,12 +270,7 @@ impl Db {
     pub async fn compact_range_async(&self, start: &[u8], end: &[u8]) -> Result<()> {
         self.inner.check_writable()?;
         let done = Signal::new();
-        let request = crate::background::RangeRequest {
-            start: start.to_vec(),
-            end: end.to_vec(),
-            level: 0,
-            done: Arc::clone(&done),
-        };
+        let request = crate::background::RangeRequest::new(start, end, Arc::clone(&done));
         {
             // Checked under the lock `close` drains the requests under: a request is either
             // drained (and failed) by `close` or refused here, never left waiting.
@@ -270,7 +279,7 @@ impl Db {
             self.inner.check_open()?;
             requests.push(request);
         }
-        self.inner.work_bell.ring();
+        self.inner.work_bells.ring();
         done.wait().await
     }
 
@@ -313,11 +322,13 @@ impl Db {
         if let Some(task) = task {
             task.join().await;
         }
-        // The job in progress completes and no other starts (`background_work_wanted`);
-        // memtables not yet flushed stay in their sealed WALs, which the next open replays.
-        self.inner.work_bell.stop();
-        let task = self.inner.background_task.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(task) = task {
+        // The jobs running complete and no other starts (`background_work_wanted`); memtables
+        // not yet flushed stay in their sealed WALs, which the next open replays.
+        self.inner.work_bells.stop();
+        let tasks = std::mem::take(
+            &mut *self.inner.background_tasks.lock().unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in tasks {
             task.join().await;
         }
         // A `flush` or `compact_range` waiting for the worker learns it is gone.
@@ -343,6 +354,7 @@ impl DbInner {
             counters: &self.counters,
             versions: &self.versions,
             table_cache: &self.table_cache,
+            compaction_limiter: &self.compaction_limiter,
             reads: self,
         }
     }
@@ -387,7 +399,7 @@ impl DbInner {
     /// Whether an immutable memtable of a WAL numbered below `wal` is still held.
     fn holds_memtable_before(&self, wal: u64) -> bool {
         let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-        m.immutable.iter().any(|(mem, _)| mem.wal_number() < wal)
+        m.immutable.iter().any(|r| r.mem.wal_number() < wal)
     }
 
     /// How many memtables are held, the active one included.
@@ -405,16 +417,16 @@ impl DbInner {
         let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
         let fresh = Arc::new(Memtable::new(wal_number));
         let old = std::mem::replace(&mut m.active, fresh);
-        m.immutable.push((old, last_seq));
+        m.immutable.push(Retired { mem: old, last_seq, flushing: false });
         drop(m);
-        self.work_bell.ring();
+        self.work_bells.ring();
     }
 
     pub(crate) fn publish(&self, seq: u64) {
         debug_assert!(seq >= self.visible_seq.load(Ordering::Relaxed));
         self.visible_seq.store(seq, Ordering::SeqCst);
         if seq >= self.flush_wait_seq.load(Ordering::SeqCst) {
-            self.work_bell.ring();
+            self.work_bells.ring();
         }
     }
 
@@ -430,6 +442,10 @@ impl DbInner {
             m.block_cache_hits = cache.hits();
             m.block_cache_misses = cache.misses();
         }
+        m.flushes_queued = {
+            let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+            mems.immutable.iter().filter(|r| !r.flushing).count() as u64
+        };
         let version = self.versions.current();
         for (level, files) in version.levels.iter().enumerate() {
             m.level_files[level] = files.len() as u64;
@@ -443,7 +459,7 @@ impl Drop for DbInner {
     fn drop(&mut self) {
         // The background tasks hold only weak references; this tells them to look and end.
         self.sync_bell.stop();
-        self.work_bell.stop();
+        self.work_bells.stop();
     }
 }
 

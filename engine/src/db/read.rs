@@ -138,7 +138,7 @@ impl DbInner {
         let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
         let mut memtables = Vec::with_capacity(m.immutable.len() + 1);
         memtables.push(Arc::clone(&m.active));
-        memtables.extend(m.immutable.iter().rev().map(|(table, _)| Arc::clone(table)));
+        memtables.extend(m.immutable.iter().rev().map(|r| Arc::clone(&r.mem)));
         let version = Arc::clone(&m.version);
         drop(m);
         let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::SeqCst));
