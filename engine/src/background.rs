@@ -255,7 +255,7 @@ impl Drop for Claimed<'_> {
 fn pick_auto<'a>(env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
     let o = env.options;
     // Level 0 is compacted at the slowdown threshold at the latest, or writes would stall
-    // for a compaction that never comes.
+    // for a compaction that never comes (`compaction::due` asks the same).
     let l0_files = o.l0_compaction_files.min(o.l0_slowdown_files);
     let version = env.versions.current();
     let mut busy = shared.busy();

@@ -394,3 +394,21 @@ fn concurrent_flushes_and_compactions_under_a_write_limit_keep_every_write() {
     assert_matches(&db, &model, 600);
     db.close().unwrap();
 }
+
+#[test]
+fn wait_for_compactions_returns_with_the_tree_settled() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut model = Model::new();
+    let fs = MemFs::new();
+    let options = tiny().max_background_compactions(2);
+    let db = open(&fs, options);
+    churn(&db, &mut model, &mut rng, 2000, 600);
+    db.wait_for_compactions().unwrap();
+    let m = db.metrics();
+    assert_eq!((m.flushes_running, m.compactions_running, m.flushes_queued), (0, 0, 0), "{m:?}");
+    assert!(m.level_files[0] < 2, "level 0 is below its trigger: {:?}", m.level_files);
+    assert!(m.compactions > 0, "{m:?}");
+    assert_matches(&db, &model, 600);
+    db.close().unwrap();
+    assert!(matches!(db.wait_for_compactions(), Err(Error::Closed)));
+}

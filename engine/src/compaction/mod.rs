@@ -164,6 +164,12 @@ pub(crate) fn pick(
     None
 }
 
+/// Whether `version` has a level due for a compaction under `options`.
+pub(crate) fn due(version: &Version, options: &crate::options::Options) -> bool {
+    let l0_files = options.l0_compaction_files.min(options.l0_slowdown_files);
+    pick(version, l0_files, options.level1_bytes_max, &mut Busy::default()).is_some()
+}
+
 /// A compaction of `chosen` (tables of `level`) with the tables of `level + 1` they overlap.
 fn with_overlaps(version: &Version, level: usize, chosen: Vec<Arc<FileMeta>>) -> Compaction {
     let start = chosen.iter().map(|f| f.smallest_key.clone()).min().unwrap_or_default();

@@ -138,6 +138,7 @@ impl ReadState for DbInner {
         self.changed.notify_all();
     }
 
+    #[cfg(feature = "invariants")]
     fn oldest_wal(&self) -> u64 {
         let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
         m.immutable.first().map_or(&m.active, |r| &r.mem).wal_number()
