@@ -492,7 +492,7 @@ impl TableConfig {
     }
 
     /// Options for measuring commit latency: no extreme that stalls writers by design, and
-    /// memtables enough to absorb a burst while the one background worker compacts.
+    /// memtables enough to absorb a burst while the background compacts.
     fn for_latency(rng: &mut ChaCha8Rng) -> Self {
         TableConfig {
             memtables_max: 5,
