@@ -1,6 +1,6 @@
 //! The structure checker: expensive self-checks of the LSM tree, compiled in only with the
 //! `invariants` feature (the simulator and the tests turn it on), run after every version
-//! change the background worker makes.
+//! change the background workers make.
 //!
 //! It checks what the version invariants (`Version::check`) cannot see without reading the
 //! tables: every table the version names exists and no table on disk is unaccounted for (each

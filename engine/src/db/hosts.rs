@@ -1,5 +1,5 @@
 //! The narrow faces the database shows the subsystems below it: the commit pipeline's
-//! [`commit::Host`], the background worker's [`background::Host`] and the jobs' [`ReadState`].
+//! [`commit::Host`], the background workers' [`background::Host`] and the jobs' [`ReadState`].
 //! They are what keeps those modules from importing this one.
 
 use super::DbInner;

@@ -2,7 +2,7 @@
 //!
 //! Opening (`recovery`) recovers the table files from the MANIFEST, replays the newer WALs and
 //! flushes them to tables, then starts a fresh WAL and memtable for new writes, the commit
-//! pipeline's sync task and the background worker (both stopped by `close`, or when the last
+//! pipeline's sync task and the background workers (all stopped by `close`, or when the last
 //! handle is dropped). Writes go through the commit pipeline (`commit`); a full memtable is
 //! retired and flushed in the background (`flush`). Reads consult the memtables newest first,
 //! then the tables of the current version, at one sequence number. Both a blocking API and an
