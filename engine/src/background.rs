@@ -71,6 +71,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn range_requests(&self) -> &Mutex<Vec<RangeRequest>>;
     /// Rung when there may be work; stopping them ends the workers.
     fn work_bells(&self) -> &Doorbells;
+    /// A worker's cycle of jobs has ended (it is no longer active), however it ended.
+    fn job_ended(&self);
 }
 
 /// Which pool a worker belongs to.
@@ -130,6 +132,10 @@ async fn run(db: Weak<dyn Host>, bell: Arc<Doorbell>, pool: Pool, shared: Arc<Sh
     while bell.wait().await {
         let Some(db) = db.upgrade() else { break };
         let db = db.as_ref();
+        // From here to the end of the cycle (its last deletion pass, after its last structure
+        // check) this worker is active: `wait_for_compactions` waits for every worker to be
+        // idle, so that what any job freed is deleted when it returns.
+        let active = Active::start(db);
         while db.check_not_poisoned().is_ok() && db.background_work_wanted() {
             match catch_panic(db.job_env().options, job(db, pool, &shared)).await {
                 Ok(Ok(true)) => {
@@ -159,6 +165,26 @@ async fn run(db: Weak<dyn Host>, bell: Arc<Doorbell>, pool: Pool, shared: Arc<Sh
             return;
         }
         fail_requests(db);
+        drop(active);
+    }
+}
+
+/// Counts a worker as active for as long as it lives, however its cycle ends, and tells
+/// `wait_for_compactions` when it stops being.
+struct Active<'a>(&'a dyn Host);
+
+impl<'a> Active<'a> {
+    fn start(db: &'a dyn Host) -> Self {
+        db.job_env().counters.workers_active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Active(db)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let gauge = &self.0.job_env().counters.workers_active;
+        gauge.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.job_ended();
     }
 }
 
@@ -257,8 +283,11 @@ fn pick_auto<'a>(env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
     // Level 0 is compacted at the slowdown threshold at the latest, or writes would stall
     // for a compaction that never comes (`compaction::due` asks the same).
     let l0_files = o.l0_compaction_files.min(o.l0_slowdown_files);
-    let version = env.versions.current();
+    // The version is read under the claims' lock: a compaction installs its edit before it
+    // lets go of its inputs, so a version read after the lock is taken holds no table a
+    // finished compaction dropped (read before, it could, and be compacted again).
     let mut busy = shared.busy();
+    let version = env.versions.current();
     let c = compaction::pick(&version, l0_files, o.level1_bytes_max, &mut busy)?;
     let id = busy.claim(&c);
     Some(Work::Compact(Claimed { shared, id, request: None }, c))
@@ -274,6 +303,8 @@ fn next_range_step<'a>(db: &'a dyn Host, env: &JobEnv<'_>, shared: &'a Shared) -
     let mut requests = db.range_requests().lock().unwrap_or_else(PoisonError::into_inner);
     let at = requests.iter().position(|r| !r.stepping)?;
     let r = &requests[at];
+    // Under the claims' lock, as in `pick_auto`.
+    let mut busy = shared.busy();
     let version = env.versions.current();
     // Data only in level 0 still moves to level 1, where it no longer overlaps itself.
     let deepest = (0..LEVELS).rev().find(|&l| !version.levels[l].is_empty()).unwrap_or(0).max(1);
@@ -284,7 +315,6 @@ fn next_range_step<'a>(db: &'a dyn Host, env: &JobEnv<'_>, shared: &'a Shared) -
         level += 1;
     }
     let Some(c) = next else { return Some(Work::Finish(requests.remove(at))) };
-    let mut busy = shared.busy();
     if !busy.allows(&c) {
         return None;
     }

@@ -27,6 +27,9 @@ pub(crate) struct Counters {
     pub compactions_running_max: AtomicU64,
     pub jobs_running_max: AtomicU64,
     pub compaction_rate_limited_us: AtomicU64,
+    /// Background workers in a cycle of jobs (from waking with work to their last deletion
+    /// pass): not a metric, but what `wait_for_compactions` waits on.
+    pub workers_active: AtomicU64,
 }
 
 impl Counters {

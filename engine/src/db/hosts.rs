@@ -85,6 +85,9 @@ impl background::Host for DbInner {
     fn background_work_wanted(&self) -> bool {
         DbInner::background_work_wanted(self)
     }
+    fn job_ended(&self) {
+        self.jobs_ended.notify_all();
+    }
     fn range_requests(&self) -> &Mutex<Vec<RangeRequest>> {
         &self.range_requests
     }

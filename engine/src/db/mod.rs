@@ -89,6 +89,10 @@ pub(crate) struct DbInner {
     compaction_limiter: RateLimiter,
     /// Told when a flush frees a memtable, and when the database is poisoned.
     pub(crate) changed: Notify,
+    /// Told when a background worker's cycle of jobs ends, when the database is poisoned and
+    /// when it closes: what `wait_for_compactions` waits on. Apart from `changed`, whose
+    /// listeners it would wake for nothing: installs come before a cycle's end.
+    jobs_ended: Notify,
     pub(crate) dir: PathBuf,
     memtables: RwLock<Memtables>,
     /// Publication rings the background worker once the visible sequence number reaches this:
@@ -158,6 +162,7 @@ impl Db {
             background_tasks: Mutex::new(Vec::new()),
             compaction_limiter,
             changed: Notify::default(),
+            jobs_ended: Notify::default(),
             dir: r.dir,
             memtables: RwLock::new(Memtables { active, immutable: Vec::new(), version }),
             flush_wait_seq: AtomicU64::new(u64::MAX),
@@ -260,15 +265,17 @@ impl Db {
 
     /// See [`Db::wait_for_compactions`].
     pub async fn wait_for_compactions_async(&self) -> Result<()> {
+        // Once: the workers then find whatever is due, and each ringing wakes them all, which
+        // would keep them active for as long as this call kept ringing.
+        self.inner.work_bells.ring();
         loop {
-            // Listening before checking: a job that ends in between still wakes this call.
-            let changed = self.inner.changed.listen();
+            // Listening before checking: a cycle that ends in between still wakes this call.
+            let ended = self.inner.jobs_ended.listen();
             self.inner.check_writable()?;
             if self.inner.background_idle() {
                 return Ok(());
             }
-            self.inner.work_bells.ring();
-            changed.await;
+            ended.await;
         }
     }
 
@@ -354,8 +361,10 @@ impl Db {
         for task in tasks {
             task.join().await;
         }
-        // A `flush` or `compact_range` waiting for the worker learns it is gone.
+        // A `flush`, `compact_range` or `wait_for_compactions` waiting for the workers learns
+        // they are gone.
         self.inner.changed.notify_all();
+        self.inner.jobs_ended.notify_all();
         let requests = std::mem::take(
             &mut *self.inner.range_requests.lock().unwrap_or_else(PoisonError::into_inner),
         );
@@ -416,13 +425,15 @@ impl DbInner {
         tracing::error!(%cause, "database poisoned: no more writes until reopened");
         // Writers stalled for a flush that will now never come.
         self.changed.notify_all();
+        self.jobs_ended.notify_all();
         Error::Poisoned(Arc::clone(cause))
     }
 
     /// Whether no background work is waiting or running (see [`Db::wait_for_compactions`]).
     fn background_idle(&self) -> bool {
         let running = self.counters.flushes_running.load(Ordering::SeqCst)
-            + self.counters.compactions_running.load(Ordering::SeqCst);
+            + self.counters.compactions_running.load(Ordering::SeqCst)
+            + self.counters.workers_active.load(Ordering::SeqCst);
         let requests = self.range_requests.lock().unwrap_or_else(PoisonError::into_inner).len();
         let retired = self.memtable_count() - 1;
         running == 0
