@@ -35,6 +35,7 @@ use crate::runtime::{buggify, JoinHandle};
 use crate::signal::{Doorbell, Doorbells, Signal};
 use crate::unwind::catch_panic;
 use crate::version::LEVELS;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -175,7 +176,7 @@ struct Active<'a>(&'a dyn Host);
 
 impl<'a> Active<'a> {
     fn start(db: &'a dyn Host) -> Self {
-        db.job_env().counters.workers_active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        db.job_env().counters.workers_active.fetch_add(1, Ordering::SeqCst);
         Active(db)
     }
 }
@@ -183,7 +184,7 @@ impl<'a> Active<'a> {
 impl Drop for Active<'_> {
     fn drop(&mut self) {
         let gauge = &self.0.job_env().counters.workers_active;
-        gauge.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        gauge.fetch_sub(1, Ordering::SeqCst);
         self.0.job_ended();
     }
 }
@@ -205,7 +206,13 @@ enum Work<'a> {
     /// A compaction claimed in `Busy` (released when the guard drops), perhaps a step of a
     /// `compact_range` request (whose `stepping` mark the guard clears).
     Compact(Claimed<'a>, Compaction),
-    /// A `compact_range` request with no step left: to be told it is done.
+}
+
+/// What the oldest `compact_range` request no worker is stepping needs next.
+enum RangeNext<'a> {
+    /// Its next step, claimed.
+    Step(Work<'a>),
+    /// Nothing: it is off the list, to be told it is done.
     Finish(RangeRequest),
 }
 
@@ -217,7 +224,14 @@ async fn job(db: &dyn Host, pool: Pool, shared: &Shared) -> Result<bool> {
     let work = match pool {
         Pool::Flush => env.reads.flush_candidate().map(Work::Flush),
         Pool::Compaction => match next_range_step(db, &env, shared) {
-            Some(work) => Some(work),
+            Some(RangeNext::Step(work)) => Some(work),
+            Some(RangeNext::Finish(request)) => {
+                // Off the list already: told here, before anything that could fail or panic,
+                // and after every deletion its readers allowed.
+                env.versions.remove_unreferenced(env.table_cache).await;
+                let _ = request.done.fill(Ok(()));
+                return Ok(true);
+            }
             None => pick_auto(&env, shared),
         },
     };
@@ -225,11 +239,6 @@ async fn job(db: &dyn Host, pool: Pool, shared: &Shared) -> Result<bool> {
     // Before each job as well as after: a job that ends a caller's wait (a flush, a
     // `compact_range`) then comes after every deletion its readers allowed.
     env.versions.remove_unreferenced(env.table_cache).await;
-    if let Work::Finish(request) = work {
-        // Off the list already: told here, before anything that could fail or panic.
-        let _ = request.done.fill(Ok(()));
-        return Ok(true);
-    }
     if buggify(env.rt, "background.panic") {
         // A bug in a job: the database must end up poisoned, never with a dead worker that
         // writers and `close` wait for. The simulator knows injected panics by this prefix.
@@ -246,7 +255,6 @@ async fn job(db: &dyn Host, pool: Pool, shared: &Shared) -> Result<bool> {
             compaction::run(&env, c).await?;
             drop(claimed);
         }
-        Work::Finish(_) => unreachable!("told above"),
     }
     env.versions.remove_unreferenced(env.table_cache).await;
     Ok(true)
@@ -279,16 +287,12 @@ impl Drop for Claimed<'_> {
 
 /// Claims the compaction the tree needs most that may run now, if any.
 fn pick_auto<'a>(env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
-    let o = env.options;
-    // Level 0 is compacted at the slowdown threshold at the latest, or writes would stall
-    // for a compaction that never comes (`compaction::due` asks the same).
-    let l0_files = o.l0_compaction_files.min(o.l0_slowdown_files);
     // The version is read under the claims' lock: a compaction installs its edit before it
     // lets go of its inputs, so a version read after the lock is taken holds no table a
     // finished compaction dropped (read before, it could, and be compacted again).
     let mut busy = shared.busy();
     let version = env.versions.current();
-    let c = compaction::pick(&version, l0_files, o.level1_bytes_max, &mut busy)?;
+    let c = compaction::pick_due(&version, env.options, &mut busy)?;
     let id = busy.claim(&c);
     Some(Work::Compact(Claimed { shared, id, request: None }, c))
 }
@@ -299,7 +303,11 @@ fn pick_auto<'a>(env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
 /// pass per level bounds the request even while writes keep adding tables. A step that would
 /// collide with a running compaction waits for it (which rings the workers when it ends). A
 /// request with no step left is taken off the list, to be told it is done.
-fn next_range_step<'a>(db: &'a dyn Host, env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
+fn next_range_step<'a>(
+    db: &'a dyn Host,
+    env: &JobEnv<'_>,
+    shared: &'a Shared,
+) -> Option<RangeNext<'a>> {
     let mut requests = db.range_requests().lock().unwrap_or_else(PoisonError::into_inner);
     let at = requests.iter().position(|r| !r.stepping)?;
     let r = &requests[at];
@@ -314,7 +322,7 @@ fn next_range_step<'a>(db: &'a dyn Host, env: &JobEnv<'_>, shared: &'a Shared) -
         next = compaction::pick_range(&version, level, &r.start, &r.end);
         level += 1;
     }
-    let Some(c) = next else { return Some(Work::Finish(requests.remove(at))) };
+    let Some(c) = next else { return Some(RangeNext::Finish(requests.remove(at))) };
     if !busy.allows(&c) {
         return None;
     }
@@ -323,7 +331,7 @@ fn next_range_step<'a>(db: &'a dyn Host, env: &JobEnv<'_>, shared: &'a Shared) -
     r.level = level;
     r.stepping = true;
     let request = Some((db.range_requests(), Arc::clone(&r.done)));
-    Some(Work::Compact(Claimed { shared, id, request }, c))
+    Some(RangeNext::Step(Work::Compact(Claimed { shared, id, request }, c)))
 }
 
 /// Once poisoned, fails every waiting `compact_range`.

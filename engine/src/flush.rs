@@ -63,11 +63,10 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties) -> FileMeta {
 /// table is in the version.
 pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     let _running = Running::flush(env.counters);
-    let table = env.versions.new_table();
-    let number = table.number;
+    let number = env.versions.new_table();
     let meta = write_table(env.rt, env.dir, env.options, number, &job.mem).await?;
     if meta.is_none() {
-        table.unused();
+        env.versions.table_unused(number);
     }
     if !env.options.has_bug(PlantedBug::FlushInstallOutOfOrder) {
         wait_turn(env, &job.mem).await?;

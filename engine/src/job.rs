@@ -31,7 +31,7 @@ pub(crate) struct JobEnv<'a> {
 /// What jobs need of the state reads consult: the memtables and the version, swapped together.
 pub(crate) trait ReadState: Send + Sync {
     /// The oldest immutable memtable no flush has taken, if every write in it is published
-    /// (otherwise the background worker is rung once they are), now taken.
+    /// (otherwise the background workers are rung once they are), now taken.
     fn flush_candidate(&self) -> Option<FlushJob>;
 
     /// Whether `mem` is the oldest immutable memtable: every older one is flushed and gone.

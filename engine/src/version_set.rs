@@ -16,8 +16,11 @@
 //! Every table file is, at every moment from the time its number is handed out until it is
 //! deleted, in exactly one of three sets, moved between them under one lock: *pending* (a job
 //! is writing it: [`VersionSet::new_table`]), *live* (the current version names it), and
-//! *obsolete* (an installed edit dropped it). A table whose job failed stays pending. The structure
-//! checker relies on that while jobs run concurrently.
+//! *obsolete* (an installed edit dropped it). The structure checker relies on that while jobs
+//! run concurrently. A table whose job failed stays pending for as long as the database is
+//! open, and its file (if any) on disk until the next open deletes what no version names: the
+//! failure may have come while the MANIFEST was being written, so the edit naming the table
+//! may yet be durable, and deleting the table could lose it.
 //!
 //! An obsolete table leaves the disk only once the MANIFEST edit that dropped it is durable and
 //! no version a reader still holds names it (its `FileMeta` is then held by this set alone).
@@ -60,29 +63,11 @@ struct State {
     pending: BTreeSet<u64>,
     /// Dropped from the current version, perhaps still named by a version a reader holds.
     obsolete: Vec<Arc<FileMeta>>,
-    /// Obsolete tables no reader holds (or written by a job that failed) whose deletion is yet
-    /// to be tried, or failed (here or at open): tried again before and after every job.
+    /// Obsolete tables no reader holds whose deletion is yet to be tried, or failed (here or at
+    /// open): tried again before and after every job.
     undeleted: Vec<u64>,
     /// Those of `undeleted` a call is deleting now: others leave them alone.
     deleting: BTreeSet<u64>,
-}
-
-/// A table number handed to a job; see the module header. An edit naming the table ends its
-/// pending state. If the job fails first, the number stays pending for as long as the database
-/// is open, and its file (if any) stays on disk until the next open deletes what no version
-/// names: the failure may have come while the MANIFEST was being written, in which case the
-/// edit naming the table may yet be durable, and deleting the table could lose it.
-#[derive(Debug)]
-pub(crate) struct PendingTable<'a> {
-    set: &'a VersionSet,
-    pub number: u64,
-}
-
-impl PendingTable<'_> {
-    /// No file was made under this number (an empty memtable makes no table).
-    pub(crate) fn unused(self) {
-        self.set.lock().pending.remove(&self.number);
-    }
 }
 
 /// What a new [`VersionSet`] starts from: recovery's outcome.
@@ -148,12 +133,18 @@ impl VersionSet {
     }
 
     /// A fresh number for a table a job is about to write, pending until an edit naming it is
-    /// installed.
-    pub(crate) fn new_table(&self) -> PendingTable<'_> {
+    /// installed (see the module header).
+    pub(crate) fn new_table(&self) -> u64 {
         let mut state = self.lock();
         let number = self.new_file_number();
         state.pending.insert(number);
-        PendingTable { set: self, number }
+        number
+    }
+
+    /// Table `number`, from [`VersionSet::new_table`], was never made (an empty memtable makes
+    /// no table).
+    pub(crate) fn table_unused(&self, number: u64) {
+        self.lock().pending.remove(&number);
     }
 
     /// The number the next `new_file_number` would give: what an edit records, so that the

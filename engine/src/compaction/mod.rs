@@ -24,7 +24,6 @@ use crate::metrics::Counters;
 use crate::runtime::{buggify, Phase, PhaseGuard};
 use crate::sstable::{self, TableWriter};
 use crate::version::{FileMeta, Version, LEVELS};
-use crate::version_set::PendingTable;
 use bytes::Bytes;
 use merge::{MergeIter, Retention};
 use std::sync::Arc;
@@ -164,10 +163,20 @@ pub(crate) fn pick(
     None
 }
 
+/// [`pick`] under `options`. Level 0 is compacted at the slowdown threshold at the latest,
+/// or writes would stall for a compaction that never comes.
+pub(crate) fn pick_due(
+    version: &Version,
+    options: &crate::options::Options,
+    busy: &mut Busy,
+) -> Option<Compaction> {
+    let l0_files = options.l0_compaction_files.min(options.l0_slowdown_files);
+    pick(version, l0_files, options.level1_bytes_max, busy)
+}
+
 /// Whether `version` has a level due for a compaction under `options`.
 pub(crate) fn due(version: &Version, options: &crate::options::Options) -> bool {
-    let l0_files = options.l0_compaction_files.min(options.l0_slowdown_files);
-    pick(version, l0_files, options.level1_bytes_max, &mut Busy::default()).is_some()
+    pick_due(version, options, &mut Busy::default()).is_some()
 }
 
 /// A compaction of `chosen` (tables of `level`) with the tables of `level + 1` they overlap.
@@ -220,12 +229,12 @@ pub(crate) async fn run(env: &JobEnv<'_>, c: Compaction) -> Result<()> {
         return Ok(());
     }
     let outputs = write_outputs(env, &c).await?;
-    let written: u64 = outputs.iter().map(|(_, f)| f.file_bytes).sum();
+    let written: u64 = outputs.iter().map(|f| f.file_bytes).sum();
     let read: u64 = c.inputs.iter().map(|(_, f)| f.file_bytes).sum();
     Counters::add(&env.counters.compaction_bytes_read, read);
     Counters::add(&env.counters.compaction_bytes_written, written);
     edit.next_file_number = Some(env.versions.peek_next_file_number());
-    edit.added.extend(outputs.into_iter().map(|(_, f)| (c.output_level as u8, f)));
+    edit.added.extend(outputs.into_iter().map(|f| (c.output_level as u8, f)));
     let _phase = PhaseGuard::enter(env.rt, Phase::CompactionInstall);
     env.versions.log_and_apply(edit, |v| env.reads.install_version(v, None)).await?;
     Counters::add(&env.counters.compactions, 1);
@@ -233,14 +242,11 @@ pub(crate) async fn run(env: &JobEnv<'_>, c: Compaction) -> Result<()> {
     Ok(())
 }
 
-/// Merges the inputs into new tables of the output level, synced and named durably, with each
-/// table's pending number. Writes go through the compaction rate limiter, charged every
+/// Merges the inputs into new tables of the output level, synced and named durably (their
+/// numbers pending until the edit naming them is installed). Writes go through the compaction rate limiter, charged every
 /// `RATE_CHARGE_BYTES`. Flushes run meanwhile in their own pool: a flush only adds a level-0
 /// table newer than every input, which changes nothing the compaction decided.
-async fn write_outputs<'e>(
-    env: &JobEnv<'e>,
-    c: &Compaction,
-) -> Result<Vec<(PendingTable<'e>, FileMeta)>> {
+async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>> {
     let mut pinned = env.reads.pinned_snapshots();
     if env.options.has_bug(crate::options::PlantedBug::CompactionIgnoresSnapshots) {
         pinned.clear();
@@ -259,7 +265,7 @@ async fn write_outputs<'e>(
     }
     let mut merge = MergeIter::new(cursors);
     let mut outputs = Vec::new();
-    let mut writer: Option<(PendingTable<'e>, TableWriter)> = None;
+    let mut writer: Option<(u64, TableWriter)> = None;
     // Bytes of the current output already charged to the rate limiter.
     let mut charged = 0;
     let mut last_key = Vec::new();
@@ -269,13 +275,9 @@ async fn write_outputs<'e>(
             .as_ref()
             .is_some_and(|(_, w)| w.estimated_bytes() >= env.options.target_file_bytes);
         if new_key && full {
-            let (table, w) = writer.take().expect("checked");
-            let props = w.finish().await?;
-            let rest = props.file_bytes.saturating_sub(charged);
-            env.compaction_limiter.charge(env.rt, env.counters, rest).await;
+            let (number, w) = writer.take().expect("checked");
+            outputs.push(finish_output(env, number, w, charged).await?);
             charged = 0;
-            let meta = crate::flush::file_meta(table.number, &props);
-            outputs.push((table, meta));
             if buggify(env.rt, "compaction.delay") {
                 // A long compaction: flushes and writes keep going meanwhile.
                 env.rt.sleep(std::time::Duration::from_millis(1 + env.rt.random_u64() % 10)).await;
@@ -298,12 +300,8 @@ async fn write_outputs<'e>(
         }
         merge.advance().await?;
     }
-    if let Some((table, w)) = writer {
-        let props = w.finish().await?;
-        let rest = props.file_bytes.saturating_sub(charged);
-        env.compaction_limiter.charge(env.rt, env.counters, rest).await;
-        let meta = crate::flush::file_meta(table.number, &props);
-        outputs.push((table, meta));
+    if let Some((number, w)) = writer {
+        outputs.push(finish_output(env, number, w, charged).await?);
     }
     if !outputs.is_empty() {
         // The outputs' names must be durable before the MANIFEST names them.
@@ -313,11 +311,24 @@ async fn write_outputs<'e>(
     Ok(outputs)
 }
 
-async fn new_output<'e>(env: &JobEnv<'e>) -> Result<(PendingTable<'e>, TableWriter)> {
-    let table = env.versions.new_table();
-    let path = env.dir.join(sstable::file_name(table.number));
+async fn new_output(env: &JobEnv<'_>) -> Result<(u64, TableWriter)> {
+    let number = env.versions.new_table();
+    let path = env.dir.join(sstable::file_name(number));
     let file = env.rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
-    Ok((table, TableWriter::new(file, path, env.options.table_options())))
+    Ok((number, TableWriter::new(file, path, env.options.table_options())))
+}
+
+/// Finishes output table `number`, charging the rate limiter what `charged` has not covered.
+async fn finish_output(
+    env: &JobEnv<'_>,
+    number: u64,
+    w: TableWriter,
+    charged: u64,
+) -> Result<FileMeta> {
+    let props = w.finish().await?;
+    let rest = props.file_bytes.saturating_sub(charged);
+    env.compaction_limiter.charge(env.rt, env.counters, rest).await;
+    Ok(crate::flush::file_meta(number, &props))
 }
 
 #[cfg(test)]

@@ -46,9 +46,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 /// An open database. Cloning gives another handle to the same database.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Db {
     inner: Arc<DbInner>,
+    /// `inner` as the commit pipeline sees it, made once: writes then pass a reference.
+    host: Arc<dyn commit::Host>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `host` is `inner` again.
+        f.debug_struct("Db").field("inner", &self.inner).finish_non_exhaustive()
+    }
 }
 
 /// What a read consults, changed only as a whole under one lock: the memtables (the active one
@@ -82,7 +91,7 @@ pub(crate) struct DbInner {
     /// Wakes the commit pipeline's sync task; stopping it ends the task.
     pub(crate) sync_bell: Arc<Doorbell>,
     sync_task: Mutex<Option<JoinHandle>>,
-    /// Wakes the background worker; stopping it ends the worker.
+    /// Wake the background workers; stopping them ends the workers.
     pub(crate) work_bells: Doorbells,
     background_tasks: Mutex<Vec<JoinHandle>>,
     /// Shared by every compaction (`compaction_bytes_per_sec`).
@@ -178,17 +187,13 @@ impl Db {
             lock: Mutex::new(Some(r.lock)),
         };
         let inner = Arc::new(inner);
-        let task = commit::sync_task::start(&(Arc::clone(&inner) as Arc<dyn commit::Host>));
+        let host = Arc::clone(&inner) as Arc<dyn commit::Host>;
+        let task = commit::sync_task::start(&host);
         *inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         let task =
             crate::background::start(&(Arc::clone(&inner) as Arc<dyn crate::background::Host>));
         *inner.background_tasks.lock().unwrap_or_else(PoisonError::into_inner) = task;
-        Db { inner }
-    }
-
-    /// The database as the commit pipeline sees it.
-    fn host(&self) -> Arc<dyn commit::Host> {
-        Arc::clone(&self.inner) as Arc<dyn commit::Host>
+        Db { inner, host }
     }
 
     /// Sets `key` to `value`.
@@ -227,7 +232,7 @@ impl Db {
         if batch.is_empty() && !opts.sync {
             return Ok(self.latest_sequence());
         }
-        commit::commit(&self.host(), batch, opts.sync, Barrier::None).await
+        commit::commit(&self.host, batch, opts.sync, Barrier::None).await
     }
 
     /// Writes everything in the memtables to level-0 tables and waits until it is there: the
@@ -240,7 +245,7 @@ impl Db {
     /// See [`Db::flush`].
     pub async fn flush_async(&self) -> Result<()> {
         self.inner.check_writable()?;
-        commit::commit(&self.host(), WriteBatch::new(), false, Barrier::Rotate).await?;
+        commit::commit(&self.host, WriteBatch::new(), false, Barrier::Rotate).await?;
         let active_wal = self.inner.active_memtable().wal_number();
         self.inner.work_bells.ring();
         loop {
@@ -341,11 +346,11 @@ impl Db {
         // close then returns only once the log is sealed, and a close whose future was dropped
         // midway is finished by the next one. `Closed` from the pipeline means an earlier seal
         // succeeded, so everything acknowledged is durable.
-        let sealed =
-            match commit::commit(&self.host(), WriteBatch::new(), true, Barrier::Seal).await {
-                Err(Error::Closed) => Ok(0),
-                other => other,
-            };
+        let sealed = match commit::commit(&self.host, WriteBatch::new(), true, Barrier::Seal).await
+        {
+            Err(Error::Closed) => Ok(0),
+            other => other,
+        };
         // Every group was synced by the seal or failed, so the sync task has nothing left to do.
         self.inner.sync_bell.stop();
         let task = self.inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -430,13 +435,12 @@ impl DbInner {
     }
 
     /// Whether no background work is waiting or running (see [`Db::wait_for_compactions`]).
+    /// Every job runs inside a worker's active cycle, so no worker active means none running.
     fn background_idle(&self) -> bool {
-        let running = self.counters.flushes_running.load(Ordering::SeqCst)
-            + self.counters.compactions_running.load(Ordering::SeqCst)
-            + self.counters.workers_active.load(Ordering::SeqCst);
+        let active = self.counters.workers_active.load(Ordering::SeqCst);
         let requests = self.range_requests.lock().unwrap_or_else(PoisonError::into_inner).len();
         let retired = self.memtable_count() - 1;
-        running == 0
+        active == 0
             && requests == 0
             && retired == 0
             && !crate::compaction::due(&self.versions.current(), &self.options)
