@@ -145,12 +145,13 @@ impl Tree {
 
     /// Opens `path`, creating it empty if it does not exist (but never truncating it).
     pub(super) fn open_or_create(&mut self, path: &Path) -> io::Result<Arc<FileCell>> {
-        match self.open(path) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let (dir, name) = self.parent_of(path)?;
-                Ok(self.add_file(dir, name))
-            }
-            other => other,
+        // Looked up here rather than through `open`, whose not-found error formats the path:
+        // most calls create.
+        let (dir, name) = self.parent_of(path)?;
+        match self.dir(dir).current.get(name) {
+            Some(Node::File(cell)) => Ok(cell.clone()),
+            Some(Node::Dir(_)) => Err(error(ErrorKind::IsADirectory, path)),
+            None => Ok(self.add_file(dir, name)),
         }
     }
 
