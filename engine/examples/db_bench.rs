@@ -62,6 +62,9 @@ struct Args {
     /// `Options::memtable_bytes_max`: small, so a load makes many level-0 tables.
     #[arg(long, default_value_t = 4 << 20)]
     memtable_bytes: usize,
+    /// `Options::wal_bytes_per_sync` [default: the engine's].
+    #[arg(long)]
+    wal_bytes_per_sync: Option<u64>,
     /// `Options::block_cache_bytes` for every phase but bloom (which runs uncached). Zipf's hit
     /// rate is capped by how much of the tables this holds (a 1M-key load makes ~130 MiB):
     /// keys are placed at random, so the hot keys of a Zipfian workload touch nearly every
@@ -320,12 +323,25 @@ fn load(args: &Args, label: &str, dir: &Path, options: Options, keys: u64) -> Lo
     let before = db.metrics();
     let mut value = vec![0; args.value_bytes];
     let start = Instant::now();
+    // The slowest single put: a writer held by a WAL rotation or a stall shows here.
+    let mut worst = Duration::ZERO;
     for &index in &order {
         fill_value(index, &mut value);
+        let put_start = Instant::now();
         db.put(&key(args.seed, index), &value, WriteOptions::default()).expect("put");
+        worst = worst.max(put_start.elapsed());
     }
     db.sync_wal().expect("sync_wal");
     let elapsed = start.elapsed();
+    let m = db.metrics();
+    println!(
+        "{label:<10} worst_put_ms={:.2} pause_max_ms={:.2} wal_rotation_ms={:.1} rotations={} wal_syncs={}",
+        worst.as_secs_f64() * 1e3,
+        m.write_pause_max_us as f64 / 1e3,
+        m.wal_rotation_us as f64 / 1e3,
+        m.memtable_rotations - before.memtable_rotations,
+        m.wal_syncs - before.wal_syncs,
+    );
     drop(order);
     // Close waits for the flush in progress; the memtables it leaves are replayed and flushed
     // by the reopen, and compactions the reopen starts are waited for by `settle`.
@@ -588,7 +604,11 @@ fn main() {
         args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join("jadedb-db-bench"));
     let main_dir = bench_dir.join("main");
     let reads = args.reads.unwrap_or(args.keys.min(200_000));
-    let options = Options::default()
+    let mut options = Options::default();
+    if let Some(bytes) = args.wal_bytes_per_sync {
+        options = options.wal_bytes_per_sync(bytes);
+    }
+    let options = options
         .memtable_bytes_max(args.memtable_bytes)
         .block_cache_bytes(args.block_cache_bytes)
         .bloom_bits_per_key(args.bloom_bits);

@@ -99,10 +99,25 @@ impl Memtable {
         self.map.is_empty()
     }
 
-    /// Every entry in internal order (user key ascending, sequence number descending): what a
-    /// flush writes.
+    /// Every entry in internal order (user key ascending, sequence number descending).
+    #[cfg(test)]
     pub(crate) fn entries(&self) -> impl Iterator<Item = (Bytes, u64, Slot)> + '_ {
         self.map.iter().map(|e| (e.key().user_key.clone(), e.key().seq, e.value().clone()))
+    }
+
+    /// Replaces `out` with the next at most `max` entries in internal order after `after` (from
+    /// the first if `None`): what a flush writes, a chunk at a time, so that it holds no copy of
+    /// the whole memtable and no iterator across its writes' awaits.
+    pub(crate) fn entries_after(
+        &self,
+        after: Option<&InternalKey>,
+        max: usize,
+        out: &mut Vec<(InternalKey, Slot)>,
+    ) {
+        out.clear();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = self.map.range::<InternalKey, _>((start, Bound::Unbounded));
+        out.extend(range.take(max).map(|e| (e.key().clone(), e.value().clone())));
     }
 
     /// The first entry after `bound` (`forward`) or the last one before it, cloned out.

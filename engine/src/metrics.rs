@@ -17,6 +17,8 @@ pub(crate) struct Counters {
     pub manifest_syncs: AtomicU64,
     pub write_stalls: AtomicU64,
     pub write_stall_us: AtomicU64,
+    pub wal_rotation_us: AtomicU64,
+    pub write_pause_max_us: AtomicU64,
     pub flushes_running: AtomicU64,
     pub compactions_running: AtomicU64,
     pub compactions: AtomicU64,
@@ -50,6 +52,8 @@ impl Counters {
             manifest_syncs: get(&self.manifest_syncs),
             write_stalls: get(&self.write_stalls),
             write_stall_us: get(&self.write_stall_us),
+            wal_rotation_us: get(&self.wal_rotation_us),
+            write_pause_max_us: get(&self.write_pause_max_us),
             flushes_running: get(&self.flushes_running),
             compactions_running: get(&self.compactions_running),
             compactions: get(&self.compactions),
@@ -94,6 +98,12 @@ pub struct Metrics {
     /// Times writes stopped to wait for a flush, and the time they waited in all, in µs.
     pub write_stalls: u64,
     pub write_stall_us: u64,
+    /// Time writers waited while full WALs were retired (each one's last fsync and the new
+    /// log's creation), in µs; `wal_bytes_per_sync` keeps each short.
+    pub wal_rotation_us: u64,
+    /// The longest single time writers were held: a stall, a level-0 slowdown or a WAL
+    /// rotation, in µs.
+    pub write_pause_max_us: u64,
     /// Flushes and compactions running now, and the most that ran at once (each pool is
     /// bounded by `max_background_flushes` and `max_background_compactions`).
     pub flushes_running: u64,

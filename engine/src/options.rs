@@ -13,6 +13,7 @@ pub struct Options {
     pub(crate) commit_group_bytes_max: usize,
     pub(crate) commit_window: Duration,
     pub(crate) wal_preallocate_bytes: u64,
+    pub(crate) wal_bytes_per_sync: u64,
     pub(crate) memtables_max: usize,
     pub(crate) table_block_bytes: usize,
     pub(crate) bloom_bits_per_key: usize,
@@ -40,6 +41,7 @@ impl Default for Options {
             commit_group_bytes_max: 1 << 20,
             commit_window: Duration::ZERO,
             wal_preallocate_bytes: 1 << 20,
+            wal_bytes_per_sync: 1 << 20,
             memtables_max: 2,
             table_block_bytes: 4096,
             bloom_bits_per_key: 10,
@@ -103,6 +105,18 @@ impl Options {
     /// zeros after a crash (cut back at the next open). Zero turns preallocation off.
     pub fn wal_preallocate_bytes(mut self, bytes: u64) -> Self {
         self.wal_preallocate_bytes = bytes;
+        self
+    }
+
+    /// How many bytes written to the WAL without an fsync make the sync task sync it in the
+    /// background (RocksDB's `wal_bytes_per_sync`). Default 1 MiB. Rotating to a new WAL must
+    /// first make the old one wholly durable, and every writer waits for that fsync: without
+    /// background syncs it writes a whole memtable's worth of log (tens of milliseconds for
+    /// 64 MiB), with them at most this much. The price is an fsync per this many bytes, off the
+    /// writers' path. Unsynced writes are no more durable for it than before: a crash may still
+    /// lose any of them. Zero turns it off.
+    pub fn wal_bytes_per_sync(mut self, bytes: u64) -> Self {
+        self.wal_bytes_per_sync = bytes;
         self
     }
 

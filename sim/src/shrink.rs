@@ -305,6 +305,7 @@ impl Shrinker<'_> {
             background_flushes: 1,
             background_compactions: 1,
             compaction_bytes_per_sec: 0,
+            wal_bytes_per_sync: 0,
         };
         for cycle in 0..self.best.cycles.len() {
             self.attempt("a crash at the deadline", |c| {
@@ -316,7 +317,7 @@ impl Shrinker<'_> {
             });
             self.attempt("no clean close", |c| std::mem::take(&mut c.cycles[cycle].close));
             type Field = fn(&mut TableConfig, &TableConfig) -> bool;
-            let fields: [Field; 13] = [
+            let fields: [Field; 14] = [
                 |t, p| set(&mut t.memtables_max, p.memtables_max),
                 |t, p| set(&mut t.block_bytes, p.block_bytes),
                 |t, p| set(&mut t.bloom_bits_per_key, p.bloom_bits_per_key),
@@ -330,6 +331,7 @@ impl Shrinker<'_> {
                 |t, p| set(&mut t.background_flushes, p.background_flushes),
                 |t, p| set(&mut t.background_compactions, p.background_compactions),
                 |t, p| set(&mut t.compaction_bytes_per_sec, p.compaction_bytes_per_sec),
+                |t, p| set(&mut t.wal_bytes_per_sync, p.wal_bytes_per_sync),
             ];
             for field in fields {
                 self.attempt("an ordinary table option", |c| {

@@ -726,3 +726,59 @@ fn a_table_whose_deletion_failed_at_open_is_deleted_later() {
     let gone = pollster::block_on(fs.open(stray)).err().map(|e| e.kind());
     assert_eq!(gone, Some(std::io::ErrorKind::NotFound), "the stray table is deleted");
 }
+
+/// Unsynced writes make the sync task sync the WAL in the background once `wal_bytes_per_sync`
+/// bytes are unsynced: no synced write, no rotation and no close asks for it here.
+#[test]
+fn unsynced_bytes_are_synced_in_the_background() {
+    let fs = MemFs::new();
+    let (synced, syncs) = mpsc::channel();
+    let rt = hooked(&fs, move |op, path| {
+        if op == Op::Sync && is(path, "log") {
+            let _ = synced.send(());
+        }
+    });
+    let opts = Options::default().wal_preallocate_bytes(0).wal_bytes_per_sync(4096);
+    let db = Db::open("/db", opts, rt).unwrap();
+    // Opening may sync the new log; only syncs after these writes count.
+    while syncs.try_recv().is_ok() {}
+    let value = vec![7u8; 1000];
+    for key in 0..8u8 {
+        db.put(&[key], &value, WriteOptions::default()).unwrap();
+    }
+    syncs.recv_timeout(HANG_BOUND).expect("a background fsync of the WAL");
+    db.close().unwrap();
+}
+
+/// The time writers wait while a full WAL is retired is counted: here its last fsync takes
+/// 30 ms (a slow disk), and the rotation, with the longest pause, shows at least that.
+#[test]
+fn a_wal_rotation_is_counted_as_a_pause() {
+    const SLOW_SYNC: Duration = Duration::from_millis(30);
+    let fs = MemFs::new();
+    let slow = Arc::new(AtomicBool::new(false));
+    let rt = {
+        let slow = Arc::clone(&slow);
+        hooked(&fs, move |op, path| {
+            if op == Op::Sync && is(path, "log") && slow.load(Ordering::SeqCst) {
+                // The disk's latency, not a wait for an event.
+                std::thread::sleep(SLOW_SYNC);
+            }
+        })
+    };
+    let opts =
+        Options::default().memtable_bytes_max(4096).wal_preallocate_bytes(0).wal_bytes_per_sync(0);
+    let db = Db::open("/db", opts, rt).unwrap();
+    assert_eq!(db.metrics().wal_rotation_us, 0);
+    slow.store(true, Ordering::SeqCst);
+    // Fills the memtable; the next write retires it, syncing its WAL first.
+    db.put(b"a", &vec![7u8; 5000], WriteOptions::default()).unwrap();
+    db.put(b"b", b"small", WriteOptions::default()).unwrap();
+    let m = db.metrics();
+    assert!(m.memtable_rotations >= 1);
+    let slow_us = SLOW_SYNC.as_micros() as u64;
+    assert!(m.wal_rotation_us >= slow_us, "rotation time {} µs", m.wal_rotation_us);
+    assert!(m.write_pause_max_us >= slow_us, "longest pause {} µs", m.write_pause_max_us);
+    slow.store(false, Ordering::SeqCst);
+    db.close().unwrap();
+}

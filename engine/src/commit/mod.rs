@@ -101,11 +101,25 @@ pub(crate) struct LeaderState {
     buf: Vec<u8>,
     /// Set once `close` has sealed the WAL; every later write fails with `Closed`.
     sealed: bool,
+    /// How far into the current WAL the sync task was last asked to sync.
+    sync_asked: u64,
 }
 
 impl LeaderState {
     pub(crate) fn new(wal: WalWriter, last_seq: u64) -> Self {
-        LeaderState { wal, last_seq, buf: Vec::new(), sealed: false }
+        LeaderState { wal, last_seq, buf: Vec::new(), sealed: false, sync_asked: 0 }
+    }
+
+    /// Whether to ask the sync task to sync the log in the background, as no group of
+    /// `wal_bytes_per_sync` bytes just written asked it to: then the fsync that retires the log
+    /// at its rotation, which every writer waits for, has at most that many bytes left to write.
+    fn background_sync_due(&mut self, bytes_per_sync: u64, group_asked: bool) -> bool {
+        let end = self.wal.offset();
+        let due = !group_asked && bytes_per_sync > 0 && end - self.sync_asked >= bytes_per_sync;
+        if due || group_asked {
+            self.sync_asked = end;
+        }
+        due
     }
 }
 
@@ -420,7 +434,8 @@ struct Written {
     ticket: u64,
     /// The memtable the group's writes go to.
     memtable: Arc<Memtable>,
-    /// Whether the group asked the sync task to make it durable.
+    /// Whether the group asked the sync task to make it durable (to publish it, or in the
+    /// background).
     want_sync: bool,
 }
 
@@ -456,6 +471,7 @@ async fn write_stage(
         state.sealed = true;
     }
     let want_sync = members.iter().any(|m| m.sync);
+    let background_sync = state.background_sync_due(db.options().wal_bytes_per_sync, want_sync);
     let ack_early = want_sync && db.options().has_bug(PlantedBug::AckBeforeSync);
     let group = Group {
         last_seq: state.last_seq,
@@ -464,8 +480,10 @@ async fn write_stage(
         need_sync: want_sync && !ack_early,
         members: members.iter().map(Member::of).collect(),
     };
-    let ticket = db.publish_queue().push(group, want_sync);
-    Ok(Written { ticket, memtable: db.active_memtable(), want_sync })
+    // A background sync makes the sync task sync up to this group without the group waiting.
+    let ask_sync = want_sync || background_sync;
+    let ticket = db.publish_queue().push(group, ask_sync);
+    Ok(Written { ticket, memtable: db.active_memtable(), want_sync: ask_sync })
 }
 
 /// Assigns sequence numbers and encodes the group's WAL records into the reused buffer.
@@ -513,15 +531,20 @@ fn apply(db: &dyn Host, memtable: &Memtable, members: &mut [Pending]) {
 async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
     stall_until(db, |db| db.memtable_count() < db.options().memtables_max).await?;
     let _phase = PhaseGuard::enter(db.rt(), Phase::WalRotation);
+    // Writers wait from here to the new log: a pause, counted as one.
+    let pause = Pause::start(db.as_ref());
     // Recovery treats any damage in a log that is not the newest as corruption, which is only
     // true if that log was wholly synced (and cut to its length) before a newer one could exist.
+    // Background syncs (`wal_bytes_per_sync`) leave this fsync little to write.
     state.wal.finish(&db.counters().wal_syncs).await?;
     // Groups of the old log that waited for that fsync.
     db.publish_queue().publish_ready(db.as_ref());
     let number = db.versions().new_file_number();
     state.wal = crate::wal::create(db.rt(), db.dir(), number, db.options()).await?;
+    state.sync_asked = 0;
     db.install_memtable(number, state.last_seq);
     Counters::add(&db.counters().memtable_rotations, 1);
+    pause.end(&db.counters().wal_rotation_us);
     Ok(())
 }
 
@@ -535,9 +558,9 @@ async fn throttle_for_level0(db: &Arc<dyn Host>) -> Result<()> {
     }
     if level0(db.as_ref()) >= db.options().l0_slowdown_files {
         Counters::add(&db.counters().write_stalls, 1);
-        let delay = std::time::Duration::from_millis(1);
-        db.rt().sleep(delay).await;
-        Counters::add(&db.counters().write_stall_us, 1000);
+        let pause = Pause::start(db.as_ref());
+        db.rt().sleep(std::time::Duration::from_millis(1)).await;
+        pause.end(&db.counters().write_stall_us);
     }
     Ok(())
 }
@@ -546,7 +569,7 @@ async fn throttle_for_level0(db: &Arc<dyn Host>) -> Result<()> {
 /// duration.
 async fn stall_until(db: &Arc<dyn Host>, room: impl Fn(&dyn Host) -> bool) -> Result<()> {
     // When the stall began, and the count of stalled writers this one is in meanwhile.
-    let mut stalled: Option<(std::time::Duration, Stalled<'_>)> = None;
+    let mut stalled: Option<(Pause<'_>, Stalled<'_>)> = None;
     loop {
         // Listening before checking: a flush that ends in between still wakes this writer.
         let changed = db.changed().listen();
@@ -557,21 +580,37 @@ async fn stall_until(db: &Arc<dyn Host>, room: impl Fn(&dyn Host) -> bool) -> Re
         if stalled.is_none() {
             // Counted before the worker is rung: a closing database's worker starts jobs only
             // for a stalled writer, and must see this one when it wakes.
-            stalled = Some((db.rt().now(), Stalled::start(db.writers_stalled())));
+            stalled = Some((Pause::start(db.as_ref()), Stalled::start(db.writers_stalled())));
             Counters::add(&db.counters().write_stalls, 1);
             tracing::debug!("writes stalled: waiting for background work");
             db.work_bells().ring();
         }
         changed.await;
     }
-    if let Some((since, _)) = stalled {
-        let waited = db.rt().now().saturating_sub(since);
-        Counters::add(
-            &db.counters().write_stall_us,
-            u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
-        );
+    if let Some((pause, _)) = stalled {
+        pause.end(&db.counters().write_stall_us);
     }
     Ok(())
+}
+
+/// A time the pipeline holds every writer (a stall, a slowdown, a WAL rotation): `end` adds
+/// its length to a counter and to the longest pause seen.
+struct Pause<'a> {
+    db: &'a dyn Host,
+    since: std::time::Duration,
+}
+
+impl<'a> Pause<'a> {
+    fn start(db: &'a dyn Host) -> Self {
+        Pause { db, since: db.rt().now() }
+    }
+
+    fn end(self, total_us: &AtomicU64) {
+        let waited = self.db.rt().now().saturating_sub(self.since);
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        Counters::add(total_us, us);
+        self.db.counters().write_pause_max_us.fetch_max(us, Ordering::Relaxed);
+    }
 }
 
 /// Counts a writer as stalled for as long as it waits, however the wait ends.
@@ -624,5 +663,43 @@ fn clone_refusal(err: &Error) -> Error {
 fn fail_members(members: &[Pending], err: &Error) {
     for member in members {
         let _ = member.signal.fill(Outcome::Done(Err(clone_refusal(err)), None));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MemFile;
+
+    fn leader() -> LeaderState {
+        let wal = WalWriter::new(Box::new(MemFile::new()), "test.log".into(), 1, 0, 0);
+        LeaderState::new(wal, 0)
+    }
+
+    fn append(state: &mut LeaderState, bytes: usize) {
+        pollster::block_on(state.wal.append(&vec![1; bytes])).unwrap();
+    }
+
+    #[test]
+    fn background_syncs_come_every_so_many_unsynced_bytes() {
+        let mut state = leader();
+        append(&mut state, 60);
+        assert!(!state.background_sync_due(100, false));
+        append(&mut state, 60);
+        assert!(state.background_sync_due(100, false), "120 bytes unsynced");
+        append(&mut state, 60);
+        assert!(!state.background_sync_due(100, false), "60 bytes since the last ask");
+        // A group that asks for its own sync covers the bytes before it.
+        append(&mut state, 60);
+        assert!(!state.background_sync_due(100, true));
+        append(&mut state, 60);
+        assert!(!state.background_sync_due(100, false), "60 bytes since the group's sync");
+    }
+
+    #[test]
+    fn no_background_syncs_when_turned_off() {
+        let mut state = leader();
+        append(&mut state, 1 << 20);
+        assert!(!state.background_sync_due(0, false));
     }
 }
