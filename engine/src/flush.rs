@@ -17,6 +17,7 @@ use crate::sstable::{self, TableProperties, TableWriter};
 use crate::version::FileMeta;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Memtable entries a flush copies out at a time.
 const FLUSH_CHUNK_ENTRIES: usize = 1024;
@@ -103,7 +104,23 @@ pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     Counters::add(&env.counters.flushes, 1);
     tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");
     remove_wal(env.rt, &wal).await;
+    release(env, job.mem).await;
     Ok(())
+}
+
+/// Entries of a flushed memtable freed at a time, and the pause between two such chunks.
+const RELEASE_CHUNK_ENTRIES: usize = 4096;
+const RELEASE_PAUSE: Duration = Duration::from_micros(200);
+
+/// Frees a flushed memtable a chunk at a time, pausing between chunks, unless a reader still
+/// holds it (the last one frees it when done). Dropped whole, a 64 MiB memtable was over a
+/// million frees in a row, which starved the writers' allocations of the allocator's lock: the
+/// worst put of a load was 20-30 ms, and 1.1-1.3 ms with the memtable leaked instead.
+async fn release(env: &JobEnv<'_>, mem: Arc<Memtable>) {
+    let Ok(mem) = Arc::try_unwrap(mem) else { return };
+    while mem.pop_front(RELEASE_CHUNK_ENTRIES) == RELEASE_CHUNK_ENTRIES {
+        env.rt.sleep(RELEASE_PAUSE).await;
+    }
 }
 
 /// Waits until every memtable older than `mem` is flushed (see `run`).

@@ -99,6 +99,16 @@ impl Memtable {
         self.map.is_empty()
     }
 
+    /// Removes up to `max` entries from the front; returns how many it removed. Their memory
+    /// is freed through the epoch collector, by whichever thread collects next.
+    pub(crate) fn pop_front(&self, max: usize) -> usize {
+        let mut removed = 0;
+        while removed < max && self.map.pop_front().is_some() {
+            removed += 1;
+        }
+        removed
+    }
+
     /// Every entry in internal order (user key ascending, sequence number descending).
     #[cfg(test)]
     pub(crate) fn entries(&self) -> impl Iterator<Item = (Bytes, u64, Slot)> + '_ {
