@@ -99,6 +99,11 @@ impl Memtable {
         self.map.is_empty()
     }
 
+    /// How many entries the memtable holds.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
     /// Removes up to `max` entries from the front; returns how many it removed. Their memory
     /// is freed through the epoch collector, by whichever thread collects next.
     pub(crate) fn pop_front(&self, max: usize) -> usize {
