@@ -113,7 +113,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
     let manifest =
         Manifest::create(rt.as_ref(), dir, manifest_number, &snapshot, &counters.manifest_syncs)
             .await?;
-    let wal = wal::create(rt.as_ref(), dir, wal_number, &options).await?;
+    let wal = wal::create(&rt, dir, wal_number, &options).await?;
     let undeleted = remove_obsolete(&rt, dir, &names, &version, manifest_number).await;
     tracing::debug!(logs = logs.len(), last_seq = base.last_seq, wal = wal_number, "opened");
     Ok(Recovered {

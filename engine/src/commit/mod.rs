@@ -59,6 +59,8 @@ pub(crate) trait Host: Send + Sync + std::fmt::Debug + 'static {
     /// Wakes the sync task; stopping it ends the task.
     fn sync_bell(&self) -> &Arc<Doorbell>;
     fn rt(&self) -> &dyn Runtime;
+    /// The runtime as a shared handle, for a new WAL to sync its directory with later.
+    fn runtime(&self) -> &crate::runtime::RuntimeRef;
     fn options(&self) -> &Options;
     fn counters(&self) -> &Counters;
     /// File numbers for new WALs, and the level-0 table count writes are throttled by.
@@ -540,7 +542,7 @@ async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
     // Groups of the old log that waited for that fsync.
     db.publish_queue().publish_ready(db.as_ref());
     let number = db.versions().new_file_number();
-    state.wal = crate::wal::create(db.rt(), db.dir(), number, db.options()).await?;
+    state.wal = crate::wal::create(db.runtime(), db.dir(), number, db.options()).await?;
     state.sync_asked = 0;
     db.install_memtable(number, state.last_seq);
     Counters::add(&db.counters().memtable_rotations, 1);

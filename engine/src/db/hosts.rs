@@ -31,6 +31,9 @@ impl commit::Host for DbInner {
     fn rt(&self) -> &dyn Runtime {
         self.rt.as_ref()
     }
+    fn runtime(&self) -> &crate::runtime::RuntimeRef {
+        &self.rt
+    }
     fn options(&self) -> &Options {
         &self.options
     }

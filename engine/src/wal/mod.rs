@@ -15,26 +15,29 @@ pub(crate) use writer::{SyncBugs, WalFile, WalWriter};
 
 use crate::error::{Error, Result};
 use crate::options::Options;
-use crate::runtime::Runtime;
+use crate::runtime::RuntimeRef;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Size of a record header.
 pub(crate) const HEADER_BYTES: usize = 24;
 /// Size of the fixed part of a batch payload: first sequence number and operation count.
 pub(crate) const BATCH_HEADER_BYTES: usize = 12;
 
-/// Creates WAL `number` in `dir` and makes its name durable.
+/// Creates WAL `number` in `dir`; its name is made durable before its first fsync returns.
 pub(crate) async fn create(
-    rt: &dyn Runtime,
+    rt: &RuntimeRef,
     dir: &Path,
     number: u64,
     options: &Options,
 ) -> Result<WalWriter> {
     let path = dir.join(file_name(number));
     let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
-    rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
+    // The directory is synced with the log's first fsync, not here: a rotation, which writers
+    // wait for, then syncs only the old log. Until an fsync covers it the log holds no write
+    // promised durable, and a crash may lose it whole.
     let writer = WalWriter::new(file, path, number, 0, options.wal_preallocate_bytes);
-    Ok(writer.with_bugs(SyncBugs::of(options)))
+    Ok(writer.with_bugs(SyncBugs::of(options)).with_directory_unsynced(Arc::clone(rt), dir))
 }
 
 /// The file name of WAL number `number`.

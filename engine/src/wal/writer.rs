@@ -12,15 +12,16 @@
 //! that is not the newest as corruption; only the newest log may end in zeros.
 //!
 //! Invariants: `synced_upto <= written`, and every byte below `synced_upto` was covered by a
-//! successful `sync_data`. After one failed sync the log is failed for good: the kernel may
+//! successful `sync_data`, after the log's name was made durable (for a log `wal::create`
+//! made, the first fsync syncs its directory first). After one failed sync the log is failed for good: the kernel may
 //! have dropped the dirty pages and a retried fsync could report success for data it lost.
 //! (Two planted bugs, `SyncBugs`, break these on purpose, to prove the simulator notices.)
 
 use crate::error::{Error, Result};
 use crate::options::{Options, PlantedBug};
-use crate::runtime::File;
+use crate::runtime::{File, RuntimeRef};
 use crate::signal::Signal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -33,6 +34,19 @@ pub(crate) struct WalFile {
     written: AtomicU64,
     sync: Mutex<SyncState>,
     bugs: SyncBugs,
+}
+
+/// The directory of a log whose name is not yet durable, and the runtime to sync it with.
+#[derive(Clone)]
+struct UnsyncedDir {
+    rt: RuntimeRef,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for UnsyncedDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsyncedDir").field("dir", &self.dir).finish_non_exhaustive()
+    }
 }
 
 /// The planted bugs a log's fsyncs obey. Without the `planted-bugs` feature it is empty and
@@ -76,6 +90,8 @@ impl SyncBugs {
 
 #[derive(Debug, Default)]
 struct SyncState {
+    /// Set while the log's name is not durable: the next fsync syncs the directory first.
+    unsynced_dir: Option<UnsyncedDir>,
     synced_upto: u64,
     /// How many fsyncs were started; each fsync's ordinal is the value after its start.
     started: u64,
@@ -145,6 +161,19 @@ impl WalFile {
     /// Runs fsync number `ordinal`, which the caller has marked in progress.
     async fn run_one(&self, ordinal: u64, syncs: &AtomicU64) -> Result<()> {
         let mut guard = SyncGuard { wal: self, done: false };
+        // No byte of the log counts as durable before its name is.
+        let unsynced_dir = self.lock().unsynced_dir.clone();
+        if let Some(UnsyncedDir { rt, dir }) = unsynced_dir {
+            if let Err(e) = rt.fs().sync_dir(&dir).await {
+                guard.done = true;
+                let mut st = self.lock();
+                st.in_progress = false;
+                st.failed = true;
+                wake_all(&mut st);
+                return Err(Error::io("syncing directory", &dir, e));
+            }
+            self.lock().unsynced_dir = None;
+        }
         let upto = self.written.load(Ordering::Acquire);
         syncs.fetch_add(1, Ordering::Relaxed);
         if self.bugs.has(PlantedBug::DurableMarkBeforeSync) {
@@ -255,6 +284,13 @@ impl WalWriter {
     pub(crate) fn with_bugs(mut self, bugs: SyncBugs) -> Self {
         let shared = Arc::get_mut(&mut self.shared).expect("a new writer's file is not shared");
         shared.bugs = bugs;
+        self
+    }
+
+    /// Marks the log's name as not yet durable in `dir`: its first fsync syncs `dir` first.
+    /// For a writer just made.
+    pub(crate) fn with_directory_unsynced(self, rt: RuntimeRef, dir: &Path) -> Self {
+        self.shared.lock().unsynced_dir = Some(UnsyncedDir { rt, dir: dir.to_path_buf() });
         self
     }
 
