@@ -277,6 +277,9 @@ pub enum PlantedBug {
     /// oldest memtable first (`flush::run`): a newer memtable's edit names its
     /// successor's WAL as the oldest needed while an older memtable is still only in its WAL.
     FlushInstallOutOfOrder,
+    /// A new WAL's first fsync does not sync its directory first, so a crash may lose the log
+    /// whole, with the synced writes it holds (`wal::writer`, `WalFile::run_one`).
+    NewWalNameNotSynced,
 }
 
 /// Per-write options.

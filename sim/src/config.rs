@@ -40,11 +40,13 @@ pub enum Bug {
     BackgroundPanicNotCaught,
     /// Concurrent flushes install their tables in the order they finish, not oldest first.
     FlushInstallOutOfOrder,
+    /// A new WAL's first fsync leaves its directory unsynced.
+    NewWalNameNotSynced,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::SyncNoop,
         Bug::AcceptTornWal,
         Bug::AckBeforeSync,
@@ -56,6 +58,7 @@ impl Bug {
         Bug::NextFileNumberTooLow,
         Bug::BackgroundPanicNotCaught,
         Bug::FlushInstallOutOfOrder,
+        Bug::NewWalNameNotSynced,
     ];
 
     /// The name used on the command line.
@@ -72,6 +75,7 @@ impl Bug {
             Bug::NextFileNumberTooLow => "next-file-number-too-low",
             Bug::BackgroundPanicNotCaught => "background-panic-not-caught",
             Bug::FlushInstallOutOfOrder => "flush-install-out-of-order",
+            Bug::NewWalNameNotSynced => "new-wal-name-not-synced",
         }
     }
 
@@ -90,6 +94,7 @@ impl Bug {
             Bug::NextFileNumberTooLow => P::NextFileNumberFromManifest,
             Bug::BackgroundPanicNotCaught => P::BackgroundPanicNotCaught,
             Bug::FlushInstallOutOfOrder => P::FlushInstallOutOfOrder,
+            Bug::NewWalNameNotSynced => P::NewWalNameNotSynced,
         })
     }
 

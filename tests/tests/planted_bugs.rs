@@ -99,3 +99,8 @@ fn background_panic_not_poisoning_the_database_is_found() {
 fn flushes_installed_out_of_order_are_found() {
     assert_found(Bug::FlushInstallOutOfOrder);
 }
+
+#[test]
+fn a_new_logs_name_left_unsynced_is_found() {
+    assert_found(Bug::NewWalNameNotSynced);
+}

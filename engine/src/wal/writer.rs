@@ -57,6 +57,8 @@ pub(crate) struct SyncBugs {
     retry_failed_fsync: bool,
     #[cfg(feature = "planted-bugs")]
     durable_mark_before_sync: bool,
+    #[cfg(feature = "planted-bugs")]
+    new_wal_name_not_synced: bool,
 }
 
 impl SyncBugs {
@@ -68,6 +70,8 @@ impl SyncBugs {
             retry_failed_fsync: options.has_bug(PlantedBug::RetryFailedFsync),
             #[cfg(feature = "planted-bugs")]
             durable_mark_before_sync: options.has_bug(PlantedBug::DurableMarkBeforeSync),
+            #[cfg(feature = "planted-bugs")]
+            new_wal_name_not_synced: options.has_bug(PlantedBug::NewWalNameNotSynced),
         }
     }
 
@@ -77,6 +81,7 @@ impl SyncBugs {
             match bug {
                 PlantedBug::RetryFailedFsync => self.retry_failed_fsync,
                 PlantedBug::DurableMarkBeforeSync => self.durable_mark_before_sync,
+                PlantedBug::NewWalNameNotSynced => self.new_wal_name_not_synced,
                 _ => false,
             }
         }
@@ -163,6 +168,8 @@ impl WalFile {
         let mut guard = SyncGuard { wal: self, done: false };
         // No byte of the log counts as durable before its name is.
         let unsynced_dir = self.lock().unsynced_dir.clone();
+        // Planted: the name is left to whatever syncs the directory next, if anything.
+        let unsynced_dir = unsynced_dir.filter(|_| !self.bugs.has(PlantedBug::NewWalNameNotSynced));
         if let Some(UnsyncedDir { rt, dir }) = unsynced_dir {
             if let Err(e) = rt.fs().sync_dir(&dir).await {
                 guard.done = true;
