@@ -5,7 +5,8 @@
 //! Priority follows from that and from picking: flushes never wait behind a compaction (they
 //! free memtables, which writers may be stalled on); a compaction worker serves `compact_range`
 //! requests first, then the level with the highest score (level 0's is its table count over
-//! its trigger, a deeper level's its bytes over its target; level 0 first among equals). Concurrent compactions take disjoint inputs and never
+//! its trigger, a deeper level's its bytes over its target; level 0 first among equals, and
+//! whatever the scores once writers are slowed for it). Concurrent compactions take disjoint inputs and never
 //! write overlapping key ranges into one level (`compaction::Busy`, under whose lock they are
 //! picked); concurrent flushes install oldest memtable first (`flush`). Their writes share one
 //! rate limiter (`compaction_bytes_per_sec`, on the runtime clock). Version changes go through

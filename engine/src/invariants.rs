@@ -59,40 +59,28 @@ async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
     }
     let fs = db.rt.checker_fs().unwrap_or(db.rt.fs());
     // Jobs may run meanwhile: the version set is read in one step between two listings (see
-    // below for why that suffices). The second listing is taken only when the first leaves a
-    // suspect, a table of the version not listed or a listed table the snapshot does not
-    // account for; without one, the checks below cannot fail on the first count and catch on
-    // the second only a version's table deleted between the listings, which the next check
-    // (or the final reopen) sees missing from its first. Listing twice every time was 1.3% of
-    // a sweep.
+    // below for why that suffices).
     let before = tables_on_disk(fs, db.dir).await?;
     let snapshot = db.versions.snapshot();
-    let version = snapshot.current.clone();
+    let after = tables_on_disk(fs, db.dir).await?;
+    let version = snapshot.current;
     version.check()?;
-    let accounted = |number: u64| {
-        version.files().any(|(_, f)| f.number == number)
-            || snapshot.obsolete.contains(&number)
-            || snapshot.pending.contains(&number)
-    };
-    let suspect = version.files().any(|(_, f)| !before.contains(&f.number))
-        || before.iter().any(|&n| !accounted(n));
-    if suspect {
-        let after = tables_on_disk(fs, db.dir).await?;
-        // The snapshot holds the version, so none of its tables can be deleted before `after`.
-        for (level, f) in version.files() {
-            if !after.contains(&f.number) {
-                return Err(format!("table {} of level {level} is not on disk", f.number));
-            }
+    // The snapshot holds the version, so none of its tables can be deleted before `after`.
+    for (level, f) in version.files() {
+        if !after.contains(&f.number) {
+            return Err(format!("table {} of level {level} is not on disk", f.number));
         }
-        // A table is pending, live or obsolete from before it is created until after it is
-        // deleted, moving between them under one lock: one on disk at both listings was in one
-        // of them at the snapshot between.
-        for &number in before.iter().filter(|n| after.contains(n)) {
-            if !accounted(number) {
-                return Err(format!(
-                    "table {number} is on disk but neither live, pending nor obsolete"
-                ));
-            }
+    }
+    // A table is pending, live or obsolete from before it is created until after it is
+    // deleted, moving between them under one lock: one on disk at both listings was in one of
+    // them at the snapshot between.
+    for number in before.iter().filter(|n| after.contains(n)) {
+        let live = version.files().any(|(_, f)| f.number == *number);
+        let waiting = snapshot.obsolete.contains(number) || snapshot.pending.contains(number);
+        if !live && !waiting {
+            return Err(format!(
+                "table {number} is on disk but neither live, pending nor obsolete"
+            ));
         }
     }
     // Tables no version names any more are forgotten.

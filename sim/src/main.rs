@@ -35,9 +35,11 @@ const MI_MAX_ALIGN: usize = 16;
 #[cfg(madsim)]
 struct SmallAligned;
 
-// SAFETY: each call is the one `mimalloc::MiMalloc` makes, or its unaligned form where
-// `layout.align()` is at most what mimalloc aligns every block to (and at most the size, so a
-// small block cannot come from a size class of smaller alignment); `mi_free` takes either.
+// SAFETY: each call is the one `mimalloc::MiMalloc` makes, or its unaligned form where that
+// form already gives `layout.align()`: in mimalloc v3 (pinned, without its `secure` or `debug`
+// builds) size classes are multiples of two machine words on 16-aligned pages, so a block of
+// 16 bytes or more is 16-aligned and a smaller one 8-aligned; an alignment of at most 16 and at
+// most the size is thus met (one below 16 is at most 8). `mi_free` takes blocks of either.
 #[cfg(madsim)]
 #[allow(unsafe_code)]
 unsafe impl std::alloc::GlobalAlloc for SmallAligned {
