@@ -34,8 +34,9 @@ pub(crate) async fn create(
     let path = dir.join(file_name(number));
     let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
     // The directory is synced with the log's first fsync, not here: a rotation, which writers
-    // wait for, then syncs only the old log. Until an fsync covers it the log holds no write
-    // promised durable, and a crash may lose it whole.
+    // wait for, then does not sync it for the new log, and for the old one only if nothing
+    // (a synced write, a background sync) fsynced that log before. Until an fsync covers it
+    // the log holds no write promised durable, and a crash may lose it whole.
     let writer = WalWriter::new(file, path, number, 0, options.wal_preallocate_bytes);
     Ok(writer.with_bugs(SyncBugs::of(options)).with_directory_unsynced(Arc::clone(rt), dir))
 }
