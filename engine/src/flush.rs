@@ -45,10 +45,10 @@ pub(crate) async fn write_table(
         for (key, slot) in &chunk {
             writer.add(&key.user_key, key.seq, slot.as_deref()).await?;
         }
-        match chunk.pop() {
-            Some((key, _)) if chunk.len() + 1 == FLUSH_CHUNK_ENTRIES => last = Some(key),
-            _ => break,
+        if chunk.len() < FLUSH_CHUNK_ENTRIES {
+            break;
         }
+        last = chunk.pop().map(|(key, _)| key);
     }
     let props = writer.finish().await?;
     // The table's name must be durable before the MANIFEST names it.

@@ -114,12 +114,6 @@ impl Memtable {
         removed
     }
 
-    /// Every entry in internal order (user key ascending, sequence number descending).
-    #[cfg(test)]
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (Bytes, u64, Slot)> + '_ {
-        self.map.iter().map(|e| (e.key().user_key.clone(), e.key().seq, e.value().clone()))
-    }
-
     /// Replaces `out` with the next at most `max` entries in internal order after `after` (from
     /// the first if `None`): what a flush writes, a chunk at a time, so that it holds no copy of
     /// the whole memtable and no iterator across its writes' awaits.
@@ -177,7 +171,13 @@ mod tests {
             m.insert(b(k), s, Some(b(&format!("{k}{s}"))));
         }
         assert!(m.approximate_bytes() > 0);
-        assert_eq!(m.entries().map(|e| e.1).collect::<Vec<_>>(), [2, 3, 1, 6, 4, 5]);
+        let mut entries = Vec::new();
+        m.entries_after(None, usize::MAX, &mut entries);
+        assert_eq!(entries.iter().map(|e| e.0.seq).collect::<Vec<_>>(), [2, 3, 1, 6, 4, 5]);
+        // A flush's next chunk resumes after the last entry of the one before.
+        let after = entries[1].0.clone();
+        m.entries_after(Some(&after), 2, &mut entries);
+        assert_eq!(entries.iter().map(|e| e.0.seq).collect::<Vec<_>>(), [1, 6]);
         let probe = InternalKey { user_key: b("b"), seq: 2 };
         let after = m.neighbour(Bound::Included(&probe), true).unwrap();
         assert_eq!((after.0.user_key, after.0.seq), (b("b"), 1));

@@ -58,9 +58,11 @@ pub(crate) trait Host: Send + Sync + std::fmt::Debug + 'static {
     fn publish_queue(&self) -> &PublishQueue;
     /// Wakes the sync task; stopping it ends the task.
     fn sync_bell(&self) -> &Arc<Doorbell>;
-    fn rt(&self) -> &dyn Runtime;
     /// The runtime as a shared handle, for a new WAL to sync its directory with later.
     fn runtime(&self) -> &crate::runtime::RuntimeRef;
+    fn rt(&self) -> &dyn Runtime {
+        self.runtime().as_ref()
+    }
     fn options(&self) -> &Options;
     fn counters(&self) -> &Counters;
     /// File numbers for new WALs, and the level-0 table count writes are throttled by.

@@ -131,10 +131,10 @@ pub(crate) struct Level0 {
 /// level with the highest score, as in RocksDB, level 0's being its table count over
 /// `level0.due_files` and a deeper level's its bytes over its target; level 0 first among
 /// equals (its tables cost every read a lookup), and first whatever the scores once writers
-/// are slowed for it. Level 0 first whenever due, as before, starved
-/// level 1 under a steady load with one compaction worker: level 1 grew far past its target and
-/// every level-0 compaction rewrote all of it (a 3M-key load: write amplification 9.9 against
-/// 8.7 by score, 232,000 against 314,000 puts/s).
+/// are slowed for it. Putting level 0 first whenever it was due starved level 1 under a steady
+/// load with one compaction worker: level 1 grew far past its target and every level-0
+/// compaction rewrote all of it (a 3M-key load: write amplification 9.9 against 8.7 by score,
+/// 232,000 against 314,000 puts/s).
 pub(crate) fn pick(
     version: &Version,
     level0: Level0,

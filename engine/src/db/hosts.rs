@@ -10,7 +10,6 @@ use crate::job::{FlushJob, JobEnv, ReadState};
 use crate::memtable::Memtable;
 use crate::metrics::Counters;
 use crate::options::Options;
-use crate::runtime::Runtime;
 use crate::signal::{Doorbell, Doorbells, Notify};
 use crate::version::Version;
 use crate::version_set::VersionSet;
@@ -27,9 +26,6 @@ impl commit::Host for DbInner {
     }
     fn sync_bell(&self) -> &Arc<Doorbell> {
         &self.sync_bell
-    }
-    fn rt(&self) -> &dyn Runtime {
-        self.rt.as_ref()
     }
     fn runtime(&self) -> &crate::runtime::RuntimeRef {
         &self.rt

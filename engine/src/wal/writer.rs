@@ -13,9 +13,10 @@
 //!
 //! Invariants: `synced_upto <= written`, and every byte below `synced_upto` was covered by a
 //! successful `sync_data`, after the log's name was made durable (for a log `wal::create`
-//! made, the first fsync syncs its directory first). After one failed sync the log is failed for good: the kernel may
-//! have dropped the dirty pages and a retried fsync could report success for data it lost.
-//! (Two planted bugs, `SyncBugs`, break these on purpose, to prove the simulator notices.)
+//! made, the first fsync syncs its directory first). After one failed sync the log is failed
+//! for good: the kernel may have dropped the dirty pages and a retried fsync could report
+//! success for data it lost. (Three planted bugs, `SyncBugs`, break these on purpose, to prove
+//! the simulator notices.)
 
 use crate::error::{Error, Result};
 use crate::options::{Options, PlantedBug};
@@ -171,14 +172,8 @@ impl WalFile {
         // Planted: the name is left to whatever syncs the directory next, if anything.
         let unsynced_dir = unsynced_dir.filter(|_| !self.bugs.has(PlantedBug::NewWalNameNotSynced));
         if let Some(UnsyncedDir { rt, dir }) = unsynced_dir {
-            if let Err(e) = rt.fs().sync_dir(&dir).await {
-                guard.done = true;
-                let mut st = self.lock();
-                st.in_progress = false;
-                st.failed = true;
-                wake_all(&mut st);
-                return Err(Error::io("syncing directory", &dir, e));
-            }
+            // A failure fails the log as a failed fsync does: the guard, left undone, does it.
+            rt.fs().sync_dir(&dir).await.map_err(|e| Error::io("syncing directory", &dir, e))?;
             self.lock().unsynced_dir = None;
         }
         let upto = self.written.load(Ordering::Acquire);

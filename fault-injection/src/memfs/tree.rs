@@ -135,23 +135,28 @@ impl Tree {
     }
 
     pub(super) fn open(&self, path: &Path) -> io::Result<Arc<FileCell>> {
-        let (dir, name) = self.parent_of(path)?;
-        match self.dir(dir).current.get(name) {
-            Some(Node::File(cell)) => Ok(cell.clone()),
-            Some(Node::Dir(_)) => Err(error(ErrorKind::IsADirectory, path)),
-            None => Err(error(ErrorKind::NotFound, path)),
+        self.find(path)?.ok_or_else(|| error(ErrorKind::NotFound, path))
+    }
+
+    /// Opens `path`, creating it empty if it does not exist (but never truncating it). Goes
+    /// through `find`, not `open`: most calls create, and a not-found error formats the path.
+    pub(super) fn open_or_create(&mut self, path: &Path) -> io::Result<Arc<FileCell>> {
+        match self.find(path)? {
+            Some(cell) => Ok(cell),
+            None => {
+                let (dir, name) = self.parent_of(path)?;
+                Ok(self.add_file(dir, name))
+            }
         }
     }
 
-    /// Opens `path`, creating it empty if it does not exist (but never truncating it).
-    pub(super) fn open_or_create(&mut self, path: &Path) -> io::Result<Arc<FileCell>> {
-        // Looked up here rather than through `open`, whose not-found error formats the path:
-        // most calls create.
+    /// The file at `path`, or `None` if its directory holds nothing by that name.
+    fn find(&self, path: &Path) -> io::Result<Option<Arc<FileCell>>> {
         let (dir, name) = self.parent_of(path)?;
         match self.dir(dir).current.get(name) {
-            Some(Node::File(cell)) => Ok(cell.clone()),
+            Some(Node::File(cell)) => Ok(Some(cell.clone())),
             Some(Node::Dir(_)) => Err(error(ErrorKind::IsADirectory, path)),
-            None => Ok(self.add_file(dir, name)),
+            None => Ok(None),
         }
     }
 
