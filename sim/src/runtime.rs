@@ -460,7 +460,7 @@ impl FileSystem for SimFs {
             let numbered = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
                 n.ends_with(".log") || n.ends_with(".sst") || n.starts_with("MANIFEST-")
             });
-            if numbered && !self.control.frozen() && self.inner.inner().open(path).await.is_ok() {
+            if numbered && !self.control.frozen() && self.inner.inner().exists(path) {
                 let why = format!("created {} again: a file number reused", path.display());
                 self.control.violated(why);
             }

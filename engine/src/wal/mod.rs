@@ -54,11 +54,24 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 /// The number in a file name made of `prefix`, decimal digits and `suffix` (the names of WALs,
 /// tables and MANIFESTs), if `name` is one.
 pub(crate) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let (name, prefix, suffix) = (name.as_bytes(), prefix.as_bytes(), suffix.as_bytes());
+    let len = name.len().checked_sub(prefix.len() + suffix.len()).filter(|&n| n > 0)?;
+    let (head, rest) = name.split_at(prefix.len());
+    let (digits, tail) = rest.split_at(len);
+    if !same_bytes(head, prefix) || !same_bytes(tail, suffix) {
         return None;
     }
-    digits.parse().ok()
+    digits.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// Whether two slices of one length hold the same bytes. A loop rather than `==`: names are
+/// short and every directory listing parses each, and `==` calls `memcmp`, whose call cost
+/// more than the comparison (a twentieth of the simulator's cycles went there).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Appends one record whose payload is a batch (`first_seq`, `count`, `rep`) to `out`.
@@ -116,6 +129,19 @@ mod tests {
         assert_eq!(parse_file_name(".log"), None);
         assert_eq!(parse_file_name("00a1.log"), None);
         assert_eq!(parse_file_name("000001.sst"), None);
+    }
+
+    #[test]
+    fn only_prefix_digits_suffix_is_a_numbered_name() {
+        assert_eq!(parse_numbered("MANIFEST-000003", "MANIFEST-", ""), Some(3));
+        assert_eq!(parse_numbered("MANIFEST-", "MANIFEST-", ""), None);
+        assert_eq!(parse_numbered("MANIFEST", "MANIFEST-", ""), None);
+        assert_eq!(parse_numbered("MANIFEST_000003", "MANIFEST-", ""), None);
+        assert_eq!(parse_numbered("+12.log", "", ".log"), None);
+        assert_eq!(parse_numbered("12.lug", "", ".log"), None);
+        assert_eq!(parse_numbered("1\u{e9}.log", "", ".log"), None);
+        assert_eq!(parse_numbered("18446744073709551615.log", "", ".log"), Some(u64::MAX));
+        assert_eq!(parse_numbered("18446744073709551616.log", "", ".log"), None);
     }
 }
 

@@ -226,6 +226,12 @@ impl MemFs {
         Ok(healed)
     }
 
+    /// Whether `path` names a file now, as an open would find it. Unlike a failed open, a
+    /// missing file costs no error message: the simulator asks before every create.
+    pub fn exists(&self, path: &Path) -> bool {
+        self.shared.live().is_ok_and(|s| matches!(s.tree.find(path), Ok(Some(_))))
+    }
+
     /// The files directly in `dir` with their sizes, for choosing where damage lands.
     pub fn files(&self, dir: &Path) -> io::Result<Vec<FileInfo>> {
         let state = self.shared.live()?;

@@ -151,7 +151,7 @@ impl Tree {
     }
 
     /// The file at `path`, or `None` if its directory holds nothing by that name.
-    fn find(&self, path: &Path) -> io::Result<Option<Arc<FileCell>>> {
+    pub(super) fn find(&self, path: &Path) -> io::Result<Option<Arc<FileCell>>> {
         let (dir, name) = self.parent_of(path)?;
         match self.dir(dir).current.get(name) {
             Some(Node::File(cell)) => Ok(Some(cell.clone())),
