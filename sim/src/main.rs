@@ -109,8 +109,13 @@ fn never_purge() {
 fn no_huge_pages() {
     use std::ffi::{c_int, c_ulong};
     extern "C" {
-        fn prctl(option: c_int, arg2: c_ulong, arg3: c_ulong, arg4: c_ulong, arg5: c_ulong)
-            -> c_int;
+        fn prctl(
+            option: c_int,
+            arg2: c_ulong,
+            arg3: c_ulong,
+            arg4: c_ulong,
+            arg5: c_ulong,
+        ) -> c_int;
     }
     const PR_SET_THP_DISABLE: c_int = 41;
     // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process; it reads no memory of ours.
