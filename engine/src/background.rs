@@ -36,6 +36,7 @@ use crate::runtime::{buggify, JoinHandle};
 use crate::signal::{Doorbell, Doorbells, Signal};
 use crate::unwind::catch_panic;
 use crate::version::LEVELS;
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub(crate) struct RangeRequest {
     pub end: Vec<u8>,
     /// The level whose tables in the range the next step compacts.
     pub level: usize,
+    /// In the last pass (rewriting the deepest level in place): that level and the largest key
+    /// of the last run rewritten, which the pass goes on after.
+    pub bottom_after: Option<(usize, Bytes)>,
     /// Whether a step of this request is running: one at a time, so that the request ends
     /// only once every step it took is installed.
     pub stepping: bool,
@@ -55,7 +59,8 @@ pub(crate) struct RangeRequest {
 
 impl RangeRequest {
     pub(crate) fn new(start: &[u8], end: &[u8], done: Done) -> Self {
-        RangeRequest { start: start.to_vec(), end: end.to_vec(), level: 0, stepping: false, done }
+        let (start, end) = (start.to_vec(), end.to_vec());
+        RangeRequest { start, end, level: 0, bottom_after: None, stepping: false, done }
     }
 }
 
@@ -295,17 +300,20 @@ fn pick_auto<'a>(env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
     // The version is read under the claims' lock: a compaction installs its edit before it
     // lets go of its inputs, so a version read after the lock is taken holds no table a
     // finished compaction dropped (read before, it could, and be compacted again).
+    let oldest_snapshot = env.reads.pinned_snapshots().into_iter().min();
     let mut busy = shared.busy();
     let version = env.versions.current();
-    let c = compaction::pick_due(&version, env.options, &mut busy)?;
+    let c = compaction::pick_due(&version, env.options, oldest_snapshot, &mut busy)?;
     let id = busy.claim(&c);
     Some(Work::Compact(Claimed { shared, id, request: None }, c))
 }
 
 /// The next step of the oldest `compact_range` request no other worker is stepping, claimed:
 /// one pass per level, from level 0 down to the level above the deepest one holding data
-/// (level 1 at least), each compacting that level's tables in the range into the next. One
-/// pass per level bounds the request even while writes keep adding tables. A step that would
+/// (level 1 at least), each compacting that level's tables in the range into the next, then
+/// one pass rewriting the deepest level's tables in the range that hold droppable entries or
+/// are oversized (so deleted and overwritten data leaves the disk). One pass per level bounds
+/// the request even while writes keep adding tables. A step that would
 /// collide with a running compaction waits for it (which rings the workers when it ends). A
 /// request with no step left is taken off the list, to be told it is done.
 fn next_range_step<'a>(
@@ -323,9 +331,22 @@ fn next_range_step<'a>(
     let deepest = (0..LEVELS).rev().find(|&l| !version.levels[l].is_empty()).unwrap_or(0).max(1);
     let mut level = r.level;
     let mut next = None;
+    let target = env.options.target_file_bytes;
     while next.is_none() && level < deepest {
-        next = compaction::pick_range(&version, level, &r.start, &r.end);
+        next = compaction::pick_range(&version, level, &r.start, &r.end, target);
         level += 1;
+    }
+    let mut bottom_after = None;
+    if next.is_none() && level == deepest {
+        // After the run the last step rewrote, if it rewrote one at this level: a run kept
+        // for a snapshot may qualify again, and the pass must end.
+        let after = r.bottom_after.as_ref().filter(|(l, _)| *l == level).map(|(_, k)| k.as_ref());
+        let range = (r.start.as_slice(), r.end.as_slice());
+        next = compaction::pick_range_bottom(&version, level, range, after, target);
+        match next.as_ref().and_then(|c| c.inputs.last()) {
+            Some((_, last)) => bottom_after = Some((level, last.largest_key.clone())),
+            None => level += 1,
+        }
     }
     let Some(c) = next else { return Some(RangeNext::Finish(requests.remove(at))) };
     if !busy.allows(&c) {
@@ -334,6 +355,9 @@ fn next_range_step<'a>(
     let id = busy.claim(&c);
     let r = &mut requests[at];
     r.level = level;
+    if bottom_after.is_some() {
+        r.bottom_after = bottom_after;
+    }
     r.stepping = true;
     let request = Some((db.range_requests(), Arc::clone(&r.done)));
     Some(RangeNext::Step(Work::Compact(Claimed { shared, id, request }, c)))

@@ -50,14 +50,15 @@ pub(crate) async fn write_table(
         }
         last = chunk.pop().map(|(key, _)| key);
     }
+    let droppable = writer.droppable();
     let props = writer.finish().await?;
     // The table's name must be durable before the MANIFEST names it.
     rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
-    Ok(Some(file_meta(number, &props)))
+    Ok(Some(file_meta(number, &props, droppable)))
 }
 
 /// What the version keeps of a table, from its properties.
-pub(crate) fn file_meta(number: u64, props: &TableProperties) -> FileMeta {
+pub(crate) fn file_meta(number: u64, props: &TableProperties, droppable: u64) -> FileMeta {
     FileMeta {
         number,
         file_bytes: props.file_bytes,
@@ -67,6 +68,7 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties) -> FileMeta {
         largest_seq: props.largest_seq,
         min_seq: props.min_seq,
         max_seq: props.max_seq,
+        droppable,
     }
 }
 

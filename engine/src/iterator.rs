@@ -10,12 +10,16 @@
 //!
 //! An iterator holds the memtables and the version it started with, so the tables it reads
 //! stay on disk however the tree changes meanwhile, and it reads exactly the state at its
-//! sequence number.
+//! sequence number. Level-0 tables are each a child; each deeper level is one child
+//! ([`LevelCursor`], Pebble's `levelIter`) that opens its tables one at a time as the walk
+//! reaches them, so a walk over thousands of tables holds a few open, within the table cache's
+//! bound.
 
 use crate::error::Result;
 use crate::memtable::{InternalKey, Memtable, SEQ_MAX};
 use crate::sstable::TableIter;
-use crate::version::Version;
+use crate::table_cache::TableCache;
+use crate::version::{FileMeta, Version};
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::ops::Bound;
@@ -71,11 +75,123 @@ impl MemCursor {
     }
 }
 
+/// A cursor over the tables of one level below 0, which hold disjoint key ranges in key
+/// order: it holds one table open at a time, moving to the next (or previous) table when the
+/// open one runs out.
+#[derive(Debug)]
+pub(crate) struct LevelCursor {
+    /// The level's tables the read may need, in key order.
+    files: Vec<Arc<FileMeta>>,
+    tables: Arc<TableCache>,
+    /// The open table's position in `files` and its cursor; `None` when unpositioned or run
+    /// off either end.
+    open: Option<(usize, TableIter)>,
+}
+
+impl LevelCursor {
+    pub(crate) fn new(files: Vec<Arc<FileMeta>>, tables: Arc<TableCache>) -> Self {
+        LevelCursor { files, tables, open: None }
+    }
+
+    fn table(&self) -> Option<&TableIter> {
+        self.open.as_ref().map(|(_, t)| t).filter(|t| t.valid())
+    }
+
+    /// The cursor of table `at` of `files`, opened unless it is the one open. The table open
+    /// before is let go of first: one at a time.
+    async fn open_at(&mut self, at: usize) -> Result<&mut TableIter> {
+        if self.open.as_ref().is_none_or(|(i, _)| *i != at) {
+            self.open = None;
+            let f = &self.files[at];
+            let table = self.tables.get(f.number, f.file_bytes).await?;
+            self.open = Some((at, table.iter()));
+        }
+        Ok(&mut self.open.as_mut().expect("just opened").1)
+    }
+
+    /// While the open table has run off its end, moves to the next table's first entry.
+    async fn skip_forward(&mut self) -> Result<()> {
+        while let Some((at, t)) = &self.open {
+            if t.valid() {
+                break;
+            }
+            let next = at + 1;
+            if next == self.files.len() {
+                self.open = None;
+                break;
+            }
+            self.open_at(next).await?.seek_to_first().await?;
+        }
+        Ok(())
+    }
+
+    /// While the open table has run off its start, moves to the previous table's last entry.
+    async fn skip_backward(&mut self) -> Result<()> {
+        while let Some((at, t)) = &self.open {
+            if t.valid() {
+                break;
+            }
+            let Some(previous) = at.checked_sub(1) else {
+                self.open = None;
+                break;
+            };
+            self.open_at(previous).await?.seek_to_last().await?;
+        }
+        Ok(())
+    }
+
+    async fn seek(&mut self, user_key: &[u8], seq: u64) -> Result<()> {
+        // Every entry of a table whose largest key is below `user_key` sorts before the target.
+        let at = self.files.partition_point(|f| f.largest_key.as_ref() < user_key);
+        if at == self.files.len() {
+            self.open = None;
+            return Ok(());
+        }
+        self.open_at(at).await?.seek(user_key, seq).await?;
+        self.skip_forward().await
+    }
+
+    async fn seek_before(&mut self, user_key: &[u8], seq: u64) -> Result<()> {
+        // Every entry of a table whose smallest key is above `user_key` sorts after the target.
+        let after = self.files.partition_point(|f| f.smallest_key.as_ref() <= user_key);
+        let Some(at) = after.checked_sub(1) else {
+            self.open = None;
+            return Ok(());
+        };
+        self.open_at(at).await?.seek_before(user_key, seq).await?;
+        self.skip_backward().await
+    }
+
+    async fn seek_to_last(&mut self) -> Result<()> {
+        let Some(at) = self.files.len().checked_sub(1) else {
+            self.open = None;
+            return Ok(());
+        };
+        self.open_at(at).await?.seek_to_last().await?;
+        self.skip_backward().await
+    }
+
+    async fn next(&mut self) -> Result<()> {
+        if let Some((_, t)) = &mut self.open {
+            t.next().await?;
+        }
+        self.skip_forward().await
+    }
+
+    async fn prev(&mut self) -> Result<()> {
+        if let Some((_, t)) = &mut self.open {
+            t.prev().await?;
+        }
+        self.skip_backward().await
+    }
+}
+
 /// One input of the merge.
 #[derive(Debug)]
 pub(crate) enum Child {
     Mem(MemCursor),
     Table(TableIter),
+    Level(LevelCursor),
 }
 
 impl Child {
@@ -83,6 +199,7 @@ impl Child {
         match self {
             Child::Mem(c) => c.current.is_some(),
             Child::Table(t) => t.valid(),
+            Child::Level(l) => l.table().is_some(),
         }
     }
 
@@ -92,6 +209,7 @@ impl Child {
                 c.current.as_ref().map_or((&[][..], 0), |(k, _)| (&k.user_key[..], k.seq))
             }
             Child::Table(t) => (t.user_key(), t.seq()),
+            Child::Level(l) => l.table().map_or((&[][..], 0), |t| (t.user_key(), t.seq())),
         }
     }
 
@@ -99,6 +217,7 @@ impl Child {
         match self {
             Child::Mem(c) => c.current.as_ref().and_then(|(_, v)| v.as_deref()),
             Child::Table(t) => t.value(),
+            Child::Level(l) => l.table().and_then(TableIter::value),
         }
     }
 
@@ -106,6 +225,7 @@ impl Child {
         match self {
             Child::Mem(c) => c.seek(user_key, seq),
             Child::Table(t) => t.seek(user_key, seq).await?,
+            Child::Level(l) => l.seek(user_key, seq).await?,
         }
         Ok(())
     }
@@ -114,6 +234,19 @@ impl Child {
         match self {
             Child::Mem(c) => c.seek_before(user_key, seq),
             Child::Table(t) => t.seek_before(user_key, seq).await?,
+            Child::Level(l) => l.seek_before(user_key, seq).await?,
+        }
+        Ok(())
+    }
+
+    async fn seek_to_last(&mut self) -> Result<()> {
+        match self {
+            Child::Mem(c) => {
+                let last = c.mem.neighbour(Bound::Unbounded, false);
+                c.set(last);
+            }
+            Child::Table(t) => t.seek_to_last().await?,
+            Child::Level(l) => l.seek_to_last().await?,
         }
         Ok(())
     }
@@ -122,6 +255,7 @@ impl Child {
         match self {
             Child::Mem(c) => c.next(),
             Child::Table(t) => t.next().await?,
+            Child::Level(l) => l.next().await?,
         }
         Ok(())
     }
@@ -130,6 +264,7 @@ impl Child {
         match self {
             Child::Mem(c) => c.prev(),
             Child::Table(t) => t.prev().await?,
+            Child::Level(l) => l.prev().await?,
         }
         Ok(())
     }
@@ -318,13 +453,7 @@ impl DbIterator {
             Some(upper) => self.merged.seek_before(&upper, SEQ_MAX).await?,
             None => {
                 for child in &mut self.merged.children {
-                    match child {
-                        Child::Mem(c) => {
-                            let last = c.mem.neighbour(Bound::Unbounded, false);
-                            c.set(last);
-                        }
-                        Child::Table(t) => t.seek_to_last().await?,
-                    }
+                    child.seek_to_last().await?;
                 }
                 self.merged.forward = false;
                 self.merged.pick();

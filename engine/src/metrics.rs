@@ -72,6 +72,7 @@ impl Counters {
             bloom_checks: 0,
             bloom_negatives: 0,
             table_bytes_read: 0,
+            tables_open: 0,
         }
     }
 }
@@ -134,6 +135,9 @@ pub struct Metrics {
     pub bloom_negatives: u64,
     /// Bytes read from table files.
     pub table_bytes_read: u64,
+    /// Tables open now, held by the table cache (at most `open_tables_max`) or by iterators
+    /// (one per level below 0 at a time, and each level-0 table).
+    pub tables_open: u64,
 }
 
 /// Counts a background job as running for as long as it lives, however it ends, and keeps

@@ -30,6 +30,11 @@ pub(crate) struct FileMeta {
     /// The range of sequence numbers of every entry.
     pub min_seq: u64,
     pub max_seq: u64,
+    /// Entries a compaction could drop once no snapshot needs them and no deeper level holds
+    /// their keys (tombstones, versions below their key's newest); see
+    /// [`crate::sstable::TableWriter::droppable`]. 0 for tables a MANIFEST from before the
+    /// count named.
+    pub droppable: u64,
 }
 
 impl FileMeta {
@@ -160,6 +165,7 @@ pub(crate) fn meta(number: u64, smallest: &str, largest: &str, seqs: (u64, u64))
         largest_seq: seqs.0,
         min_seq: seqs.0,
         max_seq: seqs.1,
+        droppable: 0,
     }
 }
 

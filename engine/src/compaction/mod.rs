@@ -6,7 +6,11 @@
 //! other, and moving only some could put an older version above a newer one). A deeper level
 //! `n` is compacted once its bytes pass its target (`level1_bytes_max` times 10 per level
 //! below 1): one table, chosen round-robin by key, with the level `n + 1` tables it overlaps.
-//! The level with the highest score goes first.
+//! The level with the highest score goes first. Last come bottom-level tables (no deeper level
+//! overlaps them) holding droppable entries (tombstones, versions below their key's newest)
+//! that no live snapshot needs any more: each is rewritten in place, as RocksDB does with the
+//! bottommost files it marks for compaction, so that space held for a released snapshot comes
+//! back without a manual compaction.
 //!
 //! Running (`run`): the inputs are merged by [`merge::MergeIter`], which drops shadowed
 //! versions and obsolete tombstones; outputs are cut at `target_file_bytes`, never inside one
@@ -38,8 +42,11 @@ const LEVEL_SIZE_RATIO: u64 = 10;
 #[derive(Debug)]
 pub(crate) struct Compaction {
     pub output_level: usize,
-    /// Input tables with their levels: `output_level - 1` and `output_level`.
+    /// Input tables with their levels: `output_level - 1` and `output_level`, or only
+    /// `output_level` for a rewrite in place.
     pub inputs: Vec<(usize, Arc<FileMeta>)>,
+    /// Whether one input with nothing to merge may move down whole instead of being rewritten.
+    pub move_allowed: bool,
 }
 
 impl Compaction {
@@ -52,8 +59,33 @@ impl Compaction {
 
     /// Whether the compaction can move its one input down without rewriting it.
     fn is_trivial_move(&self) -> bool {
-        self.inputs.len() == 1 && self.inputs[0].0 + 1 == self.output_level
+        self.move_allowed && self.inputs.len() == 1 && self.inputs[0].0 + 1 == self.output_level
     }
+}
+
+/// Whether `f` is well past the size compaction cuts its outputs at: a flush's table, or one
+/// moved down whole. An output passes the target by its last entry and its metadata blocks
+/// (index and filter, a few percent, and a few hundred bytes of properties and footer, which
+/// dominate a tiny target): twice the target and 4 KiB leaves every output below.
+fn oversized(f: &FileMeta, target_file_bytes: u64) -> bool {
+    f.file_bytes > target_file_bytes.saturating_mul(2).saturating_add(4096)
+}
+
+/// The most tables one in-place rewrite of `compact_range` takes: the merge picks among its
+/// inputs at every entry, so a run of thousands in one step would cost their square.
+const IN_PLACE_TABLES_MAX: usize = 16;
+
+/// Whether no level below `level` holds a table overlapping `f`'s key range: a tombstone in
+/// `f` then hides nothing a compaction does not see.
+fn is_bottom(version: &Version, level: usize, f: &FileMeta) -> bool {
+    let deeper = version.levels.get(level + 1..).unwrap_or_default();
+    !deeper.iter().flatten().any(|g| g.overlaps(&f.smallest_key, &f.largest_key))
+}
+
+/// A rewrite in place of `inputs`, tables of `level`.
+fn in_place(level: usize, inputs: Vec<Arc<FileMeta>>) -> Compaction {
+    let inputs = inputs.into_iter().map(|f| (level, f)).collect();
+    Compaction { output_level: level, inputs, move_allowed: false }
 }
 
 /// Where each level's round-robin choice resumes: the largest key of the last table chosen.
@@ -131,7 +163,8 @@ pub(crate) struct Level0 {
 /// level with the highest score, as in RocksDB, level 0's being its table count over
 /// `level0.due_files` and a deeper level's its bytes over its target; level 0 first among
 /// equals (its tables cost every read a lookup), and first whatever the scores once writers
-/// are slowed for it. Putting level 0 first whenever it was due starved level 1 under a steady
+/// are slowed for it. With no level due, a bottom-level table whose droppable entries no
+/// snapshot needs (`oldest_snapshot` is the oldest pinned sequence number) is rewritten. Putting level 0 first whenever it was due starved level 1 under a steady
 /// load with one compaction worker: level 1 grew far past its target and every level-0
 /// compaction rewrote all of it (a 3M-key load: write amplification 9.9 against 8.7 by score,
 /// 232,000 against 314,000 puts/s).
@@ -139,6 +172,7 @@ pub(crate) fn pick(
     version: &Version,
     level0: Level0,
     level1_bytes_max: u64,
+    oldest_snapshot: Option<u64>,
     busy: &mut Busy,
 ) -> Option<Compaction> {
     let mut scored: Vec<(f64, usize)> = (1..LEVELS - 1)
@@ -179,7 +213,23 @@ pub(crate) fn pick(
             }
         }
     }
-    None
+    pick_droppable(version, oldest_snapshot, busy)
+}
+
+/// A bottom-level table (level 1 or deeper) holding droppable entries that no snapshot needs:
+/// every entry is at or below the oldest snapshot, so all versions of a key fall in one stripe
+/// and a rewrite drops every droppable entry (the output counts none, and is not picked again).
+fn pick_droppable(
+    version: &Version,
+    oldest_snapshot: Option<u64>,
+    busy: &Busy,
+) -> Option<Compaction> {
+    let unneeded = |f: &FileMeta| oldest_snapshot.is_none_or(|oldest| f.max_seq <= oldest);
+    (1..LEVELS)
+        .flat_map(|level| version.levels[level].iter().map(move |f| (level, f)))
+        .filter(|(level, f)| f.droppable > 0 && unneeded(f) && is_bottom(version, *level, f))
+        .map(|(level, f)| in_place(level, vec![Arc::clone(f)]))
+        .find(|c| busy.allows(c))
 }
 
 /// [`pick`] under `options`. Level 0 is compacted at the slowdown threshold at the latest,
@@ -187,16 +237,21 @@ pub(crate) fn pick(
 pub(crate) fn pick_due(
     version: &Version,
     options: &crate::options::Options,
+    oldest_snapshot: Option<u64>,
     busy: &mut Busy,
 ) -> Option<Compaction> {
     let l0_files = options.l0_compaction_files.min(options.l0_slowdown_files);
     let l0 = Level0 { due_files: l0_files, urgent_files: options.l0_slowdown_files };
-    pick(version, l0, options.level1_bytes_max, busy)
+    pick(version, l0, options.level1_bytes_max, oldest_snapshot, busy)
 }
 
-/// Whether `version` has a level due for a compaction under `options`.
-pub(crate) fn due(version: &Version, options: &crate::options::Options) -> bool {
-    pick_due(version, options, &mut Busy::default()).is_some()
+/// Whether `version` needs a compaction under `options`.
+pub(crate) fn due(
+    version: &Version,
+    options: &crate::options::Options,
+    oldest_snapshot: Option<u64>,
+) -> bool {
+    pick_due(version, options, oldest_snapshot, &mut Busy::default()).is_some()
 }
 
 /// A compaction of `chosen` (tables of `level`) with the tables of `level + 1` they overlap.
@@ -209,16 +264,19 @@ fn with_overlaps(version: &Version, level: usize, chosen: Vec<Arc<FileMeta>>) ->
             inputs.push((level + 1, Arc::clone(f)));
         }
     }
-    Compaction { output_level: level + 1, inputs }
+    Compaction { output_level: level + 1, inputs, move_allowed: true }
 }
 
 /// The compactions `compact_range(start, end)` needs at `level`: its tables overlapping the
-/// range (all of level 0, for the reason in the module header) into `level + 1`.
+/// range (all of level 0, for the reason in the module header) into `level + 1`. A table
+/// larger than `target_file_bytes` allows is rewritten, not moved down whole: a manual
+/// compaction's outputs respect the target.
 pub(crate) fn pick_range(
     version: &Version,
     level: usize,
     start: &[u8],
     end: &[u8],
+    target_file_bytes: u64,
 ) -> Option<Compaction> {
     let files = &version.levels[level];
     let chosen: Vec<Arc<FileMeta>> = if level == 0 {
@@ -230,7 +288,36 @@ pub(crate) fn pick_range(
     } else {
         files.iter().filter(|f| f.overlaps(start, end)).cloned().collect()
     };
-    (!chosen.is_empty()).then(|| with_overlaps(version, level, chosen))
+    let oversized = chosen.iter().any(|f| oversized(f, target_file_bytes));
+    (!chosen.is_empty())
+        .then(|| Compaction { move_allowed: !oversized, ..with_overlaps(version, level, chosen) })
+}
+
+/// A step of the last pass of `compact_range(start, end)`, at `level`, the deepest holding
+/// data: the first run of neighbouring tables in the range, past the key `after` if given,
+/// that hold droppable entries or are larger than `target_file_bytes` allows, rewritten in
+/// place (RocksDB's `bottommost_level_compaction = kForce`, limited to the tables it can
+/// change). One run, not every such table at once: merged across a table left alone, an output
+/// could span it, and tables of one level must not overlap. Under a snapshot that still needs
+/// the entries the rewrite keeps them, and the background takes them once it is released.
+pub(crate) fn pick_range_bottom(
+    version: &Version,
+    level: usize,
+    (start, end): (&[u8], &[u8]),
+    after: Option<&[u8]>,
+    target_file_bytes: u64,
+) -> Option<Compaction> {
+    let rewrite = |f: &&Arc<FileMeta>| f.droppable > 0 || oversized(f, target_file_bytes);
+    let chosen: Vec<Arc<FileMeta>> = version.levels[level]
+        .iter()
+        .filter(|f| f.overlaps(start, end))
+        .filter(|f| after.is_none_or(|after| f.smallest_key.as_ref() > after))
+        .skip_while(|f| !rewrite(f))
+        .take_while(rewrite)
+        .take(IN_PLACE_TABLES_MAX)
+        .cloned()
+        .collect();
+    (!chosen.is_empty()).then(|| in_place(level, chosen))
 }
 
 /// Runs `c`; its input tables, now obsolete, go to the VersionSet to be deleted once no
@@ -345,10 +432,11 @@ async fn finish_output(
     w: TableWriter,
     charged: u64,
 ) -> Result<FileMeta> {
+    let droppable = w.droppable();
     let props = w.finish().await?;
     let rest = props.file_bytes.saturating_sub(charged);
     env.compaction_limiter.charge(env.rt, env.counters, rest).await;
-    Ok(crate::flush::file_meta(number, &props))
+    Ok(crate::flush::file_meta(number, &props, droppable))
 }
 
 #[cfg(test)]
@@ -372,10 +460,10 @@ mod tests {
             (1, meta(4, "e", "f", (2, 2))),
             (1, meta(5, "g", "h", (3, 3))),
         ]);
-        let c = pick(&v, due(2), 100, &mut Busy::default()).unwrap();
+        let c = pick(&v, due(2), 100, None, &mut Busy::default()).unwrap();
         assert_eq!(c.output_level, 2, "level 1 is furthest past its target");
         let slowed = Level0 { due_files: 2, urgent_files: 2 };
-        let c = pick(&v, slowed, 100, &mut Busy::default()).unwrap();
+        let c = pick(&v, slowed, 100, None, &mut Busy::default()).unwrap();
         assert_eq!(c.output_level, 1, "writers wait on level 0");
     }
 
@@ -392,8 +480,8 @@ mod tests {
             (1, meta(3, "a", "b", (0, 0))),
             (1, meta(4, "g", "k", (0, 0))),
         ]);
-        assert!(pick(&v, due(3), 1 << 30, &mut Busy::default()).is_none());
-        let c = pick(&v, due(2), 1 << 30, &mut Busy::default()).unwrap();
+        assert!(pick(&v, due(3), 1 << 30, None, &mut Busy::default()).is_none());
+        let c = pick(&v, due(2), 1 << 30, None, &mut Busy::default()).unwrap();
         assert_eq!(c.output_level, 1);
         let numbers: Vec<u64> = c.inputs.iter().map(|(_, f)| f.number).collect();
         assert_eq!(numbers, [2, 1, 4]);
@@ -408,12 +496,12 @@ mod tests {
         ]);
         let mut busy = Busy::default();
         // 200 bytes against a 150-byte level-1 target.
-        let first = pick(&v, due(4), 150, &mut busy).unwrap();
+        let first = pick(&v, due(4), 150, None, &mut busy).unwrap();
         assert_eq!(first.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [1]);
         assert!(first.is_trivial_move());
-        let second = pick(&v, due(4), 150, &mut busy).unwrap();
+        let second = pick(&v, due(4), 150, None, &mut busy).unwrap();
         assert_eq!(second.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [2, 3]);
-        let third = pick(&v, due(4), 150, &mut busy).unwrap();
+        let third = pick(&v, due(4), 150, None, &mut busy).unwrap();
         assert_eq!(third.inputs[0].1.number, 1, "wraps around");
     }
 
@@ -428,20 +516,91 @@ mod tests {
         ]);
         let mut busy = Busy::default();
         // 300 bytes against a 100-byte level-1 target; level 0 (one table) not due.
-        let first = pick(&v, due(4), 100, &mut busy).unwrap();
+        let first = pick(&v, due(4), 100, None, &mut busy).unwrap();
         assert_eq!(first.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [2, 5]);
         let id = busy.claim(&first);
-        let second = pick(&v, due(4), 100, &mut busy).unwrap();
+        let second = pick(&v, due(4), 100, None, &mut busy).unwrap();
         assert_eq!(second.inputs[0].1.number, 3, "the next table, not one already taken");
         busy.claim(&second);
         // Level 0 into level 1 would take tables 2 and 3, which run: it waits.
-        assert!(pick(&v, due(1), 1 << 30, &mut busy).is_none());
+        assert!(pick(&v, due(1), 1 << 30, None, &mut busy).is_none());
         // A range that writes into level 2 over [b, c] collides with the first compaction's
         // output even though it shares no table with it.
         let gap = with_overlaps(&v, 1, vec![Arc::new(meta(9, "c", "c", (5, 5)))]);
         assert!(!busy.allows(&gap));
         busy.finish(id);
         assert!(busy.allows(&gap));
+    }
+
+    #[test]
+    fn a_bottom_table_is_rewritten_once_no_snapshot_needs_what_it_could_drop() {
+        let droppable = |mut f: FileMeta, n: u64| {
+            f.droppable = n;
+            f
+        };
+        let v = version(vec![
+            // Over table 3's range: not at the bottom, its tombstones may hide table 3's keys.
+            (1, droppable(meta(1, "a", "c", (5, 9)), 4)),
+            (1, droppable(meta(2, "m", "p", (6, 20)), 3)),
+            (1, meta(4, "x", "y", (1, 2))),
+            (2, meta(3, "b", "b", (0, 0))),
+        ]);
+        let pick_with = |oldest| pick(&v, due(8), 1 << 30, oldest, &mut Busy::default());
+        // A snapshot at 19 still reads versions table 2 holds below its newer ones.
+        assert!(pick_with(Some(19)).is_none());
+        for oldest in [Some(20), None] {
+            let c = pick_with(oldest).expect("table 2 is due");
+            assert_eq!(c.output_level, 1);
+            assert_eq!(c.inputs.iter().map(|(l, f)| (*l, f.number)).collect::<Vec<_>>(), [(1, 2)]);
+            assert!(!c.is_trivial_move());
+        }
+        // Levels due go first.
+        assert_eq!(pick(&v, due(8), 100, None, &mut Busy::default()).unwrap().output_level, 2);
+    }
+
+    #[test]
+    fn a_manual_compaction_rewrites_what_it_would_otherwise_move_or_leave() {
+        let mut big = meta(1, "a", "c", (1, 1));
+        big.file_bytes = 20_000;
+        let mut garbage = meta(2, "m", "p", (2, 2));
+        garbage.droppable = 1;
+        let v = version(vec![(1, big), (2, garbage), (2, meta(3, "x", "y", (3, 3)))]);
+        let c = pick_range(&v, 1, b"a", b"c", 4_000).unwrap();
+        assert!(!c.is_trivial_move(), "a table of 20,000 bytes against a 4,000-byte target");
+        assert!(pick_range(&v, 1, b"a", b"c", 8_000).unwrap().is_trivial_move());
+        let all: (&[u8], &[u8]) = (b"", b"\xff");
+        let bottom = pick_range_bottom(&v, 2, all, None, 4_000).unwrap();
+        assert_eq!(bottom.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [2]);
+        assert_eq!(bottom.output_level, 2);
+        assert!(pick_range_bottom(&v, 2, (b"q", b"z"), None, 4_000).is_none());
+        assert!(pick_range_bottom(&v, 2, all, Some(b"p"), 4_000).is_none());
+    }
+
+    #[test]
+    fn a_manual_rewrite_in_place_takes_neighbours_only() {
+        let with = |mut f: FileMeta, droppable: u64| {
+            f.droppable = droppable;
+            f
+        };
+        let v = version(vec![
+            (3, with(meta(1, "a", "b", (1, 1)), 1)),
+            (3, with(meta(2, "c", "d", (2, 2)), 1)),
+            (3, meta(3, "e", "f", (3, 3))),
+            (3, with(meta(4, "g", "h", (4, 4)), 1)),
+        ]);
+        let all: (&[u8], &[u8]) = (b"", b"\xff");
+        let numbers = |c: Compaction| c.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>();
+        // Tables 1 and 4 merged could write an output spanning table 3.
+        assert_eq!(numbers(pick_range_bottom(&v, 3, all, None, 1 << 20).unwrap()), [1, 2]);
+        assert_eq!(numbers(pick_range_bottom(&v, 3, all, Some(b"d"), 1 << 20).unwrap()), [4]);
+        assert!(pick_range_bottom(&v, 3, all, Some(b"h"), 1 << 20).is_none());
+        // A long run is taken a bounded part at a time.
+        let run: Vec<(u8, FileMeta)> = (0..40u64)
+            .map(|i| (4, with(meta(10 + i, &format!("k{i:02}a"), &format!("k{i:02}b"), (i, i)), 1)))
+            .collect();
+        let v = version(run);
+        let first = numbers(pick_range_bottom(&v, 4, all, None, 1 << 20).unwrap());
+        assert_eq!(first, (10..10 + IN_PLACE_TABLES_MAX as u64).collect::<Vec<_>>());
     }
 
     #[test]

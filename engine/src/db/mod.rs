@@ -107,7 +107,8 @@ pub(crate) struct DbInner {
     /// Publication rings the background worker once the visible sequence number reaches this:
     /// a retired memtable can be flushed only once every write in it is published.
     flush_wait_seq: AtomicU64,
-    pub(crate) table_cache: TableCache,
+    /// Shared with iterators, which open deeper levels' tables as they walk.
+    pub(crate) table_cache: Arc<TableCache>,
     pub(crate) block_cache: Option<Arc<BlockCache>>,
     read_stats: Arc<ReadStats>,
     /// Sequence numbers pinned by live snapshots, with how many snapshots pin each.
@@ -151,13 +152,13 @@ impl Db {
         let read_stats = Arc::new(ReadStats::default());
         let block_cache = (r.options.block_cache_bytes > 0)
             .then(|| Arc::new(BlockCache::new(r.options.block_cache_bytes)));
-        let table_cache = TableCache::new(
+        let table_cache = Arc::new(TableCache::new(
             Arc::clone(&r.rt),
             r.dir.clone(),
             r.options.open_tables_max,
             block_cache.clone(),
             Arc::clone(&read_stats),
-        );
+        ));
         let inner = DbInner {
             rt: r.rt,
             options: r.options,
@@ -295,15 +296,18 @@ impl Db {
     }
 
     /// Compacts every table holding keys in `[start, end]` (both inclusive) down the levels,
-    /// dropping overwritten versions and tombstones no snapshot needs. Waits for the work, done
-    /// by the background worker. Writes still in memtables are not included.
+    /// dropping overwritten versions and tombstones no snapshot needs, then rewrites the
+    /// deepest level's tables in the range that still hold such entries or are larger than
+    /// `target_file_bytes`. The memtables are flushed first (as RocksDB and LevelDB do), so
+    /// writes made before the call are covered. Waits for the work, done by the background
+    /// workers.
     pub fn compact_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         crate::blocking::block_on(self.compact_range_async(start, end))
     }
 
     /// See [`Db::compact_range`].
     pub async fn compact_range_async(&self, start: &[u8], end: &[u8]) -> Result<()> {
-        self.inner.check_writable()?;
+        self.flush_async().await?;
         let done = Signal::new();
         let request = crate::background::RangeRequest::new(start, end, Arc::clone(&done));
         {
@@ -434,16 +438,22 @@ impl DbInner {
         Error::Poisoned(Arc::clone(cause))
     }
 
+    /// The sequence number of the oldest snapshot held, if any.
+    pub(crate) fn oldest_snapshot(&self) -> Option<u64> {
+        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().next().copied()
+    }
+
     /// Whether no background work is waiting or running (see [`Db::wait_for_compactions`]).
     /// Every job runs inside a worker's active cycle, so no worker active means none running.
     fn background_idle(&self) -> bool {
         let active = self.counters.workers_active.load(Ordering::SeqCst);
         let requests = self.range_requests.lock().unwrap_or_else(PoisonError::into_inner).len();
         let retired = self.memtable_count() - 1;
+        let oldest_snapshot = self.oldest_snapshot();
         active == 0
             && requests == 0
             && retired == 0
-            && !crate::compaction::due(&self.versions.current(), &self.options)
+            && !crate::compaction::due(&self.versions.current(), &self.options, oldest_snapshot)
     }
 
     /// Whether an immutable memtable of a WAL numbered below `wal` is still held.
@@ -488,6 +498,7 @@ impl DbInner {
         m.bloom_checks = get(&self.read_stats.bloom_checks);
         m.bloom_negatives = get(&self.read_stats.bloom_negatives);
         m.table_bytes_read = get(&self.read_stats.bytes_read);
+        m.tables_open = get(&self.read_stats.tables_open);
         if let Some(cache) = &self.block_cache {
             m.block_cache_hits = cache.hits();
             m.block_cache_misses = cache.misses();

@@ -3,9 +3,9 @@
 
 use super::{Db, DbInner};
 use crate::error::Result;
-use crate::iterator::{Child, DbIterator, MemCursor};
+use crate::iterator::{Child, DbIterator, LevelCursor, MemCursor};
 use crate::memtable::{Memtable, Slot};
-use crate::version::Version;
+use crate::version::{FileMeta, Version};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -110,14 +110,22 @@ impl DbInner {
         let (memtables, version, seq) = self.read_view(seq);
         let mut children: Vec<Child> =
             memtables.into_iter().map(|m| Child::Mem(MemCursor::new(m))).collect();
-        for (_, file) in version.files() {
+        let wanted = |file: &FileMeta| {
             let below = upper.is_some_and(|upper| file.smallest_key.as_ref() >= upper);
             let above = lower.is_some_and(|lower| file.largest_key.as_ref() < lower);
-            if below || above || file.min_seq > seq {
-                continue;
-            }
+            !below && !above && file.min_seq <= seq
+        };
+        for file in version.levels[0].iter().filter(|f| wanted(f)) {
             let table = self.table_cache.get(file.number, file.file_bytes).await?;
             children.push(Child::Table(table.iter()));
+        }
+        // Deeper levels open their tables as the walk reaches them.
+        for level in &version.levels[1..] {
+            let files: Vec<_> = level.iter().filter(|f| wanted(f)).cloned().collect();
+            if !files.is_empty() {
+                let tables = Arc::clone(&self.table_cache);
+                children.push(Child::Level(LevelCursor::new(files, tables)));
+            }
         }
         // The iterator holds the tables open; the version's files stay on disk while it lives.
         let pin = version;

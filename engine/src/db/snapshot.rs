@@ -81,11 +81,18 @@ impl Snapshot {
 impl Drop for Snapshot {
     fn drop(&mut self) {
         let mut pinned = self.db.inner.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = pinned.get_mut(&self.seq) {
-            *count -= 1;
-            if *count == 0 {
-                pinned.remove(&self.seq);
-            }
+        let oldest = pinned.keys().next() == Some(&self.seq);
+        let Some(count) = pinned.get_mut(&self.seq) else { return };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        pinned.remove(&self.seq);
+        drop(pinned);
+        if oldest {
+            // Entries only this snapshot needed may now be dropped from bottom-level tables:
+            // the workers look (see `compaction::pick`).
+            self.db.inner.work_bells.ring();
         }
     }
 }

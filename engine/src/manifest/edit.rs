@@ -12,6 +12,9 @@ const TAG_NEXT_FILE_NUMBER: u8 = 2;
 const TAG_LAST_SEQ: u8 = 3;
 const TAG_ADD_FILE: u8 = 4;
 const TAG_DELETE_FILE: u8 = 5;
+/// The droppable-entry count of a table the same edit adds (written only when not zero; older
+/// MANIFESTs hold none, and their tables count 0).
+const TAG_DROPPABLE: u8 = 6;
 
 impl VersionEdit {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -40,6 +43,12 @@ impl VersionEdit {
                 out.extend_from_slice(&(key.len() as u32).to_le_bytes());
                 out.extend_from_slice(key);
             }
+            if f.droppable > 0 {
+                out.push(TAG_DROPPABLE);
+                out.push(*level);
+                out.extend_from_slice(&f.number.to_le_bytes());
+                out.extend_from_slice(&f.droppable.to_le_bytes());
+            }
         }
     }
 
@@ -59,6 +68,19 @@ impl VersionEdit {
                 TAG_ADD_FILE => {
                     let level = r.level()?;
                     edit.added.push((level, r.file_meta()?));
+                }
+                TAG_DROPPABLE => {
+                    let at = r.pos - 1;
+                    let (level, number, count) = (r.level()?, r.u64()?, r.u64()?);
+                    let added =
+                        edit.added.iter_mut().find(|(l, f)| *l == level && f.number == number);
+                    let Some((_, f)) = added else {
+                        return Err(format!(
+                            "a droppable count at byte {at} for table {number} of level {level}, \
+                             which the edit does not add"
+                        ));
+                    };
+                    f.droppable = count;
                 }
                 tag => return Err(format!("unknown field tag {tag} at byte {}", r.pos - 1)),
             }
@@ -125,6 +147,7 @@ impl Reader<'_> {
             largest_seq,
             min_seq,
             max_seq,
+            droppable: 0,
         })
     }
 }
@@ -151,6 +174,24 @@ mod tests {
         sample().encode(&mut out);
         assert_eq!(VersionEdit::decode(&out).unwrap(), sample());
         assert_eq!(VersionEdit::decode(&[]).unwrap(), VersionEdit::default());
+    }
+
+    #[test]
+    fn a_droppable_count_rides_with_its_table_and_nowhere_else() {
+        let mut edit = sample();
+        edit.added[1].1.droppable = 41;
+        let mut out = Vec::new();
+        edit.encode(&mut out);
+        assert_eq!(VersionEdit::decode(&out).unwrap(), edit);
+        // An edit without counts (as written before them) reads as counting 0.
+        let mut old = Vec::new();
+        sample().encode(&mut old);
+        assert!(old.len() + 18 == out.len());
+        let mut stray = vec![TAG_DROPPABLE, 2];
+        stray.extend_from_slice(&11u64.to_le_bytes());
+        stray.extend_from_slice(&41u64.to_le_bytes());
+        let err = VersionEdit::decode(&stray).unwrap_err();
+        assert!(err.contains("table 11 of level 2, which the edit does not add"), "{err}");
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub(crate) struct ReadStats {
     pub bloom_negatives: AtomicU64,
     /// Bytes read from table files, blocks and footers alike.
     pub bytes_read: AtomicU64,
+    /// Tables open now: held by the table cache, by iterators, or both.
+    pub tables_open: AtomicU64,
 }
 
 /// The file name of table number `number`.

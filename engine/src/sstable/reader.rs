@@ -44,6 +44,12 @@ impl fmt::Debug for Table {
     }
 }
 
+impl Drop for Table {
+    fn drop(&mut self) {
+        self.stats.tables_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Table {
     /// Reads and verifies the footer, index, filter and properties blocks. `file_bytes` is the
     /// size the engine recorded for the table; a file of another size is corrupt.
@@ -75,6 +81,7 @@ impl Table {
         };
         let contents = tail.verified(&src, footer.properties, BlockType::Properties)?;
         let properties = src.properties(contents, footer.properties, file_bytes, block_count)?;
+        stats.tables_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Table {
             file,
             path,

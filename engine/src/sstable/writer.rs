@@ -53,6 +53,8 @@ struct Counts {
     max_seq: u64,
     entries: u64,
     tombstones: u64,
+    /// Tombstones and versions below their key's newest (see [`TableWriter::droppable`]).
+    droppable: u64,
     data_blocks: u64,
 }
 
@@ -106,7 +108,7 @@ impl TableWriter {
         self.last_key.clear();
         key::encode(&mut self.last_key, user_key, seq, key::kind_of(value));
         self.data_block.add(&self.last_key, value.unwrap_or_default());
-        self.count(user_key, seq, value.is_none());
+        self.count(user_key, seq, value.is_none(), new_user_key);
         if self.data_block.size_estimate() >= self.options.block_bytes {
             self.flush_data_block().await?;
         }
@@ -138,7 +140,7 @@ impl TableWriter {
         Ok(())
     }
 
-    fn count(&mut self, user_key: &[u8], seq: u64, tombstone: bool) {
+    fn count(&mut self, user_key: &[u8], seq: u64, tombstone: bool, new_user_key: bool) {
         let s = &mut self.stats;
         if s.smallest.is_none() {
             s.smallest = Some((Bytes::copy_from_slice(user_key), seq));
@@ -147,6 +149,16 @@ impl TableWriter {
         s.max_seq = s.max_seq.max(seq);
         s.entries += 1;
         s.tombstones += u64::from(tombstone);
+        s.droppable += u64::from(tombstone || !new_user_key);
+    }
+
+    /// Entries added so far that a compaction could drop where no snapshot separates them from
+    /// their key's newer version and no deeper level holds their key: tombstones, and every
+    /// version of a key but its newest. The MANIFEST keeps the count, so that the background
+    /// finds the bottom-level tables worth rewriting once the snapshots that held such entries
+    /// are gone, without reading them.
+    pub(crate) fn droppable(&self) -> u64 {
+        self.stats.droppable
     }
 
     /// Bytes written so far plus the pending data block: what the file would hold if finished
