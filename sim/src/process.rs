@@ -687,6 +687,16 @@ impl Process {
             );
             return self.shared.fail(&self.trace, why);
         }
+        if !found.durable_name {
+            // A power loss now would take the file, synced bytes and all: a new log's name is
+            // durable only once its directory is synced.
+            let why = format!(
+                "{id} was acknowledged as synced before the name of {} was durable (its \
+                 directory not synced since it was created)",
+                found.path.display()
+            );
+            return self.shared.fail(&self.trace, why);
+        }
         lock(&self.shared.stats).acks_checked_durable += 1;
     }
 

@@ -432,8 +432,15 @@ fn record_crash(
 /// A panic of an engine task that no fault point injected is a bug in the engine, and so is
 /// anything the file system saw it do that it must never do.
 pub(crate) fn check_panics(shared: &Shared, control: &Control, trace: &Trace) {
-    if let Some(msg) = control.unexpected_panics().first() {
-        shared.fail(trace, format!("an engine task panicked: {msg}"));
+    if let Some(msg) = control.task_panics().first() {
+        let why = if msg.starts_with(jadedb::runtime::INJECTED_PANIC) {
+            // A background job's panic must poison the database, not end its worker silently
+            // (writers would wait for a flush that never comes).
+            format!("an engine task died of a panic it should have caught: {msg}")
+        } else {
+            format!("an engine task panicked: {msg}")
+        };
+        shared.fail(trace, why);
     }
     if let Some(why) = control.violations().first() {
         shared.fail(trace, why.clone());

@@ -275,7 +275,8 @@ impl MemFs {
                         && end <= data.current.len()
                         && data.durable[..end] == data.current[..end]
                 });
-                return Ok(Some(Found { path, offset: at as u64, durable }));
+                let durable_name = state.tree.is_durable_name(&path)?;
+                return Ok(Some(Found { path, offset: at as u64, durable, durable_name }));
             }
         }
         Ok(None)
@@ -339,8 +340,12 @@ pub struct Found {
     /// Where it starts.
     pub offset: u64,
     /// Whether the file's durable image holds exactly what reads see, from its start to the
-    /// end of the extent asked about: a power loss now would keep all of it.
+    /// end of the extent asked about: a power loss now would keep all of it, if it kept the
+    /// file.
     pub durable: bool,
+    /// Whether the file's name survives a power loss (its directory was synced since the name
+    /// appeared): without it, durable bytes are lost with the file.
+    pub durable_name: bool,
 }
 
 // The simulator shares one disk between tasks and keeps it across a node's restart.
