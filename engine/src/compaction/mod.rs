@@ -532,12 +532,14 @@ mod tests {
         assert!(busy.allows(&gap));
     }
 
+    /// `f` counting `n` droppable entries.
+    fn droppable(mut f: FileMeta, n: u64) -> FileMeta {
+        f.droppable = n;
+        f
+    }
+
     #[test]
     fn a_bottom_table_is_rewritten_once_no_snapshot_needs_what_it_could_drop() {
-        let droppable = |mut f: FileMeta, n: u64| {
-            f.droppable = n;
-            f
-        };
         let v = version(vec![
             // Over table 3's range: not at the bottom, its tombstones may hide table 3's keys.
             (1, droppable(meta(1, "a", "c", (5, 9)), 4)),
@@ -578,10 +580,7 @@ mod tests {
 
     #[test]
     fn a_manual_rewrite_in_place_takes_neighbours_only() {
-        let with = |mut f: FileMeta, droppable: u64| {
-            f.droppable = droppable;
-            f
-        };
+        let with = droppable;
         let v = version(vec![
             (3, with(meta(1, "a", "b", (1, 1)), 1)),
             (3, with(meta(2, "c", "d", (2, 2)), 1)),
