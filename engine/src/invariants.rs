@@ -65,6 +65,7 @@ async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
     let after = tables_on_disk(fs, db.dir).await?;
     let version = snapshot.current;
     version.check()?;
+    let live: BTreeSet<u64> = version.files().map(|(_, f)| f.number).collect();
     // The snapshot holds the version, so none of its tables can be deleted before `after`.
     for (level, f) in version.files() {
         if !after.contains(&f.number) {
@@ -74,17 +75,16 @@ async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
     // A table is pending, live or obsolete from before it is created until after it is
     // deleted, moving between them under one lock: one on disk at both listings was in one of
     // them at the snapshot between.
-    for number in before.iter().filter(|n| after.contains(n)) {
-        let live = version.files().any(|(_, f)| f.number == *number);
+    for number in before.intersection(&after) {
         let waiting = snapshot.obsolete.contains(number) || snapshot.pending.contains(number);
-        if !live && !waiting {
+        if !live.contains(number) && !waiting {
             return Err(format!(
                 "table {number} is on disk but neither live, pending nor obsolete"
             ));
         }
     }
     // Tables no version names any more are forgotten.
-    checker.tables.retain(|number, _| version.files().any(|(_, f)| f.number == *number));
+    checker.tables.retain(|number, _| live.contains(number));
     match check_key_order(db, fs, checker, &version).await {
         Ok(result) => result,
         // A read that fails (an injected read fault the checksum caught) leaves the order
@@ -97,7 +97,10 @@ async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
 }
 
 /// The numbers of the tables in `dir`.
-async fn tables_on_disk(fs: &dyn FileSystem, dir: &std::path::Path) -> Result<Vec<u64>, String> {
+async fn tables_on_disk(
+    fs: &dyn FileSystem,
+    dir: &std::path::Path,
+) -> Result<BTreeSet<u64>, String> {
     let names = fs.list(dir).await.map_err(|e| format!("listing: {e}"))?;
     Ok(names.iter().filter_map(|n| crate::sstable::parse_file_name(n)).collect())
 }
