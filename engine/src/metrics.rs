@@ -73,6 +73,7 @@ impl Counters {
             bloom_negatives: 0,
             table_bytes_read: 0,
             tables_open: 0,
+            block_cache_bytes: 0,
         }
     }
 }
@@ -128,6 +129,8 @@ pub struct Metrics {
     /// Block cache lookups that found the block, and that did not.
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
+    /// Bytes of blocks the block cache holds now (compactions read around it).
+    pub block_cache_bytes: u64,
     /// Data blocks read from table files.
     pub data_block_reads: u64,
     /// Point lookups that consulted a table's bloom filter, and those it answered "absent".

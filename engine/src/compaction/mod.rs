@@ -366,7 +366,7 @@ async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>
     let mut cursors = Vec::with_capacity(c.inputs.len());
     for (_, f) in &c.inputs {
         let table = env.table_cache.get(f.number, f.file_bytes).await?;
-        let mut it = table.iter();
+        let mut it = table.iter_uncached();
         it.seek_to_first().await?;
         cursors.push(it);
     }

@@ -502,6 +502,7 @@ impl DbInner {
         if let Some(cache) = &self.block_cache {
             m.block_cache_hits = cache.hits();
             m.block_cache_misses = cache.misses();
+            m.block_cache_bytes = cache.usage_bytes() as u64;
         }
         m.flushes_queued = {
             let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);

@@ -19,6 +19,8 @@ pub(crate) struct TableIter {
     index: BlockIter,
     /// The loaded data block and its handle; `None` when not positioned in a block.
     data: Option<(BlockHandle, BlockIter)>,
+    /// Whether blocks read from the file go into the block cache.
+    fill_cache: bool,
 }
 
 impl fmt::Debug for TableIter {
@@ -32,8 +34,8 @@ impl fmt::Debug for TableIter {
 }
 
 impl TableIter {
-    pub(super) fn new(table: Arc<Table>, index: BlockIter) -> Self {
-        TableIter { table, index, data: None }
+    pub(super) fn new(table: Arc<Table>, index: BlockIter, fill_cache: bool) -> Self {
+        TableIter { table, index, data: None, fill_cache }
     }
 
     pub(crate) async fn seek_to_first(&mut self) -> Result<()> {
@@ -141,7 +143,7 @@ impl TableIter {
         let mut block = match self.data.take() {
             Some((loaded, block)) if loaded == handle => block,
             _ => {
-                let block = self.table.data_block(handle).await;
+                let block = self.table.data_block(handle, self.fill_cache).await;
                 BlockIter::new(self.on_error(block)?, BlockType::Data)
             }
         };

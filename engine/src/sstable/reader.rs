@@ -135,7 +135,7 @@ impl Table {
             return Ok(None);
         }
         let handle = self.data_handle(index.value())?;
-        let mut it = BlockIter::new(self.data_block(handle).await?, BlockType::Data);
+        let mut it = BlockIter::new(self.data_block(handle, true).await?, BlockType::Data);
         it.seek(user_key, read_seq).map_err(|m| self.corrupt(m, handle, BlockType::Data))?;
         if !it.valid() {
             // The index key is the block's last key and sorts at or after the target, so the
@@ -150,8 +150,21 @@ impl Table {
         Ok(Some((it.seq(), value)))
     }
 
+    /// A cursor whose reads fill the block cache, for reads users make.
     pub(crate) fn iter(self: &Arc<Self>) -> TableIter {
-        TableIter::new(Arc::clone(self), BlockIter::new(self.index.clone(), BlockType::Index))
+        TableIter::new(Arc::clone(self), self.index_iter(), true)
+    }
+
+    /// A cursor whose reads leave the block cache as it is (blocks already there are used),
+    /// for compaction, as RocksDB's `fill_cache = false`: a compaction reads each block of
+    /// its inputs once, and cached, those blocks would push out what users read (an
+    /// overwrite run of 1M keys missed the cache 44,151 times with no user reads at all).
+    pub(crate) fn iter_uncached(self: &Arc<Self>) -> TableIter {
+        TableIter::new(Arc::clone(self), self.index_iter(), false)
+    }
+
+    fn index_iter(&self) -> BlockIter {
+        BlockIter::new(self.index.clone(), BlockType::Index)
     }
 
     /// Decodes an index entry's value as the handle of a data block inside the file.
@@ -159,15 +172,16 @@ impl Table {
         decode_data_handle(value, self.footer_offset).map_err(|m| self.index_corrupt(m))
     }
 
-    /// The verified contents of a data block, from the cache or the file.
-    pub(crate) async fn data_block(&self, handle: BlockHandle) -> Result<Block> {
+    /// The verified contents of a data block, from the cache or the file; one read from the
+    /// file goes into the cache if `fill_cache`.
+    pub(crate) async fn data_block(&self, handle: BlockHandle, fill_cache: bool) -> Result<Block> {
         let cached = self.cache.as_ref().and_then(|c| c.get(self.file_number, handle.offset));
         let contents = match cached {
             Some(contents) => contents,
             None => {
                 let contents = self.read_verified(handle, BlockType::Data).await?;
                 self.stats.data_block_reads.fetch_add(1, Ordering::Relaxed);
-                if let Some(cache) = &self.cache {
+                if let Some(cache) = self.cache.as_ref().filter(|_| fill_cache) {
                     cache.insert(self.file_number, handle.offset, contents.clone());
                 }
                 contents
