@@ -17,7 +17,6 @@ use crate::sstable::{self, TableProperties, TableWriter};
 use crate::version::FileMeta;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Memtable entries a flush copies out at a time.
 const FLUSH_CHUNK_ENTRIES: usize = 1024;
@@ -76,12 +75,16 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties, droppable: u64) ->
 /// their tables at once but install them oldest memtable first: a newer memtable's edit names
 /// the next WAL as the oldest needed, which would drop an older memtable's WAL before its
 /// table is in the version.
+///
+/// The memtable is freed by whoever lets go of it last (this job, or a reader holding it), all
+/// at once. It was once freed in chunks through `SkipMap::pop_front` with pauses between, to
+/// spread the frees: but entries removed that way go to crossbeam's epoch collector, which
+/// never freed them under load, so every flushed memtable stayed allocated (RSS grew by about
+/// 270 MiB per million keys loaded; a 10M-key load reached 2.7 GiB). Freed at once, a 64 MiB
+/// memtable's frees stall writers' puts for up to 13-20 ms (glibc's heap trimming), which
+/// the 5 ms bound does not allow: an open question, measured in docs/BENCHMARKS.md.
 pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
-    let mem = Arc::clone(&job.mem);
-    install(env, job).await?;
-    // Outside the flush's phase and running count: the flush is done.
-    release(env, mem).await;
-    Ok(())
+    install(env, job).await
 }
 
 /// Writes and installs the table of `job`'s memtable, and removes its WAL.
@@ -116,28 +119,6 @@ async fn install(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");
     remove_wal(env.rt, &wal).await;
     Ok(())
-}
-
-/// Entries of a flushed memtable freed at a time, and the pause between two such chunks.
-const RELEASE_CHUNK_ENTRIES: usize = 4096;
-const RELEASE_PAUSE: Duration = Duration::from_micros(200);
-
-/// Frees a flushed memtable a chunk at a time, pausing between chunks, unless a reader still
-/// holds it (the last one frees it when done). Dropped whole, a 64 MiB memtable was over a
-/// million frees in a row from this thread, which starved the writers' allocations of the
-/// allocator's lock: the worst put of a load was 20-30 ms, and 1.1-1.3 ms with the memtable
-/// leaked instead (1.0-1.4 ms with this). Removed entries go to crossbeam's epoch collector,
-/// which frees them a bag at a time on whichever thread pins next (writers, mostly, whose own
-/// arena they came from): spread out, not in one run.
-async fn release(env: &JobEnv<'_>, mem: Arc<Memtable>) {
-    // One chunk or less is dropped at once.
-    if mem.len() <= RELEASE_CHUNK_ENTRIES {
-        return;
-    }
-    let Ok(mem) = Arc::try_unwrap(mem) else { return };
-    while mem.pop_front(RELEASE_CHUNK_ENTRIES) == RELEASE_CHUNK_ENTRIES {
-        env.rt.sleep(RELEASE_PAUSE).await;
-    }
 }
 
 /// Waits until every memtable older than `mem` is flushed (see `run`).

@@ -104,16 +104,6 @@ impl Memtable {
         self.map.len()
     }
 
-    /// Removes up to `max` entries from the front; returns how many it removed. Their memory
-    /// is freed through the epoch collector, by whichever thread collects next.
-    pub(crate) fn pop_front(&self, max: usize) -> usize {
-        let mut removed = 0;
-        while removed < max && self.map.pop_front().is_some() {
-            removed += 1;
-        }
-        removed
-    }
-
     /// Replaces `out` with the next at most `max` entries in internal order after `after` (from
     /// the first if `None`): what a flush writes, a chunk at a time, so that it holds no copy of
     /// the whole memtable and no iterator across its writes' awaits.
