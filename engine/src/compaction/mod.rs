@@ -78,8 +78,13 @@ const IN_PLACE_TABLES_MAX: usize = 16;
 /// Whether no level below `level` holds a table overlapping `f`'s key range: a tombstone in
 /// `f` then hides nothing a compaction does not see.
 fn is_bottom(version: &Version, level: usize, f: &FileMeta) -> bool {
+    // Deeper levels hold disjoint ranges in key order: only the first table that does not end
+    // before `f` starts can overlap it.
     let deeper = version.levels.get(level + 1..).unwrap_or_default();
-    !deeper.iter().flatten().any(|g| g.overlaps(&f.smallest_key, &f.largest_key))
+    !deeper.iter().any(|files| {
+        let at = files.partition_point(|g| g.largest_key < f.smallest_key);
+        files.get(at).is_some_and(|g| g.overlaps(&f.smallest_key, &f.largest_key))
+    })
 }
 
 /// A rewrite in place of `inputs`, tables of `level`.
