@@ -48,19 +48,31 @@ pub(crate) struct RangeRequest {
     pub end: Vec<u8>,
     /// The level whose tables in the range the next step compacts.
     pub level: usize,
-    /// In the last pass (rewriting the deepest level in place): that level and the largest key
-    /// of the last run rewritten, which the pass goes on after.
-    pub bottom_after: Option<(usize, Bytes)>,
+    /// The last pass (rewriting the deepest level in place), once it has begun.
+    pub bottom: Option<BottomPass>,
     /// Whether a step of this request is running: one at a time, so that the request ends
     /// only once every step it took is installed.
     pub stepping: bool,
     pub done: Done,
 }
 
+/// Where the last pass of a `compact_range` request stands.
+#[derive(Clone, Debug)]
+pub(crate) struct BottomPass {
+    /// The level it rewrites.
+    level: usize,
+    /// The next file number when it began: it takes only tables numbered below, so it ends
+    /// however many tables writes add to the level meanwhile.
+    files_below: u64,
+    /// The largest key of the last run it rewrote, which it goes on after: a run kept for a
+    /// snapshot may qualify again.
+    after: Option<Bytes>,
+}
+
 impl RangeRequest {
     pub(crate) fn new(start: &[u8], end: &[u8], done: Done) -> Self {
         let (start, end) = (start.to_vec(), end.to_vec());
-        RangeRequest { start, end, level: 0, bottom_after: None, stepping: false, done }
+        RangeRequest { start, end, level: 0, bottom: None, stepping: false, done }
     }
 }
 
@@ -336,15 +348,21 @@ fn next_range_step<'a>(
         next = compaction::pick_range(&version, level, &r.start, &r.end, target);
         level += 1;
     }
-    let mut bottom_after = None;
+    let mut bottom = None;
     if next.is_none() && level == deepest {
-        // After the run the last step rewrote, if it rewrote one at this level: a run kept
-        // for a snapshot may qualify again, and the pass must end.
-        let after = r.bottom_after.as_ref().filter(|(l, _)| *l == level).map(|(_, k)| k.as_ref());
+        let pass = match &r.bottom {
+            Some(pass) if pass.level == level => pass.clone(),
+            _ => {
+                BottomPass { level, files_below: env.versions.peek_next_file_number(), after: None }
+            }
+        };
         let range = (r.start.as_slice(), r.end.as_slice());
-        next = compaction::pick_range_bottom(&version, level, range, after, target);
+        let (after, below) = (pass.after.as_deref(), pass.files_below);
+        next = compaction::pick_range_bottom(&version, level, range, after, below, target);
         match next.as_ref().and_then(|c| c.inputs.last()) {
-            Some((_, last)) => bottom_after = Some((level, last.largest_key.clone())),
+            Some((_, last)) => {
+                bottom = Some(BottomPass { after: Some(last.largest_key.clone()), ..pass });
+            }
             None => level += 1,
         }
     }
@@ -355,8 +373,8 @@ fn next_range_step<'a>(
     let id = busy.claim(&c);
     let r = &mut requests[at];
     r.level = level;
-    if bottom_after.is_some() {
-        r.bottom_after = bottom_after;
+    if bottom.is_some() {
+        r.bottom = bottom;
     }
     r.stepping = true;
     let request = Some((db.range_requests(), Arc::clone(&r.done)));

@@ -299,9 +299,9 @@ pub(crate) fn pick_range(
 }
 
 /// A step of the last pass of `compact_range(start, end)`, at `level`, the deepest holding
-/// data: the first run of neighbouring tables in the range, past the key `after` if given,
-/// that hold droppable entries or are larger than `target_file_bytes` allows, rewritten in
-/// place (RocksDB's `bottommost_level_compaction = kForce`, limited to the tables it can
+/// data: the first run of neighbouring tables in the range, past the key `after` if given and
+/// numbered below `files_below`, that hold droppable entries or are larger than
+/// `target_file_bytes` allows, rewritten in place (RocksDB's `bottommost_level_compaction = kForce`, limited to the tables it can
 /// change). One run, not every such table at once: merged across a table left alone, an output
 /// could span it, and tables of one level must not overlap. Under a snapshot that still needs
 /// the entries the rewrite keeps them, and the background takes them once it is released.
@@ -310,9 +310,12 @@ pub(crate) fn pick_range_bottom(
     level: usize,
     (start, end): (&[u8], &[u8]),
     after: Option<&[u8]>,
+    files_below: u64,
     target_file_bytes: u64,
 ) -> Option<Compaction> {
-    let rewrite = |f: &&Arc<FileMeta>| f.droppable > 0 || oversized(f, target_file_bytes);
+    let rewrite = |f: &&Arc<FileMeta>| {
+        f.number < files_below && (f.droppable > 0 || oversized(f, target_file_bytes))
+    };
     let chosen: Vec<Arc<FileMeta>> = version.levels[level]
         .iter()
         .filter(|f| f.overlaps(start, end))
@@ -576,11 +579,11 @@ mod tests {
         assert!(!c.is_trivial_move(), "a table of 20,000 bytes against a 4,000-byte target");
         assert!(pick_range(&v, 1, b"a", b"c", 8_000).unwrap().is_trivial_move());
         let all: (&[u8], &[u8]) = (b"", b"\xff");
-        let bottom = pick_range_bottom(&v, 2, all, None, 4_000).unwrap();
+        let bottom = pick_range_bottom(&v, 2, all, None, u64::MAX, 4_000).unwrap();
         assert_eq!(bottom.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>(), [2]);
         assert_eq!(bottom.output_level, 2);
-        assert!(pick_range_bottom(&v, 2, (b"q", b"z"), None, 4_000).is_none());
-        assert!(pick_range_bottom(&v, 2, all, Some(b"p"), 4_000).is_none());
+        assert!(pick_range_bottom(&v, 2, (b"q", b"z"), None, u64::MAX, 4_000).is_none());
+        assert!(pick_range_bottom(&v, 2, all, Some(b"p"), u64::MAX, 4_000).is_none());
     }
 
     #[test]
@@ -595,15 +598,23 @@ mod tests {
         let all: (&[u8], &[u8]) = (b"", b"\xff");
         let numbers = |c: Compaction| c.inputs.iter().map(|(_, f)| f.number).collect::<Vec<_>>();
         // Tables 1 and 4 merged could write an output spanning table 3.
-        assert_eq!(numbers(pick_range_bottom(&v, 3, all, None, 1 << 20).unwrap()), [1, 2]);
-        assert_eq!(numbers(pick_range_bottom(&v, 3, all, Some(b"d"), 1 << 20).unwrap()), [4]);
-        assert!(pick_range_bottom(&v, 3, all, Some(b"h"), 1 << 20).is_none());
+        assert_eq!(
+            numbers(pick_range_bottom(&v, 3, all, None, u64::MAX, 1 << 20).unwrap()),
+            [1, 2]
+        );
+        assert_eq!(
+            numbers(pick_range_bottom(&v, 3, all, Some(b"d"), u64::MAX, 1 << 20).unwrap()),
+            [4]
+        );
+        assert!(pick_range_bottom(&v, 3, all, Some(b"h"), u64::MAX, 1 << 20).is_none());
+        // Tables numbered from where the pass began on (written since) are not its to take.
+        assert_eq!(numbers(pick_range_bottom(&v, 3, all, None, 2, 1 << 20).unwrap()), [1]);
         // A long run is taken a bounded part at a time.
         let run: Vec<(u8, FileMeta)> = (0..40u64)
             .map(|i| (4, with(meta(10 + i, &format!("k{i:02}a"), &format!("k{i:02}b"), (i, i)), 1)))
             .collect();
         let v = version(run);
-        let first = numbers(pick_range_bottom(&v, 4, all, None, 1 << 20).unwrap());
+        let first = numbers(pick_range_bottom(&v, 4, all, None, u64::MAX, 1 << 20).unwrap());
         assert_eq!(first, (10..10 + IN_PLACE_TABLES_MAX as u64).collect::<Vec<_>>());
     }
 
