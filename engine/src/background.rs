@@ -312,7 +312,7 @@ fn pick_auto<'a>(env: &JobEnv<'_>, shared: &'a Shared) -> Option<Work<'a>> {
     // The version is read under the claims' lock: a compaction installs its edit before it
     // lets go of its inputs, so a version read after the lock is taken holds no table a
     // finished compaction dropped (read before, it could, and be compacted again).
-    let oldest_snapshot = env.reads.pinned_snapshots().into_iter().min();
+    let oldest_snapshot = env.reads.oldest_snapshot();
     let mut busy = shared.busy();
     let version = env.versions.current();
     let c = compaction::pick_due(&version, env.options, oldest_snapshot, &mut busy)?;

@@ -84,11 +84,6 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties, droppable: u64) ->
 /// memtable's frees stall writers' puts for up to 13-20 ms (glibc's heap trimming), which
 /// the 5 ms bound does not allow: an open question, measured in docs/BENCHMARKS.md.
 pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
-    install(env, job).await
-}
-
-/// Writes and installs the table of `job`'s memtable, and removes its WAL.
-async fn install(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     let _running = Running::flush(env.counters);
     let number = env.versions.new_table();
     let meta = write_table(env.rt, env.dir, env.options, number, &job.mem).await?;

@@ -50,6 +50,9 @@ pub(crate) trait ReadState: Send + Sync {
     /// The sequence numbers live snapshots pin, ascending.
     fn pinned_snapshots(&self) -> Vec<u64>;
 
+    /// The oldest of them, if any.
+    fn oldest_snapshot(&self) -> Option<u64>;
+
     /// The WAL of the oldest memtable not yet flushed (the active one if none waits): for the
     /// structure checker.
     #[cfg(feature = "invariants")]

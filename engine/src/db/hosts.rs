@@ -150,4 +150,8 @@ impl ReadState for DbInner {
     fn pinned_snapshots(&self) -> Vec<u64> {
         self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
     }
+
+    fn oldest_snapshot(&self) -> Option<u64> {
+        DbInner::oldest_snapshot(self)
+    }
 }
