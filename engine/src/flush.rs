@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::job::{FlushJob, JobEnv};
 use crate::manifest::VersionEdit;
 use crate::memtable::Memtable;
-use crate::metrics::{Counters, Running};
+use crate::metrics::{Counters, Running, Timer};
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{Phase, PhaseGuard, Runtime};
 use crate::sstable::{self, TableProperties, TableWriter};
@@ -85,6 +85,7 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties, droppable: u64) ->
 /// the 5 ms bound does not allow: an open question, measured in docs/BENCHMARKS.md.
 pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     let _running = Running::flush(env.counters);
+    let timer = Timer::start(env.rt, &env.counters.latency.flush);
     let number = env.versions.new_table();
     let meta = write_table(env.rt, env.dir, env.options, number, &job.mem).await?;
     if meta.is_none() {
@@ -101,6 +102,7 @@ pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     };
     if let Some(meta) = meta {
         Counters::add(&env.counters.flush_bytes, meta.file_bytes);
+        Counters::add(&env.counters.level_bytes_written[0], meta.file_bytes);
         edit.added.push((0, meta));
     }
     let wal = env.dir.join(crate::wal::file_name(job.mem.wal_number()));
@@ -111,6 +113,7 @@ pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     let install = |v: &_| env.reads.install_version(v, Some(&job.mem));
     env.versions.log_and_apply(edit, install).await?;
     Counters::add(&env.counters.flushes, 1);
+    timer.stop();
     tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");
     remove_wal(env.rt, &wal).await;
     Ok(())

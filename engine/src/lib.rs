@@ -50,5 +50,5 @@ pub use bytes::Bytes;
 pub use db::{Db, Snapshot};
 pub use error::{Error, Result};
 pub use iterator::DbIterator;
-pub use metrics::Metrics;
+pub use metrics::{AlertThresholds, Alerts, Latency, Metrics};
 pub use options::{Options, PlantedBug, WriteOptions};

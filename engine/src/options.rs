@@ -28,6 +28,7 @@ pub struct Options {
     pub(crate) max_background_flushes: usize,
     pub(crate) max_background_compactions: usize,
     pub(crate) compaction_bytes_per_sec: u64,
+    pub(crate) alert_thresholds: crate::metrics::AlertThresholds,
     #[cfg(feature = "planted-bugs")]
     pub(crate) planted_bug: Option<PlantedBug>,
 }
@@ -56,6 +57,7 @@ impl Default for Options {
             max_background_flushes: 1,
             max_background_compactions: 1,
             compaction_bytes_per_sec: 0,
+            alert_thresholds: crate::metrics::AlertThresholds::default(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -213,6 +215,21 @@ impl Options {
     pub fn compaction_bytes_per_sec(mut self, bytes: u64) -> Self {
         self.compaction_bytes_per_sec = bytes;
         self
+    }
+
+    /// When the engine raises an alert (a `tracing` warning, and `Metrics::alerts`): write P99
+    /// over 50 ms, memory over 80% of what these options size it for, the disk over 90% full,
+    /// more than 10,000 background jobs. See [`crate::AlertThresholds`].
+    pub fn alert_thresholds(mut self, thresholds: crate::metrics::AlertThresholds) -> Self {
+        self.alert_thresholds = thresholds;
+        self
+    }
+
+    /// The memory the memtables and the block cache are sized for: what the memory alert
+    /// compares the memory held with.
+    pub(crate) fn memory_sized_for(&self) -> u64 {
+        let memtables = self.memtables_max.saturating_mul(self.memtable_bytes_max);
+        memtables.saturating_add(self.block_cache_bytes) as u64
     }
 
     pub(crate) fn table_options(&self) -> crate::sstable::TableOptions {

@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::manifest::{self, Manifest, VersionEdit};
 use crate::memtable::Memtable;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, SyncMeter};
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{parent_dir, FileLock, FileSystem, Phase, PhaseGuard, RuntimeRef};
 use crate::sstable;
@@ -95,6 +95,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
             crate::flush::write_table(rt.as_ref(), dir, &options, table, &mem).await?
         {
             Counters::add(&counters.flush_bytes, meta.file_bytes);
+            Counters::add(&counters.level_bytes_written[0], meta.file_bytes);
             Counters::add(&counters.flushes, 1);
             edit.added.push((0, meta));
         }
@@ -110,9 +111,9 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
         added: version.files().map(|(level, f)| (level as u8, (**f).clone())).collect(),
         deleted: Vec::new(),
     };
-    let manifest =
-        Manifest::create(rt.as_ref(), dir, manifest_number, &snapshot, &counters.manifest_syncs)
-            .await?;
+    let syncs = SyncMeter::manifest(&counters, rt.as_ref());
+    let manifest = Manifest::create(rt.as_ref(), dir, manifest_number, &snapshot, syncs).await?;
+    Counters::add(&counters.manifest_bytes, manifest.bytes());
     let wal = wal::create(&rt, dir, wal_number, &options).await?;
     let undeleted = remove_obsolete(&rt, dir, &names, &version, manifest_number).await;
     tracing::debug!(logs = logs.len(), last_seq = base.last_seq, wal = wal_number, "opened");

@@ -28,7 +28,7 @@
 
 use crate::error::{Error, Result};
 use crate::manifest::{self, Manifest, VersionEdit};
-use crate::metrics::Counters;
+use crate::metrics::{Counters, SyncMeter};
 use crate::runtime::{Phase, PhaseGuard, RuntimeRef};
 use crate::signal::AsyncLock;
 use crate::table_cache::TableCache;
@@ -173,10 +173,13 @@ impl VersionSet {
             let path = self.dir.join(manifest::file_name(manifest.number()));
             Error::corruption(path, manifest.bytes(), why)
         })?;
-        if let Err(e) = manifest.append(&edit, &self.counters.manifest_syncs).await {
+        let before = manifest.bytes();
+        let syncs = SyncMeter::manifest(&self.counters, self.rt.as_ref());
+        if let Err(e) = manifest.append(&edit, syncs).await {
             *guard = Err(Arc::from(format!("a MANIFEST write failed: {e}")));
             return Err(e);
         }
+        Counters::add(&self.counters.manifest_bytes, manifest.bytes() - before);
         {
             let version = Arc::new(version);
             let mut state = self.lock();
@@ -213,8 +216,9 @@ impl VersionSet {
         let number = self.new_file_number();
         let snapshot = manifest.snapshot_edit(&self.current(), self.peek_next_file_number());
         let old = manifest.number();
-        let syncs = &self.counters.manifest_syncs;
+        let syncs = SyncMeter::manifest(&self.counters, self.rt.as_ref());
         *manifest = Manifest::create(self.rt.as_ref(), &self.dir, number, &snapshot, syncs).await?;
+        Counters::add(&self.counters.manifest_bytes, manifest.bytes());
         let path = self.dir.join(manifest::file_name(old));
         if let Err(e) = self.rt.fs().remove(&path).await {
             tracing::warn!(manifest = %path.display(), error = %e, "could not delete an old MANIFEST");

@@ -26,13 +26,32 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// Virtual time since the scenario started, in nanoseconds.
 pub fn now_ns() -> u128 {
     madsim::time::TimeHandle::current().elapsed().as_nanos()
+}
+
+/// The virtual clock of the scenario a runtime or file system serves, looked up once: madsim's
+/// `TimeHandle::current` clones it out of a thread-local at every call, and the engine reads
+/// the clock around every put and get, the file system at every call. Each scenario has its
+/// own runtimes and file systems, so the first lookup's handle stays right.
+#[derive(Default)]
+struct Clock(OnceLock<madsim::time::TimeHandle>);
+
+impl Clock {
+    fn get(&self) -> &madsim::time::TimeHandle {
+        self.0.get_or_init(madsim::time::TimeHandle::current)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 /// Where a crash landed: what the process had just done and was in the middle of.
@@ -344,6 +363,7 @@ impl<F> Drop for Wakeable<F> {
 struct Latencies {
     profile: Latency,
     rng: Mutex<ChaCha8Rng>,
+    clock: Clock,
 }
 
 impl Latencies {
@@ -381,7 +401,7 @@ impl SimFs {
         trace: Trace,
     ) -> Self {
         let rng = Mutex::new(ChaCha8Rng::seed_from_u64(seed));
-        let latency = Arc::new(Latencies { profile: latency, rng });
+        let latency = Arc::new(Latencies { profile: latency, rng, clock: Clock::default() });
         SimFs { inner, latency, control, trace }
     }
 
@@ -394,7 +414,7 @@ impl SimFs {
         detail: impl FnOnce(&io::Result<T>, &mut String),
         call: impl Future<Output = io::Result<T>>,
     ) -> io::Result<T> {
-        madsim::time::sleep(self.latency.draw(op)).await;
+        self.latency.clock.get().sleep(self.latency.draw(op)).await;
         if self.control.frozen() {
             return hang().await;
         }
@@ -583,6 +603,7 @@ const PANIC_POINT: &str = "background.panic";
 #[derive(Debug)]
 pub struct SimRuntime {
     fs: SimFs,
+    clock: Clock,
     /// The bare disk, for the engine's structure checker: no latency, no faults, no trace.
     disk: MemFs,
     control: Arc<Control>,
@@ -594,6 +615,7 @@ impl SimRuntime {
     pub fn new(fs: SimFs, seed: u64, buggify: Option<Buggify>, panic_rate: f64) -> Self {
         let points = Points { config: buggify, panic_rate, enabled: BTreeMap::new(), fired: 0 };
         SimRuntime {
+            clock: Clock::default(),
             control: Arc::clone(&fs.control),
             disk: fs.inner.inner().clone(),
             fs,
@@ -623,7 +645,7 @@ impl Runtime for SimRuntime {
     }
 
     fn now(&self) -> Duration {
-        madsim::time::TimeHandle::current().elapsed()
+        self.clock.get().elapsed()
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {

@@ -34,10 +34,10 @@ pub(crate) mod sync_task;
 
 pub(crate) use publish::PublishQueue;
 
-use crate::batch::{for_each_op, WriteBatch};
+use crate::batch::{for_each_op, BatchOp, WriteBatch};
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, SyncMeter, Timer};
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{buggify, Phase, PhaseGuard, Runtime};
 use crate::signal::{Doorbell, Doorbells, Notify, Signal, Wait};
@@ -405,6 +405,7 @@ async fn lead(db: &Arc<dyn Host>, mut token: LeadToken, own: Pending) {
         db.options().commit_group_bytes_max
     };
     db.pipeline().take_group(&mut members, bytes_max);
+    let timer = Timer::start(db.rt(), &db.counters().latency.commit);
     let mut group = GroupGuard { db: db.as_ref(), members, ticket: None };
     let written = write_stage(db, token.state(), &mut group.members).await;
     drop(token);
@@ -425,6 +426,7 @@ async fn lead(db: &Arc<dyn Host>, mut token: LeadToken, own: Pending) {
             db.publish_queue().mark_applied(ticket);
             group.members.clear();
             db.publish_queue().publish_ready(db.as_ref());
+            timer.stop();
         }
         Err(err) => {
             let members = std::mem::take(&mut group.members);
@@ -471,7 +473,7 @@ async fn write_stage(
     }
     Counters::add(&db.counters().commit_groups, 1);
     if members.last().is_some_and(|m| m.barrier == Barrier::Seal) {
-        state.wal.seal(&mut state.buf, &db.counters().wal_syncs).await?;
+        state.wal.seal(&mut state.buf, SyncMeter::wal(db.counters(), db.rt())).await?;
         state.sealed = true;
     }
     let want_sync = members.iter().any(|m| m.sync);
@@ -521,12 +523,18 @@ fn apply(db: &dyn Host, memtable: &Memtable, members: &mut [Pending]) {
         let count = member.batch.count();
         let rep = Bytes::from(std::mem::take(&mut member.batch).into_rep());
         let mut seq = member.first;
+        let mut user_bytes = 0;
         let well_formed = for_each_op(&rep, count, |op| {
+            user_bytes += match &op {
+                BatchOp::Put(key, value) => key.len() + value.len(),
+                BatchOp::Delete(key) => key.len(),
+            };
             memtable.apply(seq, op);
             seq += 1;
         });
         assert!(well_formed, "a WriteBatch always holds well-formed ops");
         Counters::add(&db.counters().batches, 1);
+        Counters::add(&db.counters().user_bytes, user_bytes as u64);
     }
 }
 
@@ -540,7 +548,7 @@ async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
     // Recovery treats any damage in a log that is not the newest as corruption, which is only
     // true if that log was wholly synced (and cut to its length) before a newer one could exist.
     // Background syncs (`wal_bytes_per_sync`) leave this fsync little to write.
-    state.wal.finish(&db.counters().wal_syncs).await?;
+    state.wal.finish(SyncMeter::wal(db.counters(), db.rt())).await?;
     // Groups of the old log that waited for that fsync.
     db.publish_queue().publish_ready(db.as_ref());
     let number = db.versions().new_file_number();
@@ -612,6 +620,7 @@ impl<'a> Pause<'a> {
     fn end(self, total_us: &AtomicU64) {
         let waited = self.db.rt().now().saturating_sub(self.since);
         let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.db.counters().latency.write_pause.record(waited);
         Counters::add(total_us, us);
         self.db.counters().write_pause_max_us.fetch_max(us, Ordering::Relaxed);
     }

@@ -229,11 +229,11 @@ impl Drop for Completions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{Counters, SyncMeter};
     use crate::signal::Wait;
-    use crate::testing::MemFile;
+    use crate::testing::{MemFile, MemRuntime};
     use crate::wal::WalWriter;
     use std::future::Future;
-    use std::sync::atomic::AtomicU64;
 
     /// A log whose fsyncs always succeed, in memory.
     fn wal(number: u64) -> WalWriter {
@@ -274,7 +274,7 @@ mod tests {
     fn groups_publish_in_write_order_whatever_order_they_become_ready() {
         let q = PublishQueue::default();
         let mut w = wal(1);
-        let syncs = AtomicU64::new(0);
+        let (counters, rt) = (Counters::default(), MemRuntime::default());
         pollster::block_on(w.append(&[1; 10])).unwrap();
         let (g1, mut s1) = group(&w, 1, true);
         let t1 = q.push(g1, true);
@@ -290,7 +290,7 @@ mod tests {
         assert!(taken.groups.is_empty(), "the first needs sync");
         assert_eq!(q.sync_wanted().map(|(_, end)| end), Some(10));
 
-        pollster::block_on(w.file().sync_to(10, &syncs)).unwrap();
+        pollster::block_on(w.file().sync_to(10, SyncMeter::wal(&counters, &rt))).unwrap();
         assert!(q.sync_wanted().is_none());
         let taken = q.take_ready(|| None, |s| published.push(s));
         assert_eq!(published, [1, 2]);

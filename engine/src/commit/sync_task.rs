@@ -12,6 +12,7 @@
 //! likewise if it panics (`crate::unwind`), naming the panic.
 
 use super::Host;
+use crate::metrics::SyncMeter;
 use crate::runtime::{buggify, JoinHandle};
 use crate::signal::Doorbell;
 use crate::unwind::catch_panic;
@@ -55,7 +56,7 @@ async fn sync_wanted(db: &dyn Host) {
             db.rt().sleep(Duration::from_millis(1 + db.rt().random_u64() % 4)).await;
         }
         let Some((wal, end)) = db.publish_queue().sync_wanted() else { break };
-        if let Err(err) = wal.sync_to(end, &db.counters().wal_syncs).await {
+        if let Err(err) = wal.sync_to(end, SyncMeter::wal(db.counters(), db.rt())).await {
             super::fail_stop(db, err);
             return;
         }

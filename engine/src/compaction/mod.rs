@@ -24,7 +24,7 @@ mod merge;
 use crate::error::{Error, Result};
 use crate::job::JobEnv;
 use crate::manifest::VersionEdit;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Timer};
 use crate::runtime::{buggify, Phase, PhaseGuard};
 use crate::sstable::{self, TableWriter};
 use crate::version::{FileMeta, Version, LEVELS};
@@ -343,16 +343,19 @@ pub(crate) async fn run(env: &JobEnv<'_>, c: Compaction) -> Result<()> {
         tracing::debug!(table = c.inputs[0].1.number, level = c.output_level, "moved");
         return Ok(());
     }
+    let timer = Timer::start(env.rt, &env.counters.latency.compaction);
     let outputs = write_outputs(env, &c).await?;
     let written: u64 = outputs.iter().map(|f| f.file_bytes).sum();
     let read: u64 = c.inputs.iter().map(|(_, f)| f.file_bytes).sum();
     Counters::add(&env.counters.compaction_bytes_read, read);
     Counters::add(&env.counters.compaction_bytes_written, written);
+    Counters::add(&env.counters.level_bytes_written[c.output_level], written);
     edit.next_file_number = Some(env.versions.peek_next_file_number());
     edit.added.extend(outputs.into_iter().map(|f| (c.output_level as u8, f)));
     let _phase = PhaseGuard::enter(env.rt, Phase::CompactionInstall);
     env.versions.log_and_apply(edit, |v| env.reads.install_version(v, None)).await?;
     Counters::add(&env.counters.compactions, 1);
+    timer.stop();
     tracing::debug!(inputs = c.inputs.len(), level = c.output_level, read, written, "compacted");
     Ok(())
 }

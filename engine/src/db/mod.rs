@@ -31,7 +31,8 @@ use crate::commit::{self, Barrier, LeaderState, Pipeline, PublishQueue};
 use crate::error::{Error, Result};
 use crate::job::JobEnv;
 use crate::memtable::Memtable;
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::alerts::{Reading, Watch};
+use crate::metrics::{Counters, Metrics, Timer};
 use crate::options::{Options, WriteOptions};
 use crate::rate_limit::RateLimiter;
 use crate::runtime::{FileLock, JoinHandle, Phase, PhaseGuard, RuntimeRef};
@@ -120,6 +121,8 @@ pub(crate) struct DbInner {
     closed: AtomicBool,
     /// Commit leaders waiting for the background worker to make room (see `commit::stall_until`).
     pub(crate) writers_stalled: AtomicU64,
+    /// The alerts' state (`Options::alert_thresholds`).
+    watch: Watch,
     lock: Mutex<Option<Box<dyn FileLock>>>,
 }
 
@@ -159,6 +162,7 @@ impl Db {
             block_cache.clone(),
             Arc::clone(&read_stats),
         ));
+        let watch = Watch::new(r.options.alert_thresholds);
         let inner = DbInner {
             rt: r.rt,
             options: r.options,
@@ -185,6 +189,7 @@ impl Db {
             poisoned: OnceLock::new(),
             closed: AtomicBool::new(false),
             writers_stalled: AtomicU64::new(0),
+            watch,
             lock: Mutex::new(Some(r.lock)),
         };
         let inner = Arc::new(inner);
@@ -233,7 +238,12 @@ impl Db {
         if batch.is_empty() && !opts.sync {
             return Ok(self.latest_sequence());
         }
-        commit::commit(&self.host, batch, opts.sync, Barrier::None).await
+        let rt = self.inner.rt.as_ref();
+        let timer = Timer::start(rt, &self.inner.counters.latency.put);
+        let result = commit::commit(&self.host, batch, opts.sync, Barrier::None).await;
+        let now = timer.stop();
+        self.inner.check_alerts_if_due(now);
+        result
     }
 
     /// Writes everything in the memtables to level-0 tables and waits until it is there: the
@@ -492,6 +502,7 @@ impl DbInner {
 
     /// The engine's counters with the read path's and the caches'.
     fn metrics(&self) -> Metrics {
+        self.check_alerts_if_due(self.rt.now());
         let mut m = self.counters.snapshot();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         m.data_block_reads = get(&self.read_stats.data_block_reads);
@@ -508,12 +519,58 @@ impl DbInner {
             let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
             mems.immutable.iter().filter(|r| !r.flushing).count() as u64
         };
+        m.memtable_bytes = self.memtable_bytes();
+        m.memory_bytes = m.memtable_bytes + m.block_cache_bytes;
+        m.range_compactions_queued =
+            self.range_requests.lock().unwrap_or_else(PoisonError::into_inner).len() as u64;
+        (m.alerts, m.alerts_raised) = self.watch.status();
         let version = self.versions.current();
         for (level, files) in version.levels.iter().enumerate() {
             m.level_files[level] = files.len() as u64;
             m.level_bytes[level] = files.iter().map(|f| f.file_bytes).sum();
         }
         m
+    }
+}
+
+impl DbInner {
+    /// Bytes charged to the memtables held, the active one and the retired ones.
+    fn memtable_bytes(&self) -> u64 {
+        let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+        let retired: usize = mems.immutable.iter().map(|r| r.mem.approximate_bytes()).sum();
+        (mems.active.approximate_bytes() + retired) as u64
+    }
+
+    /// Checks the alert thresholds if a check interval has passed since the last check at
+    /// `now` (the runtime's clock): one relaxed load otherwise.
+    pub(crate) fn check_alerts_if_due(&self, now: std::time::Duration) {
+        if !self.watch.due(now) {
+            return;
+        }
+        let memory_bytes =
+            self.memtable_bytes() + self.block_cache.as_ref().map_or(0, |c| c.usage_bytes() as u64);
+        let disk = match self.rt.fs().space(&self.dir) {
+            Ok(space) => space.map(|s| (s.total_bytes, s.free_bytes)),
+            Err(e) => {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "no disk usage for alerts");
+                None
+            }
+        };
+        let queued = {
+            let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+            mems.immutable.iter().filter(|r| !r.flushing).count() as u64
+        } + self.range_requests.lock().unwrap_or_else(PoisonError::into_inner).len()
+            as u64;
+        let running = self.counters.flushes_running.load(Ordering::Relaxed)
+            + self.counters.compactions_running.load(Ordering::Relaxed);
+        self.watch.check(&Reading {
+            now,
+            puts: &self.counters.latency.put,
+            memory_bytes,
+            memory_sized_for: self.options.memory_sized_for(),
+            disk,
+            background_jobs: queued + running,
+        });
     }
 }
 

@@ -17,11 +17,11 @@ mod edit;
 pub(crate) use crate::version::VersionEdit;
 
 use crate::error::{Error, Result};
+use crate::metrics::SyncMeter;
 use crate::runtime::{FileSystem, Phase, PhaseGuard, Runtime};
 use crate::version::{FileMeta, Version};
 use crate::wal::{self, WalWriter};
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 
 /// The name of the file that names the live MANIFEST.
 pub(crate) const CURRENT: &str = "CURRENT";
@@ -55,7 +55,7 @@ impl Manifest {
         dir: &Path,
         number: u64,
         snapshot: &VersionEdit,
-        syncs: &AtomicU64,
+        syncs: SyncMeter<'_>,
     ) -> Result<Manifest> {
         let path = dir.join(file_name(number));
         let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
@@ -89,7 +89,7 @@ impl Manifest {
     }
 
     /// Appends `edit` and makes it durable and attested; see the module header.
-    pub(crate) async fn append(&mut self, edit: &VersionEdit, syncs: &AtomicU64) -> Result<()> {
+    pub(crate) async fn append(&mut self, edit: &VersionEdit, syncs: SyncMeter<'_>) -> Result<()> {
         self.log_number = self.log_number.max(edit.log_number.unwrap_or(0));
         self.last_seq = self.last_seq.max(edit.last_seq.unwrap_or(0));
         let mut payload = Vec::new();

@@ -263,6 +263,21 @@ pub trait FileSystem: Send + Sync {
     /// is dropped. Fails with `ErrorKind::WouldBlock` if another holder has it. A lock is not
     /// data: it never survives a crash.
     fn lock<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn FileLock>>;
+
+    /// The size of the file system holding `dir` and the bytes free on it for unprivileged
+    /// writers, if known: read by the disk alert only, never by a path data depends on. The
+    /// default knows nothing (`Ok(None)`).
+    fn space(&self, dir: &Path) -> io::Result<Option<DiskSpace>> {
+        let _ = dir;
+        Ok(None)
+    }
+}
+
+/// A file system's size and free bytes ([`FileSystem::space`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
 }
 
 /// An open file. Positioned reads and writes take `&self`; callers order their own writes.

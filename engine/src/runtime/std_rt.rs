@@ -5,7 +5,7 @@
 //! async seam costs a boxed future per call and nothing else.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use super::{BoxFuture, File, FileLock, FileSystem, IoFuture, JoinHandle, Runtime};
+use super::{BoxFuture, DiskSpace, File, FileLock, FileSystem, IoFuture, JoinHandle, Runtime};
 use crate::signal::Signal;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -151,6 +151,10 @@ impl FileSystem for StdFs {
         ready(std::fs::File::open(dir).and_then(|d| d.sync_all()))
     }
 
+    fn space(&self, dir: &Path) -> io::Result<Option<DiskSpace>> {
+        StdFs::statvfs(dir).map(Some)
+    }
+
     fn lock<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn FileLock>> {
         ready((|| {
             let file = std::fs::OpenOptions::new()
@@ -168,6 +172,17 @@ impl FileSystem for StdFs {
                 Err(std::fs::TryLockError::Error(e)) => Err(e),
             }
         })())
+    }
+}
+
+impl StdFs {
+    fn statvfs(dir: &Path) -> io::Result<DiskSpace> {
+        let st = rustix::fs::statvfs(dir)?;
+        let block = st.f_frsize;
+        Ok(DiskSpace {
+            total_bytes: st.f_blocks.saturating_mul(block),
+            free_bytes: st.f_bavail.saturating_mul(block),
+        })
     }
 }
 
@@ -224,5 +239,13 @@ mod tests {
             let _ = tx.send(());
         });
         rx.recv_timeout(Duration::from_secs(20)).expect("the join hung");
+    }
+
+    #[test]
+    fn the_disk_holding_a_directory_has_a_size_and_free_space() {
+        let space = StdRuntime::new().fs().space(&std::env::temp_dir()).unwrap().unwrap();
+        assert!(space.total_bytes > 0);
+        assert!(space.free_bytes <= space.total_bytes, "{space:?}");
+        assert!(StdRuntime::new().fs().space(Path::new("/no/such/directory")).is_err());
     }
 }

@@ -19,6 +19,7 @@
 //! the simulator notices.)
 
 use crate::error::{Error, Result};
+use crate::metrics::{SyncMeter, Timer};
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{File, RuntimeRef};
 use crate::signal::Signal;
@@ -125,19 +126,23 @@ impl WalFile {
 
     /// Returns once the first `target` bytes are durable, running an fsync if none in progress
     /// covers them. `syncs` counts the fsyncs actually issued.
-    pub(crate) async fn sync_to(&self, target: u64, syncs: &AtomicU64) -> Result<()> {
+    pub(crate) async fn sync_to(&self, target: u64, syncs: SyncMeter<'_>) -> Result<()> {
         self.sync_until(syncs, |st| st.synced_upto >= target).await
     }
 
     /// Returns once an fsync that started after this call has returned `Ok`: what `sync_to`
     /// cannot promise for a change that is not an append, such as a truncation.
-    async fn sync_fresh(&self, syncs: &AtomicU64) -> Result<()> {
+    async fn sync_fresh(&self, syncs: SyncMeter<'_>) -> Result<()> {
         let needed = self.lock().started + 1;
         self.sync_until(syncs, |st| st.completed >= needed).await
     }
 
     /// Runs fsyncs, one at a time across all callers, until `done` holds.
-    async fn sync_until(&self, syncs: &AtomicU64, done: impl Fn(&SyncState) -> bool) -> Result<()> {
+    async fn sync_until(
+        &self,
+        syncs: SyncMeter<'_>,
+        done: impl Fn(&SyncState) -> bool,
+    ) -> Result<()> {
         loop {
             let step = {
                 let mut st = self.lock();
@@ -165,7 +170,7 @@ impl WalFile {
     }
 
     /// Runs fsync number `ordinal`, which the caller has marked in progress.
-    async fn run_one(&self, ordinal: u64, syncs: &AtomicU64) -> Result<()> {
+    async fn run_one(&self, ordinal: u64, syncs: SyncMeter<'_>) -> Result<()> {
         let mut guard = SyncGuard { wal: self, done: false };
         // No byte of the log counts as durable before its name is.
         let unsynced_dir = self.lock().unsynced_dir.clone();
@@ -177,13 +182,15 @@ impl WalFile {
             self.lock().unsynced_dir = None;
         }
         let upto = self.written.load(Ordering::Acquire);
-        syncs.fetch_add(1, Ordering::Relaxed);
+        syncs.count.fetch_add(1, Ordering::Relaxed);
+        let timer = Timer::start(syncs.rt, syncs.latency);
         if self.bugs.has(PlantedBug::DurableMarkBeforeSync) {
             // Planted: the bytes count as durable while the fsync runs, whatever it returns.
             let mut st = self.lock();
             st.synced_upto = st.synced_upto.max(upto);
         }
         let result = self.file.sync_data().await;
+        timer.stop();
         guard.done = true;
         let mut st = self.lock();
         st.in_progress = false;
@@ -350,7 +357,7 @@ impl WalWriter {
 
     /// Makes everything appended so far durable, and the file exactly that long: done before
     /// the log is retired for a newer one, which makes any damage in it read as corruption.
-    pub(crate) async fn finish(&mut self, syncs: &AtomicU64) -> Result<()> {
+    pub(crate) async fn finish(&mut self, syncs: SyncMeter<'_>) -> Result<()> {
         let wal = &self.shared;
         if self.allocated == self.offset {
             return wal.sync_to(self.offset, syncs).await;
@@ -363,7 +370,7 @@ impl WalWriter {
     /// Syncs, then appends a seal that attests the whole log durable, so that damage anywhere
     /// in it is later reported as corruption rather than taken for a torn tail, and finishes
     /// the log. Done when the database is closed.
-    pub(crate) async fn seal(&mut self, scratch: &mut Vec<u8>, syncs: &AtomicU64) -> Result<()> {
+    pub(crate) async fn seal(&mut self, scratch: &mut Vec<u8>, syncs: SyncMeter<'_>) -> Result<()> {
         self.shared.sync_to(self.offset, syncs).await?;
         scratch.clear();
         super::encode_seal_record(scratch, self.number(), self.shared.synced_upto());
@@ -376,7 +383,8 @@ impl WalWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::MemFile;
+    use crate::metrics::Counters;
+    use crate::testing::{MemFile, MemRuntime};
 
     fn writer(preallocate: u64) -> (Arc<MemFile>, WalWriter) {
         let file = MemFile::new();
@@ -387,45 +395,48 @@ mod tests {
     #[test]
     fn preallocated_log_is_cut_back_durably_when_finished() {
         let (file, mut w) = writer(1000);
-        let syncs = AtomicU64::new(0);
+        let (counters, rt) = (Counters::default(), MemRuntime::default());
+        let syncs = SyncMeter::wal(&counters, &rt);
         pollster::block_on(async {
             w.append(&[7; 100]).await.unwrap();
             assert_eq!(file.len(), 1100);
-            w.file().sync_to(100, &syncs).await.unwrap();
+            w.file().sync_to(100, syncs).await.unwrap();
             assert_eq!(file.durable_len(), 1100);
             // Covered already; finishing must still make the shorter size durable.
-            w.finish(&syncs).await.unwrap();
+            w.finish(syncs).await.unwrap();
         });
         assert_eq!(file.len(), 100);
         assert_eq!(file.durable_len(), 100);
-        assert_eq!(syncs.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.wal_syncs.load(Ordering::Relaxed), 2);
     }
 
     #[test]
     fn without_preallocation_finish_syncs_only_what_is_uncovered() {
         let (file, mut w) = writer(0);
-        let syncs = AtomicU64::new(0);
+        let (counters, rt) = (Counters::default(), MemRuntime::default());
+        let syncs = SyncMeter::wal(&counters, &rt);
         pollster::block_on(async {
             w.append(&[7; 100]).await.unwrap();
-            w.finish(&syncs).await.unwrap();
-            w.finish(&syncs).await.unwrap();
+            w.finish(syncs).await.unwrap();
+            w.finish(syncs).await.unwrap();
         });
         assert_eq!(file.durable_len(), 100);
-        assert_eq!(syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.wal_syncs.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn a_failed_sync_is_never_retried() {
         let (file, mut w) = writer(0);
-        let syncs = AtomicU64::new(0);
+        let (counters, rt) = (Counters::default(), MemRuntime::default());
+        let syncs = SyncMeter::wal(&counters, &rt);
         file.fail_next_sync();
         pollster::block_on(async {
             w.append(&[7; 10]).await.unwrap();
-            assert!(w.file().sync_to(10, &syncs).await.is_err());
-            assert!(matches!(w.file().sync_to(10, &syncs).await, Err(Error::Poisoned(_))));
-            assert!(w.finish(&syncs).await.is_err());
+            assert!(w.file().sync_to(10, syncs).await.is_err());
+            assert!(matches!(w.file().sync_to(10, syncs).await, Err(Error::Poisoned(_))));
+            assert!(w.finish(syncs).await.is_err());
         });
-        assert_eq!(syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.wal_syncs.load(Ordering::Relaxed), 1);
         assert_eq!(file.durable_len(), 0);
     }
 }
@@ -433,7 +444,8 @@ mod tests {
 #[cfg(all(test, feature = "planted-bugs"))]
 mod planted_tests {
     use super::*;
-    use crate::testing::MemFile;
+    use crate::metrics::Counters;
+    use crate::testing::{MemFile, MemRuntime};
 
     fn writer_with(bug: PlantedBug) -> (Arc<MemFile>, WalWriter) {
         let file = MemFile::new();
@@ -445,24 +457,26 @@ mod planted_tests {
     #[test]
     fn retry_failed_fsync_runs_another_and_reports_success() {
         let (file, mut w) = writer_with(PlantedBug::RetryFailedFsync);
-        let syncs = AtomicU64::new(0);
+        let (counters, rt) = (Counters::default(), MemRuntime::default());
+        let syncs = SyncMeter::wal(&counters, &rt);
         file.fail_next_sync();
         pollster::block_on(async {
             w.append(&[7; 10]).await.unwrap();
-            w.file().sync_to(10, &syncs).await.unwrap();
+            w.file().sync_to(10, syncs).await.unwrap();
         });
-        assert_eq!(syncs.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.wal_syncs.load(Ordering::Relaxed), 2);
         assert_eq!(w.file().synced_upto(), 10);
     }
 
     #[test]
     fn durable_mark_before_sync_marks_bytes_a_failed_fsync_covered() {
         let (file, mut w) = writer_with(PlantedBug::DurableMarkBeforeSync);
-        let syncs = AtomicU64::new(0);
+        let (counters, rt) = (Counters::default(), MemRuntime::default());
+        let syncs = SyncMeter::wal(&counters, &rt);
         file.fail_next_sync();
         pollster::block_on(async {
             w.append(&[7; 10]).await.unwrap();
-            assert!(w.file().sync_to(10, &syncs).await.is_err());
+            assert!(w.file().sync_to(10, syncs).await.is_err());
         });
         assert_eq!(w.file().synced_upto(), 10, "marked durable before the fsync's outcome");
     }
