@@ -49,7 +49,7 @@ impl MemCursor {
     }
 
     fn probe(user_key: &[u8], seq: u64) -> InternalKey {
-        InternalKey { user_key: Bytes::copy_from_slice(user_key), seq }
+        InternalKey::new(Bytes::copy_from_slice(user_key), seq)
     }
 
     fn seek(&mut self, user_key: &[u8], seq: u64) {

@@ -9,8 +9,8 @@ mod latency;
 mod prometheus;
 
 pub use alerts::{AlertThresholds, Alerts};
-pub(crate) use latency::Histogram;
 pub use latency::Latency;
+pub(crate) use latency::{sample_get, Histogram};
 
 use crate::runtime::Runtime;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -257,7 +257,8 @@ pub struct Metrics {
     /// Each `put`, `delete` and `write` call, from its start to its return (for a synced write,
     /// its fsync included).
     pub put_latency: Latency,
-    /// Each point read (`get`, and `get` on a snapshot).
+    /// Point reads (`get`, and `get` on a snapshot), sampled: each thread times one read in
+    /// eight (the first, the ninth, ...), so `count` is about an eighth of the reads.
     pub get_latency: Latency,
     /// Each commit group's leader work: writing the group to the WAL (rotating it if full) and
     /// applying it to the memtable; the wait for an fsync is in `wal_sync_latency`.

@@ -98,7 +98,7 @@ pub(super) fn render(m: &Metrics) -> String {
     out.labelled("level_bytes_written_total", "counter", "Table bytes written per level.", &rows);
     let latencies: [(&str, &Latency, &str); 8] = [
         ("put_latency_seconds", &m.put_latency, "put, delete and write calls."),
-        ("get_latency_seconds", &m.get_latency, "Point reads."),
+        ("get_latency_seconds", &m.get_latency, "Point reads, one in eight per thread."),
         ("commit_latency_seconds", &m.commit_latency, "Commit groups' WAL write and apply."),
         ("wal_sync_latency_seconds", &m.wal_sync_latency, "WAL fsyncs."),
         ("manifest_sync_latency_seconds", &m.manifest_sync_latency, "MANIFEST fsyncs."),
