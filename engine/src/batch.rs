@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use bytes::Bytes;
+use std::ops::Range;
 
 /// The largest key the engine stores, in bytes.
 pub const KEY_BYTES_MAX: usize = 64 * 1024;
@@ -96,10 +97,6 @@ impl WriteBatch {
         &self.rep
     }
 
-    pub(crate) fn into_rep(self) -> Vec<u8> {
-        self.rep
-    }
-
     pub(crate) fn count(&self) -> u32 {
         self.count
     }
@@ -144,6 +141,32 @@ pub(crate) fn decode_ops(rep: &Bytes, count: u32) -> Option<Vec<BatchOp>> {
 /// Returns whether `rep` was well-formed; if not, `f` has seen the operations before the
 /// damage, so callers that cannot trust `rep` use [`decode_ops`] instead.
 pub(crate) fn for_each_op(rep: &Bytes, count: u32, mut f: impl FnMut(BatchOp)) -> bool {
+    for_each_op_range(rep, count, |key, value| {
+        let key = rep.slice(key);
+        f(match value {
+            Some(value) => BatchOp::Put(key, rep.slice(value)),
+            None => BatchOp::Delete(key),
+        })
+    })
+}
+
+/// As [`for_each_op`], lending each key and value (`None` for a delete) instead of sharing
+/// them: for a caller that copies them anyway.
+pub(crate) fn for_each_op_borrowed(
+    rep: &[u8],
+    count: u32,
+    mut f: impl FnMut(&[u8], Option<&[u8]>),
+) -> bool {
+    for_each_op_range(rep, count, |key, value| f(&rep[key], value.map(|v| &rep[v])))
+}
+
+/// Parses `count` operations from `rep`, passing each key's range and its value's (`None`
+/// for a delete).
+fn for_each_op_range(
+    rep: &[u8],
+    count: u32,
+    mut f: impl FnMut(Range<usize>, Option<Range<usize>>),
+) -> bool {
     let mut pos = 0usize;
     for _ in 0..count {
         let Some(&tag) = rep.get(pos) else { return false };
@@ -151,17 +174,17 @@ pub(crate) fn for_each_op(rep: &Bytes, count: u32, mut f: impl FnMut(BatchOp)) -
         let Some(key) = take_bytes(rep, &mut pos) else { return false };
         match tag {
             TAG_PUT => match take_bytes(rep, &mut pos) {
-                Some(value) => f(BatchOp::Put(key, value)),
+                Some(value) => f(key, Some(value)),
                 None => return false,
             },
-            TAG_DELETE => f(BatchOp::Delete(key)),
+            TAG_DELETE => f(key, None),
             _ => return false,
         }
     }
     pos == rep.len()
 }
 
-fn take_bytes(rep: &Bytes, pos: &mut usize) -> Option<Bytes> {
+fn take_bytes(rep: &[u8], pos: &mut usize) -> Option<Range<usize>> {
     let len_end = pos.checked_add(4)?;
     let len = u32::from_le_bytes(rep.get(*pos..len_end)?.try_into().ok()?) as usize;
     let end = len_end.checked_add(len)?;
@@ -169,7 +192,7 @@ fn take_bytes(rep: &Bytes, pos: &mut usize) -> Option<Bytes> {
         return None;
     }
     *pos = end;
-    Some(rep.slice(len_end..end))
+    Some(len_end..end)
 }
 
 #[cfg(test)]

@@ -34,16 +34,15 @@ pub(crate) mod sync_task;
 
 pub(crate) use publish::PublishQueue;
 
-use crate::batch::{for_each_op, BatchOp, WriteBatch};
+use crate::batch::WriteBatch;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
-use crate::metrics::{Counters, SyncMeter, Timer};
+use crate::metrics::{sampled, Counters, Sampled, SyncMeter, Timer};
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{buggify, Phase, PhaseGuard, Runtime};
 use crate::signal::{Doorbell, Doorbells, Notify, Signal, Wait};
 use crate::version_set::VersionSet;
 use crate::wal::WalWriter;
-use bytes::Bytes;
 use publish::{Completions, Group, Member};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -405,7 +404,8 @@ async fn lead(db: &Arc<dyn Host>, mut token: LeadToken, own: Pending) {
         db.options().commit_group_bytes_max
     };
     db.pipeline().take_group(&mut members, bytes_max);
-    let timer = Timer::start(db.rt(), &db.counters().latency.commit);
+    let timer =
+        sampled(Sampled::Commit).then(|| Timer::start(db.rt(), &db.counters().latency.commit));
     let mut group = GroupGuard { db: db.as_ref(), members, ticket: None };
     let written = write_stage(db, token.state(), &mut group.members).await;
     drop(token);
@@ -426,7 +426,7 @@ async fn lead(db: &Arc<dyn Host>, mut token: LeadToken, own: Pending) {
             db.publish_queue().mark_applied(ticket);
             group.members.clear();
             db.publish_queue().publish_ready(db.as_ref());
-            timer.stop();
+            timer.map(Timer::stop);
         }
         Err(err) => {
             let members = std::mem::take(&mut group.members);
@@ -520,19 +520,9 @@ fn apply(db: &dyn Host, memtable: &Memtable, members: &mut [Pending]) {
         if member.batch.is_empty() {
             continue;
         }
-        let count = member.batch.count();
-        let rep = Bytes::from(std::mem::take(&mut member.batch).into_rep());
-        let mut seq = member.first;
-        let mut user_bytes = 0;
-        let well_formed = for_each_op(&rep, count, |op| {
-            user_bytes += match &op {
-                BatchOp::Put(key, value) => key.len() + value.len(),
-                BatchOp::Delete(key) => key.len(),
-            };
-            memtable.apply(seq, op);
-            seq += 1;
-        });
-        assert!(well_formed, "a WriteBatch always holds well-formed ops");
+        let batch = std::mem::take(&mut member.batch);
+        let applied = memtable.apply_encoded(member.first, batch.rep(), batch.count());
+        let user_bytes = applied.expect("a WriteBatch always holds well-formed ops");
         Counters::add(&db.counters().batches, 1);
         Counters::add(&db.counters().user_bytes, user_bytes as u64);
     }

@@ -5,7 +5,7 @@ use super::{Db, DbInner};
 use crate::error::Result;
 use crate::iterator::{Child, DbIterator, LevelCursor, MemCursor};
 use crate::memtable::{Memtable, Slot};
-use crate::metrics::{sample_get, Timer};
+use crate::metrics::{sampled, Sampled, Timer};
 use crate::version::{FileMeta, Version};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
@@ -67,7 +67,7 @@ impl DbInner {
     /// The value of `key` at sequence number `seq` (a snapshot's) or, if `None`, the latest:
     /// memtables newest first, then tables.
     pub(super) async fn get_at(&self, key: &[u8], seq: Option<u64>) -> Result<Option<Bytes>> {
-        if !sample_get() {
+        if !sampled(Sampled::Get) {
             return self.get_untimed(key, seq).await;
         }
         let timer = Timer::start(self.rt.as_ref(), &self.counters.latency.get);

@@ -85,23 +85,35 @@ fn empty() -> Hdr<u64> {
     Hdr::new(SIGNIFICANT_DIGITS).expect("two significant digits is a valid precision")
 }
 
-/// Whether this thread should time its next point read: one in `GET_SAMPLE` is, counted per
-/// thread. A get that finds nothing takes a few hundred nanoseconds, and two clock reads and a
-/// histogram record would add about 15% to it; a sample of one in eight keeps the percentiles
-/// (each sampled read is as likely slow as any) at a cost of about 2%.
-pub(crate) fn sample_get() -> bool {
+/// What is timed by sample rather than every time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Sampled {
+    /// Point reads.
+    Get = 0,
+    /// Commit groups' leader work.
+    Commit = 1,
+}
+
+/// Whether this thread should time its next `kind`: one in `SAMPLE_EVERY` is (the first, the
+/// ninth, ...), counted per thread and kind. A get that finds nothing takes a few hundred
+/// nanoseconds, and two clock reads and a histogram record would add about 15% to it; a
+/// sample of one in eight keeps the percentiles (each sampled read is as likely slow as any)
+/// at a cost of about 2%. A put already reads the clock twice for its own latency; a commit
+/// group's two more are sampled too.
+pub(crate) fn sampled(kind: Sampled) -> bool {
     thread_local! {
-        static GETS: Cell<u32> = const { Cell::new(0) };
+        static SEEN: [Cell<u32>; 2] = const { [Cell::new(0), Cell::new(0)] };
     }
-    GETS.with(|gets| {
-        let n = gets.get().wrapping_add(1);
-        gets.set(n);
-        n % GET_SAMPLE == 1 % GET_SAMPLE
+    SEEN.with(|seen| {
+        let seen = &seen[kind as usize];
+        let n = seen.get();
+        seen.set(n.wrapping_add(1));
+        n % SAMPLE_EVERY == 0
     })
 }
 
-/// One point read in this many is timed.
-const GET_SAMPLE: u32 = 8;
+/// One in this many sampled events is timed.
+const SAMPLE_EVERY: u32 = 8;
 
 /// This thread's shard: threads are numbered in the order they first record.
 fn shard_index() -> usize {

@@ -10,7 +10,7 @@ mod prometheus;
 
 pub use alerts::{AlertThresholds, Alerts};
 pub use latency::Latency;
-pub(crate) use latency::{sample_get, Histogram};
+pub(crate) use latency::{sampled, Histogram, Sampled};
 
 use crate::runtime::Runtime;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,8 +260,9 @@ pub struct Metrics {
     /// Point reads (`get`, and `get` on a snapshot), sampled: each thread times one read in
     /// eight (the first, the ninth, ...), so `count` is about an eighth of the reads.
     pub get_latency: Latency,
-    /// Each commit group's leader work: writing the group to the WAL (rotating it if full) and
-    /// applying it to the memtable; the wait for an fsync is in `wal_sync_latency`.
+    /// Commit groups' leader work, sampled as gets are: writing the group to the WAL (rotating
+    /// it if full) and applying it to the memtable; the wait for an fsync is in
+    /// `wal_sync_latency`.
     pub commit_latency: Latency,
     /// Each WAL fsync, and each MANIFEST fsync.
     pub wal_sync_latency: Latency,

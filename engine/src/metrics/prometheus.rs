@@ -99,7 +99,11 @@ pub(super) fn render(m: &Metrics) -> String {
     let latencies: [(&str, &Latency, &str); 8] = [
         ("put_latency_seconds", &m.put_latency, "put, delete and write calls."),
         ("get_latency_seconds", &m.get_latency, "Point reads, one in eight per thread."),
-        ("commit_latency_seconds", &m.commit_latency, "Commit groups' WAL write and apply."),
+        (
+            "commit_latency_seconds",
+            &m.commit_latency,
+            "Commit groups' WAL write and apply, one in eight per thread.",
+        ),
         ("wal_sync_latency_seconds", &m.wal_sync_latency, "WAL fsyncs."),
         ("manifest_sync_latency_seconds", &m.manifest_sync_latency, "MANIFEST fsyncs."),
         ("flush_latency_seconds", &m.flush_latency, "Flushes."),
