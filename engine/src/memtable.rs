@@ -150,6 +150,11 @@ pub(crate) struct Memtable {
 /// threshold (128 KiB), so blocks come from the heap and are reused after a flush.
 const ARENA_BLOCK_BYTES: usize = 64 << 10;
 
+/// Batches whose keys and values take more than this get an allocation of their own: a block
+/// is abandoned when the next batch does not fit in what is left of it, so this bounds the
+/// waste to a sixteenth of the block.
+const ARENA_SHARE_MAX: usize = ARENA_BLOCK_BYTES / 16;
+
 /// The memtable's keys and values, copied into large shared blocks as a group is applied.
 ///
 /// Without it, each entry would keep its batch's encoded buffer alive (and a shared header
@@ -157,27 +162,38 @@ const ARENA_BLOCK_BYTES: usize = 64 << 10;
 /// it is flushed, from the flush thread, into the writers' heap. With it the batch is freed
 /// as soon as it is applied (its memory reused by the next one, still in cache), and a 64 MiB
 /// memtable's keys and values are about a thousand blocks. Entries share their block through
-/// `Bytes` (one reference count per block), so readers and flushes hold values as before.
+/// `Bytes` (one reference count per block), so readers and flushes hold values as before; a
+/// value a caller keeps keeps its block (64 KiB) allocated, as a value read from a table keeps
+/// its data block.
 #[derive(Debug, Default)]
 struct Arena {
     block: BytesMut,
 }
 
 impl Arena {
-    /// A copy of `data`, out of the current block if it fits (a new block if not; a value
-    /// larger than a block gets its own allocation).
-    fn copy(&mut self, data: &[u8]) -> Bytes {
-        if data.len() > ARENA_BLOCK_BYTES / 4 {
-            return Bytes::copy_from_slice(data);
+    /// Room for `bytes` of keys and values, empty with exactly that capacity: split off the
+    /// current block (a new block if it does not fit), or an allocation of its own for more
+    /// than `ARENA_SHARE_MAX`. Taken under the arena's lock; filled outside it.
+    fn reserve(&mut self, bytes: usize) -> BytesMut {
+        if bytes > ARENA_SHARE_MAX {
+            return BytesMut::with_capacity(bytes);
         }
-        if self.block.capacity() - self.block.len() < data.len() {
+        if self.block.capacity() < bytes {
             self.block = BytesMut::with_capacity(ARENA_BLOCK_BYTES);
         }
-        // Fits: `extend_from_slice` does not reallocate, so the block stays one allocation
-        // shared by every piece split off it.
-        self.block.extend_from_slice(data);
-        self.block.split_to(data.len()).freeze()
+        // The block is always empty (pieces leave at once), so this splits its capacity: the
+        // piece and the rest share the block's one allocation.
+        let rest = self.block.split_off(bytes);
+        std::mem::replace(&mut self.block, rest)
     }
+}
+
+/// Copies `data` into `room`, which has the capacity for it (so nothing reallocates), and
+/// returns the copy, sharing `room`'s allocation.
+fn copy_into(room: &mut BytesMut, data: &[u8]) -> Bytes {
+    debug_assert!(room.capacity() - room.len() >= data.len());
+    room.extend_from_slice(data);
+    room.split_to(data.len()).freeze()
 }
 
 impl Memtable {
@@ -188,19 +204,27 @@ impl Memtable {
 
     /// Applies the `count` operations encoded in `rep` (a committed batch), numbered from
     /// `first_seq`, copying their keys and values into the memtable's arena. Returns the key
-    /// and value bytes applied, or `None` if `rep` is malformed (after applying the operations
-    /// before the damage).
+    /// and value bytes applied, or `None` (and applies nothing) if `rep` is malformed.
     pub(crate) fn apply_encoded(&self, first_seq: u64, rep: &[u8], count: u32) -> Option<usize> {
-        let mut arena = self.arena.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut seq, mut user_bytes) = (first_seq, 0);
+        let mut user_bytes = 0;
         let well_formed = for_each_op_borrowed(rep, count, |key, value| {
             user_bytes += key.len() + value.map_or(0, <[u8]>::len);
-            let key = arena.copy(key);
-            let value = value.map(|v| arena.copy(v));
+        });
+        if !well_formed {
+            return None;
+        }
+        // The lock covers only the reservation: leaders applying groups to the same memtable
+        // at once insert side by side.
+        let mut room =
+            self.arena.lock().unwrap_or_else(PoisonError::into_inner).reserve(user_bytes);
+        let mut seq = first_seq;
+        for_each_op_borrowed(rep, count, |key, value| {
+            let key = copy_into(&mut room, key);
+            let value = value.map(|v| copy_into(&mut room, v));
             self.insert(key, seq, value);
             seq += 1;
         });
-        well_formed.then_some(user_bytes)
+        Some(user_bytes)
     }
 
     /// The WAL whose writes this memtable holds; it may be deleted once the memtable is flushed.

@@ -124,8 +124,10 @@ fn an_alert_is_raised_once_and_cleared() {
         let fs = MemFs::new();
         // Memory over 0.5% of what the options size the engine for: 1 MiB memtables (two) and
         // no block cache, so about 10 KiB of writes passes it. Checked at every call.
-        let thresholds =
-            AlertThresholds::default().memory_share(0.005).check_interval(Duration::ZERO);
+        let thresholds = AlertThresholds::default()
+            .memory_share(0.005)
+            .check_interval(Duration::ZERO)
+            .sustain(1);
         let options = Options::default()
             .memtable_bytes_max(1 << 20)
             .block_cache_bytes(0)
@@ -155,15 +157,19 @@ fn an_alert_is_raised_once_and_cleared() {
 
 #[test]
 fn slow_writes_raise_the_latency_alert() {
-    // A write P99 threshold of zero: every put is over it.
-    let thresholds =
-        AlertThresholds::default().write_p99(Duration::ZERO).check_interval(Duration::ZERO);
+    // A write P99 threshold of zero: every put is over it, judged once 100 were made.
+    let thresholds = AlertThresholds::default()
+        .write_p99(Duration::ZERO)
+        .check_interval(Duration::ZERO)
+        .sustain(1);
     let fs = MemFs::new();
     let db = Db::open("/db", Options::default().alert_thresholds(thresholds), MemRuntime::new(&fs))
         .unwrap();
-    for i in 0..10 {
+    for i in 0..99 {
         db.put(&key(i), b"v", WriteOptions::synced()).unwrap();
     }
+    assert!(!db.metrics().alerts.write_latency, "99 puts are too few to judge");
+    db.put(&key(99), b"v", WriteOptions::synced()).unwrap();
     let m = db.metrics();
     assert!(m.alerts.write_latency, "{m:?}");
     assert_eq!(m.alerts_raised, 1);
@@ -175,7 +181,8 @@ fn a_full_disk_raises_the_disk_alert_on_real_files() {
     let dir = std::env::temp_dir().join(format!("jadedb-test-disk-alert-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // Any used share is over a threshold of zero: the alert reads the real file system.
-    let thresholds = AlertThresholds::default().disk_share(0.0).check_interval(Duration::ZERO);
+    let thresholds =
+        AlertThresholds::default().disk_share(0.0).check_interval(Duration::ZERO).sustain(1);
     let options = Options::default().alert_thresholds(thresholds);
     let db = Db::open(&dir, options, Arc::new(jadedb::runtime::StdRuntime::new())).unwrap();
     db.put(b"k", b"v", WriteOptions::default()).unwrap();

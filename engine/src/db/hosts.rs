@@ -85,6 +85,7 @@ impl background::Host for DbInner {
         DbInner::background_work_wanted(self)
     }
     fn job_ended(&self) {
+        self.read_disk_space();
         self.jobs_ended.notify_all();
     }
     fn range_requests(&self) -> &Mutex<Vec<RangeRequest>> {

@@ -193,6 +193,7 @@ impl Db {
             lock: Mutex::new(Some(r.lock)),
         };
         let inner = Arc::new(inner);
+        inner.read_disk_space();
         let host = Arc::clone(&inner) as Arc<dyn commit::Host>;
         let task = commit::sync_task::start(&host);
         *inner.sync_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
@@ -337,7 +338,8 @@ impl Db {
         self.inner.visible_seq.load(Ordering::Acquire)
     }
 
-    /// A snapshot of the engine's counters.
+    /// A snapshot of the engine's counters, latencies, memory and alerts. If an alert check is
+    /// due (`AlertThresholds::check_interval`), it runs first, and may log.
     pub fn metrics(&self) -> Metrics {
         self.inner.metrics()
     }
@@ -544,18 +546,11 @@ impl DbInner {
     /// Checks the alert thresholds if a check interval has passed since the last check at
     /// `now` (the runtime's clock): one relaxed load otherwise.
     pub(crate) fn check_alerts_if_due(&self, now: std::time::Duration) {
-        if !self.watch.due(now) {
+        if !self.watch.claim(now) {
             return;
         }
         let memory_bytes =
             self.memtable_bytes() + self.block_cache.as_ref().map_or(0, |c| c.usage_bytes() as u64);
-        let disk = match self.rt.fs().space(&self.dir) {
-            Ok(space) => space.map(|s| (s.total_bytes, s.free_bytes)),
-            Err(e) => {
-                tracing::debug!(dir = %self.dir.display(), error = %e, "no disk usage for alerts");
-                None
-            }
-        };
         let queued = {
             let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
             mems.immutable.iter().filter(|r| !r.flushing).count() as u64
@@ -564,13 +559,27 @@ impl DbInner {
         let running = self.counters.flushes_running.load(Ordering::Relaxed)
             + self.counters.compactions_running.load(Ordering::Relaxed);
         self.watch.check(&Reading {
-            now,
             puts: &self.counters.latency.put,
             memory_bytes,
             memory_sized_for: self.options.memory_sized_for(),
-            disk,
+            disk: self.watch.disk(),
             background_jobs: queued + running,
         });
+    }
+
+    /// Reads the size and free bytes of the file system holding the database, for the disk
+    /// alert: from the background workers after each cycle of jobs (which is when the disk
+    /// fills), and at open, never on the write path (a `statvfs` may block on a network file
+    /// system).
+    pub(crate) fn read_disk_space(&self) {
+        let disk = match self.rt.fs().space(&self.dir) {
+            Ok(space) => space.map(|s| (s.total_bytes, s.free_bytes)),
+            Err(e) => {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "no disk usage for alerts");
+                None
+            }
+        };
+        self.watch.set_disk(disk);
     }
 }
 

@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 impl Db {
-    /// The value of `key`, or `None` if it is absent.
+    /// The value of `key`, or `None` if it is absent. The value shares the memory it was read
+    /// from (a memtable's 64 KiB block or a table's data block), which it keeps allocated for
+    /// as long as it lives: copy a value that is kept for long.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         crate::blocking::block_on(self.get_async(key))
     }

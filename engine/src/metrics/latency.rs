@@ -82,7 +82,7 @@ impl Histogram {
 }
 
 fn empty() -> Hdr<u64> {
-    Hdr::new(SIGNIFICANT_DIGITS).expect("two significant digits is a valid precision")
+    Hdr::new(SIGNIFICANT_DIGITS).expect("one significant digit is a valid precision")
 }
 
 /// What is timed by sample rather than every time.
@@ -130,14 +130,16 @@ fn shard_index() -> usize {
     })
 }
 
-/// Percentiles of one kind of latency since the database was opened. Each percentile and
+/// Percentiles of one kind of latency since the database was opened (not over a sliding
+/// window: take differences of `count` and `sum` between two readings for a recent mean). Each percentile and
 /// `max` is within 1/16 (6.25%) above the true value; `mean` is exact. All are zero when
 /// nothing was recorded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Latency {
-    /// How many were recorded.
+    /// How many were recorded, and their exact sum (what a Prometheus summary's `_sum` is).
     pub count: u64,
+    pub sum: Duration,
     pub mean: Duration,
     pub p50: Duration,
     pub p95: Duration,
@@ -157,6 +159,7 @@ impl Latency {
         let mut next = || at.next().unwrap_or_default();
         Latency {
             count: h.len(),
+            sum: Duration::from_nanos(sum_ns),
             mean: Duration::from_nanos(sum_ns / h.len()),
             p50: next(),
             p95: next(),

@@ -13,6 +13,7 @@ pub use latency::Latency;
 pub(crate) use latency::{sampled, Histogram, Sampled};
 
 use crate::runtime::Runtime;
+use crate::version::LEVELS;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -118,7 +119,7 @@ pub(crate) struct Counters {
     /// Bytes appended to MANIFESTs.
     pub manifest_bytes: AtomicU64,
     /// Table bytes written into each level, by flushes (level 0) and compactions.
-    pub level_bytes_written: [AtomicU64; 7],
+    pub level_bytes_written: [AtomicU64; LEVELS],
     pub latency: Latencies,
 }
 
@@ -248,21 +249,23 @@ pub struct Metrics {
     pub tables_open: u64,
     /// Key and value bytes of every operation committed since open: write amplification is
     /// `(flush_bytes + compaction_bytes_written) / user_bytes` ([`Metrics::write_amplification`]).
+    /// Writes replayed from the WAL at open count in `flush_bytes` when flushed, not here.
     pub user_bytes: u64,
     /// Bytes appended to MANIFESTs.
     pub manifest_bytes: u64,
     /// Table bytes written into each level since open, L0 first: by flushes into level 0, by
     /// compactions into their output level.
     pub level_bytes_written: [u64; 7],
-    /// Each `put`, `delete` and `write` call, from its start to its return (for a synced write,
-    /// its fsync included).
+    /// Each `put`, `delete`, `write` and `sync_wal` call, from its start to its return (for a
+    /// synced write, its fsync included).
     pub put_latency: Latency,
     /// Point reads (`get`, and `get` on a snapshot), sampled: each thread times one read in
-    /// eight (the first, the ninth, ...), so `count` is about an eighth of the reads.
+    /// eight of those it makes (in any database), so `count` is about an eighth of the reads.
     pub get_latency: Latency,
-    /// Commit groups' leader work, sampled as gets are: writing the group to the WAL (rotating
-    /// it if full) and applying it to the memtable; the wait for an fsync is in
-    /// `wal_sync_latency`.
+    /// Commit groups' leader work, sampled as gets are: waiting out a level-0 slowdown or
+    /// stall, rotating a full WAL (its last fsync included), writing the group to the WAL
+    /// (and, at close, the seal's fsync) and applying it to the memtable. The fsync a synced
+    /// write then waits for is in `wal_sync_latency`.
     pub commit_latency: Latency,
     /// Each WAL fsync, and each MANIFEST fsync.
     pub wal_sync_latency: Latency,

@@ -1,7 +1,8 @@
 //! The metrics in Prometheus' text exposition format (version 0.0.4), for a scrape endpoint or
 //! a node exporter's textfile collector: every metric with its `# HELP` and `# TYPE` lines,
 //! names prefixed `jadedb_`, counters ending in `_total`, byte counts in `_bytes`, latencies as
-//! summaries in seconds with the quantiles 0.5, 0.95, 0.99 and 0.999.
+//! summaries in seconds with the quantiles 0.5, 0.95, 0.99 and 0.999 since the database was
+//! opened (rates of `_sum` and `_count` give recent means).
 
 use super::{Latency, Metrics};
 use std::fmt::Write;
@@ -55,13 +56,24 @@ pub(super) fn render(m: &Metrics) -> String {
         "Alerts raised since open.",
         &[("", m.alerts_raised as f64)],
     );
-    let gauges: [(&str, u64, &str); 8] = [
+    let gauges: [(&str, u64, &str); 11] = [
         ("memory_bytes", m.memory_bytes, "Memory held by memtables and the block cache."),
         ("memtable_bytes", m.memtable_bytes, "Memory charged to the memtables."),
         ("block_cache_bytes", m.block_cache_bytes, "Bytes of blocks the block cache holds."),
         ("tables_open", m.tables_open, "Table files open."),
         ("flushes_running", m.flushes_running, "Flushes running."),
         ("compactions_running", m.compactions_running, "Compactions running."),
+        ("flushes_running_max", m.flushes_running_max, "The most flushes that ran at once."),
+        (
+            "compactions_running_max",
+            m.compactions_running_max,
+            "The most compactions that ran at once.",
+        ),
+        (
+            "background_jobs_running_max",
+            m.background_jobs_running_max,
+            "The most flushes and compactions that ran at once.",
+        ),
         ("flushes_queued", m.flushes_queued, "Retired memtables waiting for a flush."),
         (
             "range_compactions_queued",
@@ -147,11 +159,11 @@ impl Out {
     fn summary(&mut self, name: &str, help: &str, l: &Latency) {
         self.header(name, "summary", help);
         for (q, d) in [("0.5", l.p50), ("0.95", l.p95), ("0.99", l.p99), ("0.999", l.p999)] {
-            let _ = writeln!(self.0, "jadedb_{name}{{quantile=\"{q}\"}} {}", d.as_secs_f64());
+            // No observation yet: the quantiles are unknown, which Prometheus spells NaN.
+            let value = if l.count == 0 { f64::NAN } else { d.as_secs_f64() };
+            let _ = writeln!(self.0, "jadedb_{name}{{quantile=\"{q}\"}} {value}");
         }
-        // The sum from the mean: the histogram keeps counts per bucket, not a running sum.
-        let sum = l.mean.as_secs_f64() * l.count as f64;
-        let _ = writeln!(self.0, "jadedb_{name}_sum {sum}");
+        let _ = writeln!(self.0, "jadedb_{name}_sum {}", l.sum.as_secs_f64());
         let _ = writeln!(self.0, "jadedb_{name}_count {}", l.count);
     }
 }
@@ -170,6 +182,7 @@ mod tests {
         m.level_bytes_written[1] = 42;
         m.put_latency = Latency {
             count: 3,
+            sum: Duration::from_micros(30),
             mean: Duration::from_micros(10),
             p99: Duration::from_micros(30),
             ..Latency::default()
@@ -190,6 +203,7 @@ mod tests {
             }
             let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
             value.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line}"));
+            assert!(value != "NaN" || line.contains("quantile="), "{line}");
             let name = series.split('{').next().unwrap();
             let base = name.strip_suffix("_sum").or(name.strip_suffix("_count")).unwrap_or(name);
             assert!(
@@ -205,6 +219,8 @@ mod tests {
         assert!(text.contains("jadedb_level_bytes_written_total{level=\"1\"} 42\n"));
         assert!(text.contains("jadedb_put_latency_seconds{quantile=\"0.99\"} 0.00003\n"));
         assert!(text.contains("jadedb_put_latency_seconds_count 3\n"));
+        assert!(text.contains("jadedb_put_latency_seconds_sum 0.00003\n"));
+        assert!(text.contains("jadedb_get_latency_seconds{quantile=\"0.5\"} NaN\n"));
         assert!(text.contains("jadedb_alert_active{alert=\"memory\"} 1\n"));
     }
 }

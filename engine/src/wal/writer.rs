@@ -125,7 +125,7 @@ impl WalFile {
     }
 
     /// Returns once the first `target` bytes are durable, running an fsync if none in progress
-    /// covers them. `syncs` counts the fsyncs actually issued.
+    /// covers them. `syncs` counts and times the fsyncs actually issued.
     pub(crate) async fn sync_to(&self, target: u64, syncs: SyncMeter<'_>) -> Result<()> {
         self.sync_until(syncs, |st| st.synced_upto >= target).await
     }
