@@ -1,9 +1,9 @@
 //! The block cache: a sharded LRU of verified data block contents, keyed by (table file number,
 //! block offset), bounded in bytes.
 //!
-//! Each shard is a slab of nodes linked into a recency list by index (no `unsafe`), plus a
-//! `BTreeMap` from key to slot, so a lookup or insert costs O(log n) and dropping all blocks of
-//! one table is a range scan. Shards have their own mutex, held only for the map work, never
+//! Each shard is an [`Lru`] (a slab of nodes linked into a recency list, plus a `BTreeMap`
+//! from key to slot), so a lookup or insert costs O(log n) and dropping all blocks of one table
+//! is a range scan. Shards have their own mutex, held only for the map work, never
 //! across an `.await`.
 //!
 //! Invariant: each shard's usage (the sum of the lengths of the blocks it holds) never exceeds
@@ -11,8 +11,8 @@
 //! first. The cache only ever holds blocks whose checksum was verified, so a hit needs no
 //! second check. Usage counts block bytes only, not the bookkeeping around them.
 
+use crate::lru::Lru;
 use bytes::Bytes;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -22,9 +22,6 @@ const SHARDS_MAX: usize = 16;
 /// A cache is split into no shard smaller than this, so a small cache is not fragmented into
 /// shards that each hold too few blocks for LRU to mean anything.
 const SHARD_BYTES_MIN: usize = 256 << 10;
-
-/// Marks the absence of a link in a shard's recency list.
-const NIL: usize = usize::MAX;
 
 type Key = (u64, u64);
 
@@ -117,48 +114,21 @@ impl BlockCache {
     }
 }
 
-/// One node of a shard's slab: a cached block and its neighbours in recency order.
-#[derive(Debug)]
-struct Node {
-    key: Key,
-    block: Bytes,
-    /// Towards the most recently used end.
-    newer: usize,
-    /// Towards the least recently used end.
-    older: usize,
-}
-
-/// One LRU shard.
+/// One LRU shard, bounded by the bytes of its blocks.
 #[derive(Debug)]
 struct Shard {
     capacity: usize,
     usage: usize,
-    slots: BTreeMap<Key, usize>,
-    nodes: Vec<Node>,
-    /// Slots of `nodes` that hold no block, for reuse.
-    free: Vec<usize>,
-    newest: usize,
-    oldest: usize,
+    blocks: Lru<Key, Bytes>,
 }
 
 impl Shard {
     fn new(capacity: usize) -> Self {
-        Shard {
-            capacity,
-            usage: 0,
-            slots: BTreeMap::new(),
-            nodes: Vec::new(),
-            free: Vec::new(),
-            newest: NIL,
-            oldest: NIL,
-        }
+        Shard { capacity, usage: 0, blocks: Lru::default() }
     }
 
     fn get(&mut self, key: Key) -> Option<Bytes> {
-        let slot = *self.slots.get(&key)?;
-        self.unlink(slot);
-        self.push_newest(slot);
-        Some(self.nodes[slot].block.clone())
+        self.blocks.get(key).cloned()
     }
 
     fn insert(&mut self, key: Key, block: Bytes) {
@@ -166,63 +136,25 @@ impl Shard {
         if block.len() > self.capacity {
             return;
         }
-        while self.usage + block.len() > self.capacity && self.oldest != NIL {
-            let oldest_key = self.nodes[self.oldest].key;
-            self.remove(oldest_key);
+        while self.usage + block.len() > self.capacity {
+            let Some((_, oldest)) = self.blocks.pop_oldest() else { break };
+            self.usage -= oldest.len();
         }
         self.usage += block.len();
-        let node = Node { key, block, newer: NIL, older: NIL };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.nodes[slot] = node;
-                slot
-            }
-            None => {
-                self.nodes.push(node);
-                self.nodes.len() - 1
-            }
-        };
-        self.slots.insert(key, slot);
-        self.push_newest(slot);
+        self.blocks.insert(key, block);
         debug_assert!(self.usage <= self.capacity);
     }
 
     fn remove(&mut self, key: Key) {
-        let Some(slot) = self.slots.remove(&key) else { return };
-        self.unlink(slot);
-        let block = std::mem::take(&mut self.nodes[slot].block);
-        self.usage -= block.len();
-        self.free.push(slot);
+        if let Some(block) = self.blocks.remove(key) {
+            self.usage -= block.len();
+        }
     }
 
     fn evict_file(&mut self, file_number: u64) {
-        let keys: Vec<Key> =
-            self.slots.range((file_number, 0)..=(file_number, u64::MAX)).map(|(k, _)| *k).collect();
-        for key in keys {
+        for key in self.blocks.keys_in((file_number, 0)..=(file_number, u64::MAX)) {
             self.remove(key);
         }
-    }
-
-    fn unlink(&mut self, slot: usize) {
-        let (newer, older) = (self.nodes[slot].newer, self.nodes[slot].older);
-        match newer {
-            NIL => self.newest = older,
-            n => self.nodes[n].older = older,
-        }
-        match older {
-            NIL => self.oldest = newer,
-            o => self.nodes[o].newer = newer,
-        }
-    }
-
-    fn push_newest(&mut self, slot: usize) {
-        self.nodes[slot].newer = NIL;
-        self.nodes[slot].older = self.newest;
-        match self.newest {
-            NIL => self.oldest = slot,
-            n => self.nodes[n].newer = slot,
-        }
-        self.newest = slot;
     }
 }
 

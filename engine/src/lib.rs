@@ -28,6 +28,7 @@ mod flush;
 mod invariants;
 mod iterator;
 mod job;
+mod lru;
 mod manifest;
 mod memtable;
 mod metrics;

@@ -13,7 +13,6 @@ use crate::cache::BlockCache;
 use crate::error::{Error, Result};
 use crate::runtime::RuntimeRef;
 use crate::sstable::{file_name, ReadStats, Table};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -33,53 +32,23 @@ impl fmt::Debug for TableCache {
         f.debug_struct("TableCache")
             .field("dir", &self.dir)
             .field("open_files_max", &self.open_files_max)
-            .field("open", &self.lock().tables.len())
+            .field("open", &self.lock().len())
             .finish_non_exhaustive()
     }
 }
 
-/// Open tables with their last use, and the same ordered by last use.
-#[derive(Debug, Default)]
-struct Lru {
-    tables: BTreeMap<u64, (Arc<Table>, u64)>,
-    by_use: BTreeMap<u64, u64>,
-    clock: u64,
-}
+/// Open tables by file number, in order of last use.
+type Lru = crate::lru::Lru<u64, Arc<Table>>;
 
-impl Lru {
-    fn touch(&mut self, file_number: u64) -> Option<Arc<Table>> {
-        let clock = self.clock + 1;
-        let (table, last_use) = self.tables.get_mut(&file_number)?;
-        self.by_use.remove(last_use);
-        *last_use = clock;
-        self.by_use.insert(clock, file_number);
-        self.clock = clock;
-        Some(Arc::clone(table))
+/// Removes the least recently used tables beyond `max`, returning them so the caller can drop
+/// (close) them after releasing the lock.
+fn trim(lru: &mut Lru, max: usize) -> Vec<Arc<Table>> {
+    let mut evicted = Vec::new();
+    while lru.len() > max {
+        let Some((_, table)) = lru.pop_oldest() else { break };
+        evicted.push(table);
     }
-
-    fn insert(&mut self, file_number: u64, table: Arc<Table>) -> Arc<Table> {
-        self.clock += 1;
-        self.tables.insert(file_number, (Arc::clone(&table), self.clock));
-        self.by_use.insert(self.clock, file_number);
-        table
-    }
-
-    fn remove(&mut self, file_number: u64) -> Option<Arc<Table>> {
-        let (table, last_use) = self.tables.remove(&file_number)?;
-        self.by_use.remove(&last_use);
-        Some(table)
-    }
-
-    /// Removes the least recently used tables beyond `max`, returning them so the caller can
-    /// drop (close) them after releasing the lock.
-    fn trim(&mut self, max: usize) -> Vec<Arc<Table>> {
-        let mut evicted = Vec::new();
-        while self.tables.len() > max {
-            let Some((_, file_number)) = self.by_use.pop_first() else { break };
-            evicted.extend(self.tables.remove(&file_number).map(|(t, _)| t));
-        }
-        evicted
-    }
+    evicted
 }
 
 impl TableCache {
@@ -100,15 +69,21 @@ impl TableCache {
     /// The open table `file_number` of `file_bytes` bytes, opening it if needed and closing the
     /// least recently used beyond the bound. A missing file gives the `Io` error of the open.
     pub(crate) async fn get(&self, file_number: u64, file_bytes: u64) -> Result<Arc<Table>> {
-        if let Some(table) = self.lock().touch(file_number) {
+        if let Some(table) = self.lock().get(file_number).cloned() {
             debug_assert_eq!(table.properties().file_bytes, file_bytes);
             return Ok(table);
         }
         let opened = Arc::new(self.open(file_number, file_bytes).await?);
         let (table, evicted) = {
             let mut lru = self.lock();
-            let table = lru.touch(file_number).unwrap_or_else(|| lru.insert(file_number, opened));
-            (table, lru.trim(self.open_files_max))
+            let table = match lru.get(file_number) {
+                Some(table) => Arc::clone(table),
+                None => {
+                    lru.insert(file_number, Arc::clone(&opened));
+                    opened
+                }
+            };
+            (table, trim(&mut lru, self.open_files_max))
         };
         // Closing files is I/O; it happens here, after the lock is released.
         drop(evicted);
@@ -135,13 +110,13 @@ impl TableCache {
     /// How many tables are open (held by the cache).
     #[cfg(test)]
     pub(crate) fn open_tables(&self) -> usize {
-        self.lock().tables.len()
+        self.lock().len()
     }
 
     /// Whether table `file_number` is held open.
     #[cfg(test)]
     pub(crate) fn is_open(&self, file_number: u64) -> bool {
-        self.lock().tables.contains_key(&file_number)
+        self.lock().contains(file_number)
     }
 }
 

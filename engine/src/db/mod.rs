@@ -68,6 +68,38 @@ struct Memtables {
     active: Arc<Memtable>,
     immutable: Vec<Retired>,
     version: Arc<Version>,
+    /// The memtables (newest first) and the version above, together: what a read takes with
+    /// one reference count (RocksDB's SuperVersion), rebuilt by `refresh` after each change.
+    view: Arc<ReadView>,
+}
+
+/// What one read sees: the memtables, newest first, and the tables of the version that goes
+/// with them.
+#[derive(Debug)]
+pub(crate) struct ReadView {
+    pub memtables: Vec<Arc<Memtable>>,
+    pub version: Arc<Version>,
+}
+
+impl Memtables {
+    fn new(active: Arc<Memtable>, version: Arc<Version>) -> Self {
+        let view = Arc::new(ReadView {
+            memtables: vec![Arc::clone(&active)],
+            version: Arc::clone(&version),
+        });
+        Memtables { active, immutable: Vec::new(), version, view }
+    }
+
+    /// Rebuilds the read view after a change, returning the old one, for the caller to drop
+    /// after releasing the lock (it may hold the last reference to a flushed memtable).
+    #[must_use]
+    fn refresh(&mut self) -> Arc<ReadView> {
+        let mut memtables = Vec::with_capacity(self.immutable.len() + 1);
+        memtables.push(Arc::clone(&self.active));
+        memtables.extend(self.immutable.iter().rev().map(|r| Arc::clone(&r.mem)));
+        let view = ReadView { memtables, version: Arc::clone(&self.version) };
+        std::mem::replace(&mut self.view, Arc::new(view))
+    }
 }
 
 /// A memtable retired from taking writes, waiting for its flush.
@@ -178,7 +210,7 @@ impl Db {
             changed: Notify::default(),
             jobs_ended: Notify::default(),
             dir: r.dir,
-            memtables: RwLock::new(Memtables { active, immutable: Vec::new(), version }),
+            memtables: RwLock::new(Memtables::new(active, version)),
             flush_wait_seq: AtomicU64::new(u64::MAX),
             table_cache,
             block_cache,
@@ -490,7 +522,9 @@ impl DbInner {
         let fresh = Arc::new(Memtable::new(wal_number));
         let old = std::mem::replace(&mut m.active, fresh);
         m.immutable.push(Retired { mem: old, last_seq, flushing: false });
+        let old_view = m.refresh();
         drop(m);
+        drop(old_view);
         self.work_bells.ring();
     }
 

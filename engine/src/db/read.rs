@@ -1,12 +1,12 @@
 //! The read path: a point read consults the memtables newest first, then the tables of the
 //! version that goes with them, at one sequence number; a scan or an iterator merges them all.
 
-use super::{Db, DbInner};
+use super::{Db, DbInner, ReadView};
 use crate::error::Result;
 use crate::iterator::{Child, DbIterator, LevelCursor, MemCursor};
 use crate::memtable::{Memtable, Slot};
 use crate::metrics::{sampled, Sampled, Timer};
-use crate::version::{FileMeta, Version};
+use crate::version::FileMeta;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -79,11 +79,11 @@ impl DbInner {
     }
 
     async fn get_untimed(&self, key: &[u8], seq: Option<u64>) -> Result<Option<Bytes>> {
-        let (memtables, version, seq) = self.read_view(seq);
-        if let Some(slot) = find(&memtables, key, seq) {
+        let (view, seq) = self.read_view(seq);
+        if let Some(slot) = find(&view.memtables, key, seq) {
             return Ok(slot);
         }
-        for file in version.files_for_key(key) {
+        for file in view.version.files_for_key(key) {
             if file.min_seq > seq {
                 continue; // every entry in it is newer than the read
             }
@@ -120,9 +120,10 @@ impl DbInner {
         upper: Option<&[u8]>,
         seq: Option<u64>,
     ) -> Result<DbIterator> {
-        let (memtables, version, seq) = self.read_view(seq);
+        let (view, seq) = self.read_view(seq);
+        let version = &view.version;
         let mut children: Vec<Child> =
-            memtables.into_iter().map(|m| Child::Mem(MemCursor::new(m))).collect();
+            view.memtables.iter().map(|m| Child::Mem(MemCursor::new(Arc::clone(m)))).collect();
         let wanted = |file: &FileMeta| {
             let below = upper.is_some_and(|upper| file.smallest_key.as_ref() >= upper);
             let above = lower.is_some_and(|lower| file.largest_key.as_ref() < lower);
@@ -141,7 +142,7 @@ impl DbInner {
             }
         }
         // The iterator holds the tables open; the version's files stay on disk while it lives.
-        let pin = version;
+        let pin = Arc::clone(version);
         Ok(DbIterator::new(
             children,
             seq,
@@ -155,14 +156,12 @@ impl DbInner {
     /// snapshot gives it) the sequence number. The sequence number last, because a compaction
     /// may drop versions older than the newest one published when it started, and a latest
     /// read taken after the version is installed sees that newest one.
-    fn read_view(&self, seq: Option<u64>) -> (Vec<Arc<Memtable>>, Arc<Version>, u64) {
-        let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-        let mut memtables = Vec::with_capacity(m.immutable.len() + 1);
-        memtables.push(Arc::clone(&m.active));
-        memtables.extend(m.immutable.iter().rev().map(|r| Arc::clone(&r.mem)));
-        let version = Arc::clone(&m.version);
-        drop(m);
+    fn read_view(&self, seq: Option<u64>) -> (Arc<ReadView>, u64) {
+        let view = {
+            let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(&m.view)
+        };
         let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::SeqCst));
-        (memtables, version, seq)
+        (view, seq)
     }
 }
