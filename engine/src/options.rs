@@ -101,10 +101,12 @@ impl Options {
     }
 
     /// How far ahead of the last record the WAL is extended with zeros when it runs out of
-    /// room. Default 1 MiB. An fsync that must also make a larger file size durable journals
-    /// metadata and costs more; with the space written ahead, most fsyncs write data only. The
-    /// price is one larger write and fsync per this many bytes of log, and a log that ends in
-    /// zeros after a crash (cut back at the next open). Zero turns preallocation off.
+    /// room, once a synced write has come to the log. Default 1 MiB. An fsync that must also
+    /// make a larger file size durable journals metadata and costs more; with the space written
+    /// ahead, most fsyncs write data only. The price is every byte of the log written twice,
+    /// and a log that ends in zeros after a crash (cut back at the next open), so a log that
+    /// only takes unsynced writes (synced in the background and at rotation, where no writer
+    /// waits on a single fsync) is not preallocated. Zero turns preallocation off.
     pub fn wal_preallocate_bytes(mut self, bytes: u64) -> Self {
         self.wal_preallocate_bytes = bytes;
         self

@@ -466,6 +466,9 @@ async fn write_stage(
     {
         let _appending = db.pipeline().appending();
         encode_group(state, members);
+        if members.iter().any(|m| m.sync) {
+            state.wal.expect_syncs();
+        }
         if !state.buf.is_empty() {
             state.wal.append(&state.buf).await?;
             Counters::add(&db.counters().wal_bytes, state.buf.len() as u64);

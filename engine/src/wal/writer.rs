@@ -265,6 +265,9 @@ pub(crate) struct WalWriter {
     allocated: u64,
     /// How far past the append offset to preallocate when the zeros run out; 0 for never.
     preallocate_bytes: u64,
+    /// Whether a synced write has come to this log: only then are zeros written ahead (see
+    /// `expect_syncs`).
+    syncs_expected: bool,
 }
 
 impl WalWriter {
@@ -286,7 +289,23 @@ impl WalWriter {
             sync: sync.into(),
             bugs: SyncBugs::default(),
         };
-        WalWriter { shared: Arc::new(shared), offset, allocated: offset, preallocate_bytes }
+        let syncs_expected = false;
+        WalWriter {
+            shared: Arc::new(shared),
+            offset,
+            allocated: offset,
+            preallocate_bytes,
+            syncs_expected,
+        }
+    }
+
+    /// Tells the writer that synced writes come to this log, so that it preallocates from now
+    /// on. Zeros written ahead make a writer's fsync cheaper (no size change to journal), but
+    /// every byte of the log is then written twice; a log that only ever takes unsynced writes
+    /// is synced in the background (`wal_bytes_per_sync`) and at rotation, where a size change
+    /// costs little, so it is not preallocated.
+    pub(crate) fn expect_syncs(&mut self) {
+        self.syncs_expected = true;
     }
 
     /// Plants `bugs` in this log's fsyncs; for a writer just made.
@@ -320,7 +339,7 @@ impl WalWriter {
     /// Appends encoded records with one write, preallocating first if they would not fit.
     pub(crate) async fn append(&mut self, records: &[u8]) -> Result<()> {
         let end = self.offset + records.len() as u64;
-        if end > self.allocated && self.preallocate_bytes > 0 {
+        if end > self.allocated && self.preallocate_bytes > 0 && self.syncs_expected {
             self.preallocate(end + self.preallocate_bytes).await?;
         }
         self.write_at_end(records).await
@@ -393,8 +412,19 @@ mod tests {
     }
 
     #[test]
+    fn a_log_without_synced_writes_is_not_preallocated() {
+        let (file, mut w) = writer(1000);
+        pollster::block_on(w.append(&[7; 100])).unwrap();
+        assert_eq!(file.len(), 100);
+        w.expect_syncs();
+        pollster::block_on(w.append(&[7; 100])).unwrap();
+        assert_eq!(file.len(), 1200, "zeros ahead once synced writes come");
+    }
+
+    #[test]
     fn preallocated_log_is_cut_back_durably_when_finished() {
         let (file, mut w) = writer(1000);
+        w.expect_syncs();
         let (counters, rt) = (Counters::default(), MemRuntime::default());
         let syncs = SyncMeter::wal(&counters, &rt);
         pollster::block_on(async {
