@@ -8,13 +8,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// Small memtables and a small level-0 trigger, so that a few thousand writes flush and
+/// compact (every timed kind of work then happens).
 fn tiny() -> Options {
     Options::default()
         .memtable_bytes_max(4 << 10)
-        .table_block_bytes(256)
         .l0_compaction_files(2)
-        .level1_bytes_max(16 << 10)
-        .target_file_bytes(4 << 10)
         .block_cache_bytes(64 << 10)
 }
 
