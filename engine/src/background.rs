@@ -341,7 +341,9 @@ fn next_range_step<'a>(
     let version = env.versions.current();
     // Data only in level 0 still moves to level 1, where it no longer overlaps itself.
     let deepest = (0..LEVELS).rev().find(|&l| !version.levels[l].is_empty()).unwrap_or(0).max(1);
-    let mut level = r.level;
+    // The deepest level may have become shallower since the last step (a rewrite in place
+    // emptied it): the last pass then runs at the new deepest level, not nowhere.
+    let mut level = r.level.min(deepest);
     let mut next = None;
     let target = env.options.target_file_bytes;
     while next.is_none() && level < deepest {
