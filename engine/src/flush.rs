@@ -77,12 +77,10 @@ pub(crate) fn file_meta(number: u64, props: &TableProperties, droppable: u64) ->
 /// table is in the version.
 ///
 /// The memtable is freed by whoever lets go of it last (this job, or a reader holding it), all
-/// at once. It was once freed in chunks through `SkipMap::pop_front` with pauses between, to
-/// spread the frees: but entries removed that way go to crossbeam's epoch collector, which
-/// never freed them under load, so every flushed memtable stayed allocated (RSS grew by about
-/// 270 MiB per million keys loaded; a 10M-key load reached 2.7 GiB). Freed at once, a 64 MiB
-/// memtable's frees stall writers' puts for up to 13-20 ms (glibc's heap trimming), which
-/// the 5 ms bound does not allow: an open question, measured in docs/BENCHMARKS.md.
+/// at once: one skiplist node per entry and its arena's blocks (see `memtable::Arena`, which
+/// took the writers' 20-60 ms pauses behind such frees to about 2 ms). It was once freed in
+/// chunks through `SkipMap::pop_front` instead, but entries removed that way go to
+/// crossbeam's epoch collector, which never freed them under load (docs/BENCHMARKS.md).
 pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     let _running = Running::flush(env.counters);
     let timer = Timer::start(env.rt, &env.counters.latency.flush);

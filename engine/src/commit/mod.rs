@@ -463,10 +463,11 @@ async fn write_stage(
     if asked || early || db.active_memtable_full() {
         rotate(db, state).await?;
     }
+    let want_sync = members.iter().any(|m| m.sync);
     {
         let _appending = db.pipeline().appending();
         encode_group(state, members);
-        if members.iter().any(|m| m.sync) {
+        if want_sync {
             state.wal.expect_syncs();
         }
         if !state.buf.is_empty() {
@@ -479,7 +480,6 @@ async fn write_stage(
         state.wal.seal(&mut state.buf, SyncMeter::wal(db.counters(), db.rt())).await?;
         state.sealed = true;
     }
-    let want_sync = members.iter().any(|m| m.sync);
     let background_sync = state.background_sync_due(db.options().wal_bytes_per_sync, want_sync);
     let ack_early = want_sync && db.options().has_bug(PlantedBug::AckBeforeSync);
     let group = Group {

@@ -132,12 +132,11 @@ impl ReadState for DbInner {
     fn install_version(&self, version: &Arc<Version>, flushed: Option<&Arc<Memtable>>) {
         let old_view = {
             let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
-            m.version = Arc::clone(version);
             // A flushed memtable leaves in the same step its table arrives.
             if let Some(mem) = flushed {
                 m.immutable.retain(|r| !Arc::ptr_eq(&r.mem, mem));
             }
-            m.refresh()
+            m.refresh(Arc::clone(version))
         };
         drop(old_view);
         self.changed.notify_all();

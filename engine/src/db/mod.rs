@@ -67,9 +67,9 @@ impl std::fmt::Debug for Db {
 struct Memtables {
     active: Arc<Memtable>,
     immutable: Vec<Retired>,
-    version: Arc<Version>,
-    /// The memtables (newest first) and the version above, together: what a read takes with
-    /// one reference count (RocksDB's SuperVersion), rebuilt by `refresh` after each change.
+    /// The memtables (newest first) and the version that goes with them: what a read takes
+    /// with one reference count (RocksDB's SuperVersion), rebuilt by `refresh` after each
+    /// change.
     view: Arc<ReadView>,
 }
 
@@ -83,22 +83,24 @@ pub(crate) struct ReadView {
 
 impl Memtables {
     fn new(active: Arc<Memtable>, version: Arc<Version>) -> Self {
-        let view = Arc::new(ReadView {
-            memtables: vec![Arc::clone(&active)],
-            version: Arc::clone(&version),
-        });
-        Memtables { active, immutable: Vec::new(), version, view }
+        let view = Arc::new(ReadView { memtables: vec![Arc::clone(&active)], version });
+        Memtables { active, immutable: Vec::new(), view }
     }
 
-    /// Rebuilds the read view after a change, returning the old one, for the caller to drop
-    /// after releasing the lock (it may hold the last reference to a flushed memtable).
+    /// The version reads see.
+    fn version(&self) -> &Arc<Version> {
+        &self.view.version
+    }
+
+    /// Rebuilds the read view after a change, with `version`, returning the old one for the
+    /// caller to drop after releasing the lock (it may hold the last reference to a flushed
+    /// memtable).
     #[must_use]
-    fn refresh(&mut self) -> Arc<ReadView> {
+    fn refresh(&mut self, version: Arc<Version>) -> Arc<ReadView> {
         let mut memtables = Vec::with_capacity(self.immutable.len() + 1);
         memtables.push(Arc::clone(&self.active));
         memtables.extend(self.immutable.iter().rev().map(|r| Arc::clone(&r.mem)));
-        let view = ReadView { memtables, version: Arc::clone(&self.version) };
-        std::mem::replace(&mut self.view, Arc::new(view))
+        std::mem::replace(&mut self.view, Arc::new(ReadView { memtables, version }))
     }
 }
 
@@ -271,8 +273,7 @@ impl Db {
         if batch.is_empty() && !opts.sync {
             return Ok(self.latest_sequence());
         }
-        let rt = self.inner.rt.as_ref();
-        let timer = Timer::start(rt, &self.inner.counters.latency.put);
+        let timer = Timer::start(self.inner.rt.as_ref(), &self.inner.counters.latency.put);
         let result = commit::commit(&self.host, batch, opts.sync, Barrier::None).await;
         let now = timer.stop();
         self.inner.check_alerts_if_due(now);
@@ -522,7 +523,8 @@ impl DbInner {
         let fresh = Arc::new(Memtable::new(wal_number));
         let old = std::mem::replace(&mut m.active, fresh);
         m.immutable.push(Retired { mem: old, last_seq, flushing: false });
-        let old_view = m.refresh();
+        let version = Arc::clone(m.version());
+        let old_view = m.refresh(version);
         drop(m);
         drop(old_view);
         self.work_bells.ring();
@@ -551,14 +553,11 @@ impl DbInner {
             m.block_cache_misses = cache.misses();
             m.block_cache_bytes = cache.usage_bytes() as u64;
         }
-        m.flushes_queued = {
-            let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-            mems.immutable.iter().filter(|r| !r.flushing).count() as u64
-        };
-        m.memtable_bytes = self.memtable_bytes();
+        let (flushes_queued, memtable_bytes) = self.memtables_held();
+        m.flushes_queued = flushes_queued;
+        m.memtable_bytes = memtable_bytes;
         m.memory_bytes = m.memtable_bytes + m.block_cache_bytes;
-        m.range_compactions_queued =
-            self.range_requests.lock().unwrap_or_else(PoisonError::into_inner).len() as u64;
+        m.range_compactions_queued = self.range_compactions_queued();
         (m.alerts, m.alerts_raised) = self.watch.status();
         let version = self.versions.current();
         for (level, files) in version.levels.iter().enumerate() {
@@ -570,11 +569,18 @@ impl DbInner {
 }
 
 impl DbInner {
-    /// Bytes charged to the memtables held, the active one and the retired ones.
-    fn memtable_bytes(&self) -> u64 {
+    /// Retired memtables not yet taken by a flush, and the bytes charged to every memtable
+    /// held (the active one and the retired ones), read under one lock.
+    fn memtables_held(&self) -> (u64, u64) {
         let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
+        let queued = mems.immutable.iter().filter(|r| !r.flushing).count() as u64;
         let retired: usize = mems.immutable.iter().map(|r| r.mem.approximate_bytes()).sum();
-        (mems.active.approximate_bytes() + retired) as u64
+        (queued, (mems.active.approximate_bytes() + retired) as u64)
+    }
+
+    /// `compact_range` calls waiting for the background.
+    fn range_compactions_queued(&self) -> u64 {
+        self.range_requests.lock().unwrap_or_else(PoisonError::into_inner).len() as u64
     }
 
     /// Checks the alert thresholds if a check interval has passed since the last check at
@@ -583,21 +589,16 @@ impl DbInner {
         if !self.watch.claim(now) {
             return;
         }
-        let memory_bytes =
-            self.memtable_bytes() + self.block_cache.as_ref().map_or(0, |c| c.usage_bytes() as u64);
-        let queued = {
-            let mems = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-            mems.immutable.iter().filter(|r| !r.flushing).count() as u64
-        } + self.range_requests.lock().unwrap_or_else(PoisonError::into_inner).len()
-            as u64;
+        let (flushes_queued, memtable_bytes) = self.memtables_held();
+        let block_cache_bytes = self.block_cache.as_ref().map_or(0, |c| c.usage_bytes() as u64);
         let running = self.counters.flushes_running.load(Ordering::Relaxed)
             + self.counters.compactions_running.load(Ordering::Relaxed);
         self.watch.check(&Reading {
             puts: &self.counters.latency.put,
-            memory_bytes,
+            memory_bytes: memtable_bytes + block_cache_bytes,
             memory_sized_for: self.options.memory_sized_for(),
             disk: self.watch.disk(),
-            background_jobs: queued + running,
+            background_jobs: flushes_queued + self.range_compactions_queued() + running,
         });
     }
 

@@ -14,6 +14,7 @@
 //! background workers after each job, never on the write path.
 
 use super::latency::Histogram;
+use super::ratio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -269,7 +270,7 @@ impl Watch {
                 )
             });
         }
-        let memory_share = share(reading.memory_bytes, reading.memory_sized_for);
+        let memory_share = ratio(reading.memory_bytes, reading.memory_sized_for);
         self.update(state, Kind::Memory, memory_share > t.memory_share, &mut changes, || {
             format!(
                 "{} bytes held, {:.0}% of the {} the options size the engine for (threshold {:.0}%)",
@@ -280,7 +281,7 @@ impl Watch {
             )
         });
         if let Some((size, free)) = reading.disk {
-            let used = share(size.saturating_sub(free), size);
+            let used = ratio(size.saturating_sub(free), size);
             self.update(state, Kind::Disk, used > t.disk_share, &mut changes, || {
                 format!(
                     "{:.1}% of the file system used (threshold {:.0}%)",
@@ -327,14 +328,6 @@ impl Watch {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
 }
 
 fn ms(d: Duration) -> f64 {
