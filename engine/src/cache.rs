@@ -6,16 +6,22 @@
 //! is a range scan. Shards have their own mutex, held only for the map work, never
 //! across an `.await`.
 //!
+//! Under a memory budget (see `memory.rs`) the capacity moves: the cache holds at most what the
+//! budget leaves after the memtables, open tables and iterators, each shard an equal part of
+//! that, and [`BlockCache::fit`] evicts down to it whenever another component grows.
+//!
 //! Invariant: each shard's usage (the sum of the lengths of the blocks it holds) never exceeds
-//! its capacity after an operation returns, and the least recently used block is evicted
-//! first. The cache only ever holds blocks whose checksum was verified, so a hit needs no
-//! second check. Usage counts block bytes only, not the bookkeeping around them.
+//! its capacity (under a budget: its part of the budget's allowance when the operation ran)
+//! after an operation returns, and the least recently used block is evicted first. The cache
+//! only ever holds blocks whose checksum was verified, so a hit needs no second check. Usage
+//! counts block bytes only, not the bookkeeping around them.
 
 use crate::lru::Lru;
+use crate::memory::MemoryBudget;
 use bytes::Bytes;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Most shards a cache is split into: enough that readers on a few cores rarely contend.
 const SHARDS_MAX: usize = 16;
@@ -29,6 +35,11 @@ type Key = (u64, u64);
 pub(crate) struct BlockCache {
     shards: Vec<Mutex<Shard>>,
     capacity_bytes: usize,
+    /// The sum of the shards' usage, so checking whether the cache fits its budget takes no
+    /// lock.
+    usage: AtomicU64,
+    /// The budget whose allowance bounds the cache, if any.
+    budget: Option<Arc<MemoryBudget>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -60,8 +71,42 @@ impl BlockCache {
         BlockCache {
             shards: (0..shards).map(|i| Mutex::new(Shard::new(shard_capacity(i)))).collect(),
             capacity_bytes,
+            usage: AtomicU64::new(0),
+            budget: None,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+        }
+    }
+
+    /// A cache bounded by what `budget` leaves (at most all of it), which it gives way to.
+    pub(crate) fn within(budget: &Arc<MemoryBudget>) -> Arc<Self> {
+        let capacity = usize::try_from(budget.limit().unwrap_or(0)).unwrap_or(usize::MAX);
+        let mut cache = BlockCache::new(capacity);
+        cache.budget = Some(Arc::clone(budget));
+        let cache = Arc::new(cache);
+        budget.attach_cache(&cache);
+        cache
+    }
+
+    /// Each shard's part of what the budget allows the cache now, if under a budget.
+    fn shard_allowance(&self) -> Option<usize> {
+        let allowance = self.budget.as_ref()?.cache_allowance()?;
+        Some(usize::try_from(allowance / self.shards.len() as u64).unwrap_or(usize::MAX))
+    }
+
+    /// Evicts the least recently used blocks of each shard past its part of the budget's
+    /// allowance: called when another component grew. One atomic load when the cache fits.
+    pub(crate) fn fit(&self) {
+        let Some(allowance) = self.budget.as_ref().and_then(|b| b.cache_allowance()) else {
+            return;
+        };
+        if self.usage.load(Ordering::Relaxed) <= allowance {
+            return;
+        }
+        let part = usize::try_from(allowance / self.shards.len() as u64).unwrap_or(usize::MAX);
+        for shard in &self.shards {
+            let freed = shard.lock().unwrap_or_else(PoisonError::into_inner).shrink_to(part);
+            self.usage.fetch_sub(freed as u64, Ordering::Relaxed);
         }
     }
 
@@ -83,16 +128,31 @@ impl BlockCache {
         found
     }
 
-    /// Caches a verified block, evicting least recently used blocks to make room. A block
-    /// larger than its shard is not cached.
-    pub(crate) fn insert(&self, file_number: u64, offset: u64, block: Bytes) {
-        self.shard((file_number, offset)).insert((file_number, offset), block);
+    /// Caches a verified block, evicting least recently used blocks to make room; returns
+    /// whether it was cached. A block larger than its shard (or its part of the budget's
+    /// allowance) is not.
+    pub(crate) fn insert(&self, file_number: u64, offset: u64, block: Bytes) -> bool {
+        let allowance = self.shard_allowance();
+        let mut shard = self.shard((file_number, offset));
+        let capacity = allowance.map_or(shard.capacity, |a| a.min(shard.capacity));
+        let before = shard.usage;
+        let cached = shard.insert((file_number, offset), block, capacity);
+        let after = shard.usage;
+        drop(shard);
+        if after >= before {
+            self.usage.fetch_add((after - before) as u64, Ordering::Relaxed);
+        } else {
+            self.usage.fetch_sub((before - after) as u64, Ordering::Relaxed);
+        }
+        cached
     }
 
     /// Drops every block of a deleted table, so its memory goes to live tables.
     pub(crate) fn evict_file(&self, file_number: u64) {
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(PoisonError::into_inner).evict_file(file_number);
+            let freed =
+                shard.lock().unwrap_or_else(PoisonError::into_inner).evict_file(file_number);
+            self.usage.fetch_sub(freed as u64, Ordering::Relaxed);
         }
     }
 
@@ -105,7 +165,7 @@ impl BlockCache {
     }
 
     pub(crate) fn usage_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).usage).sum()
+        self.usage.load(Ordering::Relaxed) as usize
     }
 
     #[cfg(test)]
@@ -131,18 +191,30 @@ impl Shard {
         self.blocks.get(key).cloned()
     }
 
-    fn insert(&mut self, key: Key, block: Bytes) {
+    /// Inserts `block`, evicting down to `capacity` (at most the shard's own); returns whether
+    /// it was cached.
+    fn insert(&mut self, key: Key, block: Bytes, capacity: usize) -> bool {
         self.remove(key);
-        if block.len() > self.capacity {
-            return;
+        if block.len() > capacity {
+            self.shrink_to(capacity);
+            return false;
         }
-        while self.usage + block.len() > self.capacity {
+        self.shrink_to(capacity - block.len());
+        self.usage += block.len();
+        self.blocks.insert(key, block);
+        debug_assert!(self.usage <= capacity);
+        true
+    }
+
+    /// Evicts the least recently used blocks until at most `bytes` are held; returns the
+    /// bytes freed.
+    fn shrink_to(&mut self, bytes: usize) -> usize {
+        let before = self.usage;
+        while self.usage > bytes {
             let Some((_, oldest)) = self.blocks.pop_oldest() else { break };
             self.usage -= oldest.len();
         }
-        self.usage += block.len();
-        self.blocks.insert(key, block);
-        debug_assert!(self.usage <= self.capacity);
+        before - self.usage
     }
 
     fn remove(&mut self, key: Key) {
@@ -151,10 +223,13 @@ impl Shard {
         }
     }
 
-    fn evict_file(&mut self, file_number: u64) {
+    /// Drops every block of table `file_number`; returns the bytes freed.
+    fn evict_file(&mut self, file_number: u64) -> usize {
+        let before = self.usage;
         for key in self.blocks.keys_in((file_number, 0)..=(file_number, u64::MAX)) {
             self.remove(key);
         }
+        before - self.usage
     }
 }
 
@@ -212,6 +287,30 @@ mod tests {
         let old = cache.get(file, offset).map_or(0, |b| b.len());
         cache.insert(file, offset, block(old));
         assert_eq!(cache.usage_bytes(), before);
+    }
+
+    #[test]
+    fn under_a_budget_the_cache_holds_what_the_others_leave() {
+        use crate::memory::Component;
+        let budget = MemoryBudget::new(Some(4000));
+        let cache = BlockCache::within(&budget);
+        for offset in 0..100u64 {
+            assert!(cache.insert(1, offset * 100, block(100)));
+        }
+        assert_eq!(cache.usage_bytes(), 4000);
+        // Memtables growing push blocks out at once, the least recently used first.
+        budget.add_memtables(2500);
+        assert_eq!(cache.usage_bytes(), 1500);
+        assert!(cache.get(1, 9900).is_some() && cache.get(1, 8400).is_none());
+        // With nothing left, nothing is cached.
+        let tables = budget.charge(Component::Tables, 1500);
+        assert_eq!(cache.usage_bytes(), 0);
+        assert!(!cache.insert(2, 0, block(1)));
+        // Room handed back is taken again.
+        drop(tables);
+        budget.remove_memtables(2500);
+        assert!(cache.insert(2, 0, block(3000)));
+        assert_eq!(cache.usage_bytes(), 3000);
     }
 
     #[test]

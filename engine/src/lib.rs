@@ -30,6 +30,7 @@ mod iterator;
 mod job;
 mod lru;
 mod manifest;
+mod memory;
 mod memtable;
 mod metrics;
 mod options;

@@ -7,12 +7,13 @@
 //! not yet published are invisible even though they are already in the map.
 
 use crate::batch::{for_each_op_borrowed, BatchOp};
+use crate::memory::MemoryBudget;
 use bytes::{Bytes, BytesMut};
 use crossbeam_skiplist::SkipMap;
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The largest sequence number: tables keep sequence numbers in 56 bits.
 pub(crate) const SEQ_MAX: u64 = (1 << 56) - 1;
@@ -153,6 +154,16 @@ pub(crate) struct Memtable {
     wal_number: u64,
     /// Where committed keys and values are copied (see [`Arena`]).
     arena: Mutex<Arena>,
+    /// The memory budget its bytes are counted in, from the first entry until it is dropped.
+    budget: Option<Arc<MemoryBudget>>,
+}
+
+impl Drop for Memtable {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.remove_memtables(*self.bytes.get_mut() as u64);
+        }
+    }
 }
 
 /// Bytes of each block the arena hands keys and values out of. Below glibc's default mmap
@@ -207,8 +218,17 @@ fn copy_into(room: &mut BytesMut, data: &[u8]) -> Bytes {
 
 impl Memtable {
     pub(crate) fn new(wal_number: u64) -> Self {
+        Self::with_budget(wal_number, None)
+    }
+
+    /// A memtable whose bytes count in `budget` (see `memory.rs`).
+    pub(crate) fn within(wal_number: u64, budget: &Arc<MemoryBudget>) -> Self {
+        Self::with_budget(wal_number, Some(Arc::clone(budget)))
+    }
+
+    fn with_budget(wal_number: u64, budget: Option<Arc<MemoryBudget>>) -> Self {
         let (map, bytes, arena) = (SkipMap::new(), AtomicUsize::new(0), Mutex::default());
-        Memtable { map, bytes, wal_number, arena }
+        Memtable { map, bytes, wal_number, arena, budget }
     }
 
     /// Applies the `count` operations encoded in `rep` (a committed batch), numbered from
@@ -227,12 +247,15 @@ impl Memtable {
         let mut room =
             self.arena.lock().unwrap_or_else(PoisonError::into_inner).reserve(user_bytes);
         let mut seq = first_seq;
+        let mut charged = 0;
         for_each_op_borrowed(rep, count, |key, value| {
             let key = copy_into(&mut room, key);
             let value = value.map(|v| copy_into(&mut room, v));
-            self.insert(key, seq, value);
+            charged += self.insert_uncharged(key, seq, value);
             seq += 1;
         });
+        // Charged once per batch: the counters are shared by concurrent leaders.
+        self.charge(charged);
         Some(user_bytes)
     }
 
@@ -263,9 +286,22 @@ impl Memtable {
 
     /// Inserts one version. Sequence numbers are unique, so nothing is overwritten.
     pub(crate) fn insert(&self, user_key: Bytes, seq: u64, slot: Slot) {
+        let charged = self.insert_uncharged(user_key, seq, slot);
+        self.charge(charged);
+    }
+
+    /// Inserts one version and returns what it is to be charged, without charging it.
+    fn insert_uncharged(&self, user_key: Bytes, seq: u64, slot: Slot) -> usize {
         let charge = user_key.len() + slot.as_ref().map_or(0, Bytes::len) + ENTRY_OVERHEAD_BYTES;
         self.map.insert(InternalKey::new(user_key, seq), slot);
-        self.bytes.fetch_add(charge, AtomicOrdering::Relaxed);
+        charge
+    }
+
+    fn charge(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
+        if let Some(budget) = &self.budget {
+            budget.add_memtables(bytes as u64);
+        }
     }
 
     /// The newest version of `key` with a sequence number at most `read_seq`: `None` if the

@@ -18,6 +18,7 @@ pub struct Options {
     pub(crate) table_block_bytes: usize,
     pub(crate) bloom_bits_per_key: usize,
     pub(crate) block_cache_bytes: usize,
+    pub(crate) memory_budget: Option<u64>,
     pub(crate) open_tables_max: usize,
     pub(crate) manifest_bytes_max: u64,
     pub(crate) l0_compaction_files: usize,
@@ -47,6 +48,7 @@ impl Default for Options {
             table_block_bytes: 4096,
             bloom_bits_per_key: 10,
             block_cache_bytes: 8 << 20,
+            memory_budget: None,
             open_tables_max: 1000,
             manifest_bytes_max: 64 << 20,
             l0_compaction_files: 4,
@@ -153,6 +155,23 @@ impl Options {
         self
     }
 
+    /// One bound on the memory the engine holds: memtables (each entry charged its key, value
+    /// and skiplist node), the block cache, open tables' index and filter blocks, and the data
+    /// blocks iterators hold outside the cache (compaction inputs). Default none: each is then
+    /// bounded by its own option alone.
+    ///
+    /// With a budget the memtables get at most half of it (each memtable is cut at `budget /
+    /// (2 * memtables_max)` bytes when `memtable_bytes_max` is larger), open tables what the
+    /// memtables and iterators leave (the least recently used are closed beyond it), and the
+    /// block cache whatever is left at each moment, shrinking as soon as the others grow;
+    /// `block_cache_bytes` is then ignored. What readers keep alive on their own (a value
+    /// returned by `get`, the block under a live iterator) stays outside the bound. The memory
+    /// alert compares the memory held with the budget.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
     /// Most table files held open at once. Default 1000. At least 1.
     pub fn open_tables_max(mut self, n: usize) -> Self {
         self.open_tables_max = n.max(1);
@@ -227,11 +246,25 @@ impl Options {
         self
     }
 
-    /// The memory the memtables and the block cache are sized for: what the memory alert
-    /// compares the memory held with.
+    /// The memory the options size the engine for: what the memory alert compares the memory
+    /// held with. The budget if there is one, else the memtables and the block cache.
     pub(crate) fn memory_sized_for(&self) -> u64 {
+        if let Some(budget) = self.memory_budget {
+            return budget;
+        }
         let memtables = self.memtables_max.saturating_mul(self.memtable_bytes_max);
         memtables.saturating_add(self.block_cache_bytes) as u64
+    }
+
+    /// The options as the engine runs them: under a memory budget, memtables cut small enough
+    /// that all of them together hold at most half of it.
+    pub(crate) fn resolved(mut self) -> Self {
+        if let Some(budget) = self.memory_budget {
+            let share = budget / 2 / self.memtables_max as u64;
+            let share = usize::try_from(share).unwrap_or(usize::MAX).max(1);
+            self.memtable_bytes_max = self.memtable_bytes_max.min(share);
+        }
+        self
     }
 
     pub(crate) fn table_options(&self) -> crate::sstable::TableOptions {

@@ -46,6 +46,7 @@ struct Base {
 }
 
 pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result<Recovered> {
+    let options = options.resolved();
     let observer = RuntimeRef::clone(&rt);
     let _phase = PhaseGuard::enter(observer.as_ref(), Phase::Recovery);
     let fs = rt.fs();

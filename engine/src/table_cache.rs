@@ -5,12 +5,17 @@
 //! open; the bound keeps a large database within the process's file-descriptor limit. Readers
 //! hold an `Arc`, so evicting a table only closes its file once the last reader drops it.
 //!
+//! Each open table's memory (index, filter) is charged to the memory budget; under a budget the
+//! cache also closes the least recently used tables past what the budget leaves open tables
+//! (but always keeps the one just asked for).
+//!
 //! Invariant: at most `open_files_max` tables are held, and the mutex is never held across an
 //! `.await`: a miss opens the table unlocked, then inserts it (if two tasks open the same table
 //! at once, the first insert wins and the other copy is dropped).
 
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
+use crate::memory::MemoryBudget;
 use crate::runtime::RuntimeRef;
 use crate::sstable::{file_name, ReadStats, Table};
 use std::fmt;
@@ -24,6 +29,7 @@ pub(crate) struct TableCache {
     open_files_max: usize,
     block_cache: Option<Arc<BlockCache>>,
     stats: Arc<ReadStats>,
+    budget: Arc<MemoryBudget>,
     inner: Mutex<Lru>,
 }
 
@@ -40,13 +46,22 @@ impl fmt::Debug for TableCache {
 /// Open tables by file number, in order of last use.
 type Lru = crate::lru::Lru<u64, Arc<Table>>;
 
-/// Removes the least recently used tables beyond `max`, returning them so the caller can drop
-/// (close) them after releasing the lock.
-fn trim(lru: &mut Lru, max: usize) -> Vec<Arc<Table>> {
+/// Removes the least recently used tables beyond `max`, and then beyond `bytes` of memory if
+/// given (keeping one), returning them so the caller can drop (close) them after releasing the
+/// lock.
+fn trim(lru: &mut Lru, max: usize, bytes: Option<(u64, u64)>) -> Vec<Arc<Table>> {
     let mut evicted = Vec::new();
     while lru.len() > max {
         let Some((_, table)) = lru.pop_oldest() else { break };
         evicted.push(table);
+    }
+    if let Some((mut held, allowed)) = bytes {
+        held = held.saturating_sub(evicted.iter().map(|t| t.memory_bytes()).sum());
+        while held > allowed && lru.len() > 1 {
+            let Some((_, table)) = lru.pop_oldest() else { break };
+            held = held.saturating_sub(table.memory_bytes());
+            evicted.push(table);
+        }
     }
     evicted
 }
@@ -58,8 +73,10 @@ impl TableCache {
         open_files_max: usize,
         block_cache: Option<Arc<BlockCache>>,
         stats: Arc<ReadStats>,
+        budget: Arc<MemoryBudget>,
     ) -> Self {
-        TableCache { rt, dir, open_files_max, block_cache, stats, inner: Mutex::default() }
+        let inner = Mutex::default();
+        TableCache { rt, dir, open_files_max, block_cache, stats, budget, inner }
     }
 
     fn lock(&self) -> MutexGuard<'_, Lru> {
@@ -83,7 +100,8 @@ impl TableCache {
                     opened
                 }
             };
-            (table, trim(&mut lru, self.open_files_max))
+            let bytes = self.budget.tables_allowance().map(|a| (self.budget.tables(), a));
+            (table, trim(&mut lru, self.open_files_max, bytes))
         };
         // Closing files is I/O; it happens here, after the lock is released.
         drop(evicted);
@@ -94,7 +112,10 @@ impl TableCache {
         let path = self.dir.join(file_name(file_number));
         let file = self.rt.fs().open(&path).await.map_err(|e| Error::io("opening", &path, e))?;
         let cache = self.block_cache.clone();
-        Table::open(file, path, file_number, file_bytes, cache, Arc::clone(&self.stats)).await
+        let table =
+            Table::open(file, path, file_number, file_bytes, cache, Arc::clone(&self.stats))
+                .await?;
+        Ok(table.within(&self.budget))
     }
 
     /// Closes table `file_number` (once its readers are done) and drops its cached blocks:
@@ -151,7 +172,8 @@ mod tests {
         });
         let block_cache = Some(Arc::new(BlockCache::new(1 << 20)));
         let stats = Arc::new(ReadStats::default());
-        (TableCache::new(rt, PathBuf::from(DIR), open_files_max, block_cache, stats), sizes)
+        let budget = MemoryBudget::new(None);
+        (TableCache::new(rt, PathBuf::from(DIR), open_files_max, block_cache, stats, budget), sizes)
     }
 
     #[test]

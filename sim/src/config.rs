@@ -454,18 +454,29 @@ pub struct TableConfig {
     /// background WAL syncs: none.
     #[serde(default)]
     pub wal_bytes_per_sync: u64,
+    /// `Options::memory_budget` (0 for none). Absent in scenario files written before the
+    /// budget: none.
+    #[serde(default)]
+    pub memory_budget: u64,
 }
 
 /// A generator for a draw added after the others, seeded from `rng`'s seed and position
 /// without advancing it: adding the draw changed no other draw of any seed, so every seed that
 /// draws the old behaviour runs exactly as before.
 fn side_stream(rng: &ChaCha8Rng) -> ChaCha8Rng {
+    side_lane(rng, 0)
+}
+
+/// A side stream of its own for each later draw at one position (`lane` 0 is
+/// [`side_stream`]'s), so that the draws are independent of each other.
+fn side_lane(rng: &ChaCha8Rng, lane: u8) -> ChaCha8Rng {
     let mut seed = rng.get_seed();
     for (s, p) in seed.iter_mut().zip(rng.get_word_pos().to_le_bytes()) {
         *s ^= p;
     }
     // Apart from the main stream even at its start.
     seed[31] ^= 0x5a;
+    seed[30] ^= lane;
     ChaCha8Rng::from_seed(seed)
 }
 
@@ -496,6 +507,12 @@ impl TableConfig {
             // background. Off in most seeds: logs synced in the background leave fewer torn
             // tails for recovery to tell from corruption, and each sync is a simulated call.
             wal_bytes_per_sync: *pick(&mut side_stream(rng), &[0, 0, 0, 0, 0, 0, 0, 0, 1024, 4096]),
+            // A budget a standard scenario's memtables, tables and cache all press against:
+            // memtables cut smaller, the cache and the table cache giving way to them.
+            memory_budget: *pick(
+                &mut side_lane(rng, 1),
+                &[0, 0, 0, 0, 0, 0, 0, 0, 8 << 10, 64 << 10],
+            ),
         }
     }
 
@@ -513,6 +530,7 @@ impl TableConfig {
             manifest_bytes_max: *pick(rng, &[4096, 64 << 20]),
             // A limit would throttle ten thousand operations to a crawl, by design.
             compaction_bytes_per_sec: 0,
+            memory_budget: 0,
             ..TableConfig::draw(rng)
         }
     }
@@ -528,6 +546,7 @@ impl TableConfig {
             target_file_bytes: 16 << 10,
             manifest_bytes_max: 64 << 20,
             compaction_bytes_per_sec: 0,
+            memory_budget: 0,
             ..TableConfig::draw(rng)
         }
     }

@@ -739,7 +739,7 @@ enum Reading {
 fn options(config: &ScenarioConfig, plan: &Cycle) -> Options {
     let planted = config.bug.and_then(crate::config::Bug::planted);
     let tables = &plan.tables;
-    Options::default()
+    let options = Options::default()
         .memtable_bytes_max(plan.memtable_bytes_max)
         .memtables_max(tables.memtables_max)
         .table_block_bytes(tables.block_bytes)
@@ -758,7 +758,11 @@ fn options(config: &ScenarioConfig, plan: &Cycle) -> Options {
         .commit_group_bytes_max(config.group_bytes_max)
         .commit_window(Duration::from_micros(config.commit_window_us))
         .wal_preallocate_bytes(config.wal_preallocate_bytes)
-        .planted_bug(planted)
+        .planted_bug(planted);
+    match tables.memory_budget {
+        0 => options,
+        budget => options.memory_budget(budget),
+    }
 }
 
 fn above_lower(key: &[u8], lo: &Bound<Vec<u8>>) -> bool {

@@ -17,6 +17,10 @@ fn tiny() -> Options {
         .block_cache_bytes(64 << 10)
 }
 
+fn memory_by_component(m: &jadedb::Metrics) -> u64 {
+    m.memtable_bytes + m.block_cache_bytes + m.table_memory_bytes + m.iterator_memory_bytes
+}
+
 fn key(k: usize) -> Vec<u8> {
     format!("key{k:05}").into_bytes()
 }
@@ -42,7 +46,8 @@ fn every_operation_is_timed_and_counted() {
     }
     let before = db.metrics();
     assert!(before.memtable_bytes > 0, "the active memtable holds the last writes");
-    assert_eq!(before.memory_bytes, before.memtable_bytes + before.block_cache_bytes);
+    assert_eq!(before.memory_bytes, memory_by_component(&before));
+    assert!(before.table_memory_bytes > 0, "the tables read hold their index and filter");
     db.compact_range(b"", b"\xff").unwrap();
     db.wait_for_compactions().unwrap();
     let m = db.metrics();
@@ -68,7 +73,8 @@ fn every_operation_is_timed_and_counted() {
     assert!((by_level - m.write_amplification()).abs() < 1e-9);
     assert!(m.write_amplification() > 0.0);
     assert!(m.manifest_bytes > 0);
-    assert_eq!(m.memory_bytes, m.memtable_bytes + m.block_cache_bytes);
+    assert_eq!(m.memory_bytes, memory_by_component(&m));
+    assert_eq!(m.memory_budget, 0);
     assert_eq!(m.background_jobs_queued(), 0);
     assert!(!m.alerts.any(), "{:?}", m.alerts);
 

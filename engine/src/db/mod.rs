@@ -30,6 +30,7 @@ use crate::cache::BlockCache;
 use crate::commit::{self, Barrier, LeaderState, Pipeline, PublishQueue};
 use crate::error::{Error, Result};
 use crate::job::JobEnv;
+use crate::memory::MemoryBudget;
 use crate::memtable::Memtable;
 use crate::metrics::alerts::{Reading, Watch};
 use crate::metrics::{Counters, Metrics, Timer};
@@ -145,6 +146,8 @@ pub(crate) struct DbInner {
     /// Shared with iterators, which open deeper levels' tables as they walk.
     pub(crate) table_cache: Arc<TableCache>,
     pub(crate) block_cache: Option<Arc<BlockCache>>,
+    /// What memtables, the block cache, open tables and iterators hold, and its bound.
+    budget: Arc<MemoryBudget>,
     read_stats: Arc<ReadStats>,
     /// Sequence numbers pinned by live snapshots, with how many snapshots pin each.
     snapshots: Mutex<BTreeMap<u64, usize>>,
@@ -173,7 +176,8 @@ impl Db {
     }
 
     fn from_recovered(r: crate::recovery::Recovered) -> Db {
-        let active = Arc::new(Memtable::new(r.wal.number()));
+        let budget = MemoryBudget::new(r.options.memory_budget);
+        let active = Arc::new(Memtable::within(r.wal.number(), &budget));
         let counters = Arc::new(r.counters);
         let compaction_limiter = RateLimiter::new(r.options.compaction_bytes_per_sec);
         let manifest_bytes_max = r.options.manifest_bytes_max;
@@ -187,14 +191,18 @@ impl Db {
         let version = versions.current();
         let state = LeaderState::new(r.wal, r.last_seq);
         let read_stats = Arc::new(ReadStats::default());
-        let block_cache = (r.options.block_cache_bytes > 0)
-            .then(|| Arc::new(BlockCache::new(r.options.block_cache_bytes)));
+        let block_cache = match budget.limit() {
+            Some(_) => Some(BlockCache::within(&budget)),
+            None => (r.options.block_cache_bytes > 0)
+                .then(|| Arc::new(BlockCache::new(r.options.block_cache_bytes))),
+        };
         let table_cache = Arc::new(TableCache::new(
             Arc::clone(&r.rt),
             r.dir.clone(),
             r.options.open_tables_max,
             block_cache.clone(),
             Arc::clone(&read_stats),
+            Arc::clone(&budget),
         ));
         let watch = Watch::new(r.options.alert_thresholds);
         let inner = DbInner {
@@ -216,6 +224,7 @@ impl Db {
             flush_wait_seq: AtomicU64::new(u64::MAX),
             table_cache,
             block_cache,
+            budget,
             read_stats,
             snapshots: Mutex::default(),
             range_requests: Mutex::default(),
@@ -520,7 +529,7 @@ impl DbInner {
     /// one for WAL `wal_number`, and tells the background worker.
     pub(crate) fn install_memtable(&self, wal_number: u64, last_seq: u64) {
         let mut m = self.memtables.write().unwrap_or_else(PoisonError::into_inner);
-        let fresh = Arc::new(Memtable::new(wal_number));
+        let fresh = Arc::new(Memtable::within(wal_number, &self.budget));
         let old = std::mem::replace(&mut m.active, fresh);
         m.immutable.push(Retired { mem: old, last_seq, flushing: false });
         let version = Arc::clone(m.version());
@@ -556,7 +565,11 @@ impl DbInner {
         let (flushes_queued, memtable_bytes) = self.memtables_held();
         m.flushes_queued = flushes_queued;
         m.memtable_bytes = memtable_bytes;
-        m.memory_bytes = m.memtable_bytes + m.block_cache_bytes;
+        m.table_memory_bytes = self.budget.tables();
+        m.iterator_memory_bytes = self.budget.iterators();
+        m.memory_bytes =
+            m.memtable_bytes + m.block_cache_bytes + m.table_memory_bytes + m.iterator_memory_bytes;
+        m.memory_budget = self.budget.limit().unwrap_or(0);
         m.range_compactions_queued = self.range_compactions_queued();
         (m.alerts, m.alerts_raised) = self.watch.status();
         let version = self.versions.current();
@@ -591,11 +604,12 @@ impl DbInner {
         }
         let (flushes_queued, memtable_bytes) = self.memtables_held();
         let block_cache_bytes = self.block_cache.as_ref().map_or(0, |c| c.usage_bytes() as u64);
+        let others = self.budget.tables() + self.budget.iterators();
         let running = self.counters.flushes_running.load(Ordering::Relaxed)
             + self.counters.compactions_running.load(Ordering::Relaxed);
         self.watch.check(&Reading {
             puts: &self.counters.latency.put,
-            memory_bytes: memtable_bytes + block_cache_bytes,
+            memory_bytes: memtable_bytes + block_cache_bytes + others,
             memory_sized_for: self.options.memory_sized_for(),
             disk: self.watch.disk(),
             background_jobs: flushes_queued + self.range_compactions_queued() + running,

@@ -25,8 +25,9 @@ use std::time::Duration;
 pub struct AlertThresholds {
     /// The 99th percentile of put latency over one check interval (default 50 ms).
     pub write_p99: Duration,
-    /// Memory held (memtables and block cache) as a share of what the options size them for:
-    /// `memtables_max * memtable_bytes_max + block_cache_bytes` (default 0.8).
+    /// Memory held (`Metrics::memory_bytes`) as a share of what the options size it for: the
+    /// memory budget if there is one, else `memtables_max * memtable_bytes_max +
+    /// block_cache_bytes` (default 0.8).
     pub memory_share: f64,
     /// The used share of the file system holding the database (default 0.9).
     pub disk_share: f64,

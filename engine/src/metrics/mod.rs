@@ -164,7 +164,10 @@ impl Counters {
             compaction_latency: self.latency.compaction.summary(),
             write_pause_latency: self.latency.write_pause.summary(),
             memtable_bytes: 0,
+            table_memory_bytes: 0,
+            iterator_memory_bytes: 0,
             memory_bytes: 0,
+            memory_budget: 0,
             range_compactions_queued: 0,
             alerts: Alerts::default(),
             alerts_raised: 0,
@@ -277,9 +280,15 @@ pub struct Metrics {
     /// `write_pause_max_us` is its maximum.
     pub write_pause_latency: Latency,
     /// Memory by component, in bytes: the memtables (active and retired, as charged against
-    /// `memtable_bytes_max`), and in all (memtables and `block_cache_bytes`).
+    /// `memtable_bytes_max`), the open tables (their index and filter blocks), the data blocks
+    /// iterators hold outside the block cache (compaction inputs), and in all (these three and
+    /// `block_cache_bytes`).
     pub memtable_bytes: u64,
+    pub table_memory_bytes: u64,
+    pub iterator_memory_bytes: u64,
     pub memory_bytes: u64,
+    /// `Options::memory_budget`, 0 for none.
+    pub memory_budget: u64,
     /// `compact_range` calls waiting for the background.
     pub range_compactions_queued: u64,
     /// The alerts on now ([`AlertThresholds`]), and how many times one was raised since open.

@@ -56,10 +56,21 @@ pub(super) fn render(m: &Metrics) -> String {
         "Alerts raised since open.",
         &[("", m.alerts_raised as f64)],
     );
-    let gauges: [(&str, u64, &str); 11] = [
-        ("memory_bytes", m.memory_bytes, "Memory held by memtables and the block cache."),
+    let gauges: [(&str, u64, &str); 14] = [
+        (
+            "memory_bytes",
+            m.memory_bytes,
+            "Memory held by memtables, the block cache, open tables and iterators.",
+        ),
+        ("memory_budget_bytes", m.memory_budget, "The memory budget; 0 for none."),
         ("memtable_bytes", m.memtable_bytes, "Memory charged to the memtables."),
         ("block_cache_bytes", m.block_cache_bytes, "Bytes of blocks the block cache holds."),
+        ("table_memory_bytes", m.table_memory_bytes, "Index and filter blocks of open tables."),
+        (
+            "iterator_memory_bytes",
+            m.iterator_memory_bytes,
+            "Data blocks iterators hold outside the block cache.",
+        ),
         ("tables_open", m.tables_open, "Table files open."),
         ("flushes_running", m.flushes_running, "Flushes running."),
         ("compactions_running", m.compactions_running, "Compactions running."),

@@ -217,6 +217,11 @@ impl Block {
         Ok(block)
     }
 
+    /// The bytes the block holds.
+    pub(crate) fn len(&self) -> usize {
+        self.data.len()
+    }
+
     fn check_restarts(&self) -> Result<(), Malformed> {
         if self.restart(0) != 0 {
             return Err(Malformed("first restart point is not at offset 0"));

@@ -122,6 +122,11 @@ impl BloomFilter {
     }
 
     /// False if `user_key` was certainly never added.
+    /// The bytes of its bit array.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bitmap.len()
+    }
+
     pub(crate) fn may_contain(&self, user_key: &[u8]) -> bool {
         let bits = self.bitmap.len() as u64 * 8;
         probe_bits(hash64(user_key), bits, self.probes)

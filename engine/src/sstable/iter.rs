@@ -10,6 +10,7 @@ use super::block::{BlockIter, BlockType, Malformed};
 use super::footer::BlockHandle;
 use super::reader::Table;
 use crate::error::Result;
+use crate::memory::Charge;
 use std::fmt;
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub(crate) struct TableIter {
     index: BlockIter,
     /// The loaded data block and its handle; `None` when not positioned in a block.
     data: Option<(BlockHandle, BlockIter)>,
+    /// The memory budget's charge for the loaded block, if it is held outside the cache.
+    held: Option<Charge>,
     /// Whether blocks read from the file go into the block cache.
     fill_cache: bool,
 }
@@ -35,7 +38,7 @@ impl fmt::Debug for TableIter {
 
 impl TableIter {
     pub(super) fn new(table: Arc<Table>, index: BlockIter, fill_cache: bool) -> Self {
-        TableIter { table, index, data: None, fill_cache }
+        TableIter { table, index, data: None, held: None, fill_cache }
     }
 
     pub(crate) async fn seek_to_first(&mut self) -> Result<()> {
@@ -136,6 +139,7 @@ impl TableIter {
     ) -> Result<()> {
         if !self.index.valid() {
             self.data = None;
+            self.held = None;
             return Ok(());
         }
         let handle = self.table.data_handle(self.index.value());
@@ -143,8 +147,12 @@ impl TableIter {
         let mut block = match self.data.take() {
             Some((loaded, block)) if loaded == handle => block,
             _ => {
-                let block = self.table.data_block(handle, self.fill_cache).await;
-                BlockIter::new(self.on_error(block)?, BlockType::Data)
+                // The old block's charge goes first: the cursor holds one block at a time.
+                self.held = None;
+                let block = self.table.data_block_held(handle, self.fill_cache).await;
+                let (block, held) = self.on_error(block)?;
+                self.held = held;
+                BlockIter::new(block, BlockType::Data)
             }
         };
         let r = position(&mut block);
@@ -166,6 +174,7 @@ impl TableIter {
     fn on_error<T>(&mut self, r: Result<T>) -> Result<T> {
         if r.is_err() {
             self.data = None;
+            self.held = None;
         }
         r
     }

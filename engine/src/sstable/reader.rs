@@ -12,6 +12,7 @@ use super::iter::TableIter;
 use super::{properties, ReadStats, TableProperties};
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
+use crate::memory::{Charge, Component, MemoryBudget};
 use crate::runtime::{read_exact_at, File};
 use bytes::Bytes;
 use std::fmt;
@@ -32,6 +33,9 @@ pub(crate) struct Table {
     properties: TableProperties,
     cache: Option<Arc<BlockCache>>,
     stats: Arc<ReadStats>,
+    /// The budget its memory is charged to, and the charge, once the table cache holds it.
+    budget: Option<Arc<MemoryBudget>>,
+    _charge: Option<Charge>,
 }
 
 impl fmt::Debug for Table {
@@ -93,7 +97,23 @@ impl Table {
             properties,
             cache,
             stats,
+            budget: None,
+            _charge: None,
         })
+    }
+
+    /// Charges the table's memory (index, filter and the rest it keeps) to `budget` for as
+    /// long as it is open, and the data blocks its cursors hold outside the block cache.
+    pub(crate) fn within(mut self, budget: &Arc<MemoryBudget>) -> Table {
+        self._charge = Some(budget.charge(Component::Tables, self.memory_bytes()));
+        self.budget = Some(Arc::clone(budget));
+        self
+    }
+
+    /// The bytes an open table keeps in memory: its index and filter blocks, and itself.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        let filter = self.filter.as_ref().map_or(0, BloomFilter::bytes);
+        (self.index.len() + filter + std::mem::size_of::<Table>()) as u64
     }
 
     pub(crate) fn properties(&self) -> &TableProperties {
@@ -175,19 +195,37 @@ impl Table {
     /// The verified contents of a data block, from the cache or the file; one read from the
     /// file goes into the cache if `fill_cache`.
     pub(crate) async fn data_block(&self, handle: BlockHandle, fill_cache: bool) -> Result<Block> {
+        Ok(self.data_block_held(handle, fill_cache).await?.0)
+    }
+
+    /// [`Table::data_block`], with a charge to the memory budget if the block is held outside
+    /// the block cache (not found there and not put there), for a cursor to keep with it.
+    pub(crate) async fn data_block_held(
+        &self,
+        handle: BlockHandle,
+        fill_cache: bool,
+    ) -> Result<(Block, Option<Charge>)> {
         let cached = self.cache.as_ref().and_then(|c| c.get(self.file_number, handle.offset));
-        let contents = match cached {
-            Some(contents) => contents,
+        let (contents, outside) = match cached {
+            Some(contents) => (contents, false),
             None => {
                 let contents = self.read_verified(handle, BlockType::Data).await?;
                 self.stats.data_block_reads.fetch_add(1, Ordering::Relaxed);
-                if let Some(cache) = self.cache.as_ref().filter(|_| fill_cache) {
-                    cache.insert(self.file_number, handle.offset, contents.clone());
-                }
-                contents
+                let cached = match self.cache.as_ref().filter(|_| fill_cache) {
+                    Some(cache) => cache.insert(self.file_number, handle.offset, contents.clone()),
+                    None => false,
+                };
+                (contents, !cached)
             }
         };
-        Block::new(contents).map_err(|m| self.corrupt(m, handle, BlockType::Data))
+        let charge = match &self.budget {
+            Some(budget) if outside => {
+                Some(budget.charge(Component::Iterators, contents.len() as u64))
+            }
+            _ => None,
+        };
+        let block = Block::new(contents).map_err(|m| self.corrupt(m, handle, BlockType::Data))?;
+        Ok((block, charge))
     }
 
     async fn read_verified(&self, handle: BlockHandle, block_type: BlockType) -> Result<Bytes> {
