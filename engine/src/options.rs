@@ -12,6 +12,7 @@ pub struct Options {
     pub(crate) memtable_bytes_max: usize,
     pub(crate) commit_group_bytes_max: usize,
     pub(crate) commit_window: Duration,
+    pub(crate) adaptive_commit_window: bool,
     pub(crate) wal_preallocate_bytes: u64,
     pub(crate) wal_bytes_per_sync: u64,
     pub(crate) memtables_max: usize,
@@ -42,6 +43,7 @@ impl Default for Options {
             memtable_bytes_max: 64 << 20,
             commit_group_bytes_max: 1 << 20,
             commit_window: Duration::ZERO,
+            adaptive_commit_window: true,
             wal_preallocate_bytes: 1 << 20,
             wal_bytes_per_sync: 1 << 20,
             memtables_max: 2,
@@ -99,6 +101,19 @@ impl Options {
     /// the cost of that much latency on every write.
     pub fn commit_window(mut self, window: Duration) -> Self {
         self.commit_window = window;
+        self
+    }
+
+    /// Whether the sync task may hold an fsync back, briefly, for synced writers it expects to
+    /// join it (default on). Once an fsync returns, its writers take a moment to come back
+    /// with their next writes; an fsync started at once would cover only those already
+    /// written, and the others would wait for all of the one after. With the window the task
+    /// waits until as many synced writers are waiting as the last fsync served and found
+    /// waiting after it, or for half the last fsync's duration (at most 1 ms), whichever comes
+    /// first. It turns itself on only when two or more synced writers ran at once, so a single
+    /// writer never waits. `Metrics::commit_window_waits` counts the waits.
+    pub fn adaptive_commit_window(mut self, yes: bool) -> Self {
+        self.adaptive_commit_window = yes;
         self
     }
 

@@ -198,3 +198,27 @@ fn a_full_disk_raises_the_disk_alert_on_real_files() {
     drop(db);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The adaptive commit window never holds an fsync back for a single writer: it would wait
+/// for writers that are not there. On real files, whose fsyncs take long enough for the
+/// writer to come back between two of them, and long enough for the window's trials to run
+/// (it tries itself on after its first 100 ms when it sees two or more writers).
+#[test]
+fn a_single_synced_writer_never_waits_in_the_commit_window() {
+    let dir = std::env::temp_dir().join(format!("jadedb-test-window-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rt = Arc::new(jadedb::runtime::StdRuntime::new());
+    let db = Db::open(&dir, Options::default(), rt).unwrap();
+    #[allow(clippy::disallowed_methods)] // the test must outlast the window's trials
+    let start = std::time::Instant::now();
+    let mut writes = 0u64;
+    while start.elapsed() < Duration::from_millis(400) {
+        db.put(&key(writes as usize % 1000), b"v", WriteOptions { sync: true }).unwrap();
+        writes += 1;
+    }
+    let m = db.metrics();
+    assert_eq!((m.commit_window_waits, m.commit_window_us), (0, 0), "{m:?}");
+    assert!(m.wal_syncs >= writes, "every write had its own fsync: {m:?}");
+    db.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

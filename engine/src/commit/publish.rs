@@ -124,6 +124,14 @@ impl PublishQueue {
         None
     }
 
+    /// How many writers wait for an fsync: the members of queued groups that need one and
+    /// whose end is not yet durable.
+    pub(crate) fn waiting_for_sync(&self) -> usize {
+        let st = self.lock();
+        let waiting = |q: &&Queued| q.group.need_sync && q.group.wal.synced_upto() < q.group.end;
+        st.groups.iter().filter(waiting).map(|q| q.group.members.len()).sum()
+    }
+
     /// Publishes every ready group at the head, or fails every applied one if the database is
     /// poisoned, then tells their members.
     pub(crate) fn publish_ready(&self, db: &dyn Host) {

@@ -100,6 +100,8 @@ pub(crate) struct Counters {
     pub write_stalls: AtomicU64,
     pub write_stall_us: AtomicU64,
     pub wal_rotation_us: AtomicU64,
+    pub commit_window_waits: AtomicU64,
+    pub commit_window_us: AtomicU64,
     pub write_pause_max_us: AtomicU64,
     pub flushes_running: AtomicU64,
     pub compactions_running: AtomicU64,
@@ -142,6 +144,8 @@ impl Counters {
             write_stalls: get(&self.write_stalls),
             write_stall_us: get(&self.write_stall_us),
             wal_rotation_us: get(&self.wal_rotation_us),
+            commit_window_waits: get(&self.commit_window_waits),
+            commit_window_us: get(&self.commit_window_us),
             write_pause_max_us: get(&self.write_pause_max_us),
             flushes_running: get(&self.flushes_running),
             compactions_running: get(&self.compactions_running),
@@ -212,6 +216,10 @@ pub struct Metrics {
     /// Time writers waited while full WALs were retired (each one's last fsync and the new
     /// log's creation), in µs; `wal_bytes_per_sync` keeps each short.
     pub wal_rotation_us: u64,
+    /// Times the adaptive commit window held an fsync back for more synced writers to join it,
+    /// and the time it held them in all, in µs (`Options::adaptive_commit_window`).
+    pub commit_window_waits: u64,
+    pub commit_window_us: u64,
     /// The longest single time writers were held: a stall, a level-0 slowdown or a WAL
     /// rotation, in µs.
     pub write_pause_max_us: u64,

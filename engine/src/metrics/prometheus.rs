@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 pub(super) fn render(m: &Metrics) -> String {
     let mut out = Out(String::with_capacity(8192));
-    let counters: [(&str, u64, &str); 20] = [
+    let counters: [(&str, u64, &str); 21] = [
         ("batches_total", m.batches, "Write batches committed."),
         ("commit_groups_total", m.commit_groups, "Commit groups (one WAL append each)."),
         ("user_bytes_total", m.user_bytes, "Key and value bytes of the operations committed."),
@@ -34,13 +34,23 @@ pub(super) fn render(m: &Metrics) -> String {
         ("bloom_checks_total", m.bloom_checks, "Point lookups that consulted a bloom filter."),
         ("bloom_negatives_total", m.bloom_negatives, "Bloom filter checks that said absent."),
         ("write_stalls_total", m.write_stalls, "Times writes stopped to wait for a flush."),
+        (
+            "commit_window_waits_total",
+            m.commit_window_waits,
+            "Times an fsync was held back for more synced writers to join it.",
+        ),
     ];
     for (name, value, help) in counters {
         out.metric(name, "counter", help, &[("", value as f64)]);
     }
-    let seconds: [(&str, u64, &str); 3] = [
+    let seconds: [(&str, u64, &str); 4] = [
         ("write_stall_seconds_total", m.write_stall_us, "Time writers waited in stalls."),
         ("wal_rotation_seconds_total", m.wal_rotation_us, "Time writers waited in WAL rotations."),
+        (
+            "commit_window_seconds_total",
+            m.commit_window_us,
+            "Time fsyncs were held back for more synced writers.",
+        ),
         (
             "compaction_rate_limited_seconds_total",
             m.compaction_rate_limited_us,
