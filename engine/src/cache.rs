@@ -17,7 +17,7 @@
 //! counts block bytes only, not the bookkeeping around them.
 
 use crate::lru::Lru;
-use crate::memory::MemoryBudget;
+use crate::memory::{GivesWay, MemoryBudget};
 use bytes::Bytes;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,7 +84,8 @@ impl BlockCache {
         let mut cache = BlockCache::new(capacity);
         cache.budget = Some(Arc::clone(budget));
         let cache = Arc::new(cache);
-        budget.attach_cache(&cache);
+        let weak: std::sync::Weak<dyn GivesWay> = Arc::downgrade(&cache) as _;
+        budget.attach_cache(weak);
         cache
     }
 
@@ -171,6 +172,12 @@ impl BlockCache {
     #[cfg(test)]
     pub(crate) fn capacity_bytes(&self) -> usize {
         self.capacity_bytes
+    }
+}
+
+impl GivesWay for BlockCache {
+    fn fit(&self) {
+        BlockCache::fit(self);
     }
 }
 

@@ -23,7 +23,7 @@
 //! Without a budget everything is still counted, for the metrics, and nothing is bounded but
 //! by its own option.
 
-use crate::cache::BlockCache;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -36,6 +36,13 @@ pub(crate) enum Component {
     Iterators,
 }
 
+/// The component that gives way when the others grow: the block cache. A trait, so that this
+/// module need not import the cache, which imports it.
+pub(crate) trait GivesWay: Send + Sync + fmt::Debug {
+    /// Evicts what no longer fits in what the budget leaves it.
+    fn fit(&self);
+}
+
 /// The budget and the bytes each component holds.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBudget {
@@ -45,7 +52,7 @@ pub(crate) struct MemoryBudget {
     tables: AtomicU64,
     iterators: AtomicU64,
     /// The cache that gives way; weak, as the cache holds the budget.
-    cache: OnceLock<Weak<BlockCache>>,
+    cache: OnceLock<Weak<dyn GivesWay>>,
 }
 
 impl MemoryBudget {
@@ -58,8 +65,8 @@ impl MemoryBudget {
     }
 
     /// Makes `cache` the component that gives way to the others.
-    pub(crate) fn attach_cache(&self, cache: &Arc<BlockCache>) {
-        let _ = self.cache.set(Arc::downgrade(cache));
+    pub(crate) fn attach_cache(&self, cache: Weak<dyn GivesWay>) {
+        let _ = self.cache.set(cache);
     }
 
     pub(crate) fn memtables(&self) -> u64 {
