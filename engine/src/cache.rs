@@ -89,22 +89,24 @@ impl BlockCache {
         cache
     }
 
-    /// Each shard's part of what the budget allows the cache now, if under a budget.
-    fn shard_allowance(&self) -> Option<usize> {
-        let allowance = self.budget.as_ref()?.cache_allowance()?;
-        Some(usize::try_from(allowance / self.shards.len() as u64).unwrap_or(usize::MAX))
+    /// What the budget allows the cache now, if under a budget.
+    fn allowance(&self) -> Option<u64> {
+        self.budget.as_ref()?.cache_allowance()
+    }
+
+    /// Each shard's part of `allowance`.
+    fn shard_part(&self, allowance: u64) -> usize {
+        usize::try_from(allowance / self.shards.len() as u64).unwrap_or(usize::MAX)
     }
 
     /// Evicts the least recently used blocks of each shard past its part of the budget's
     /// allowance: called when another component grew. One atomic load when the cache fits.
     pub(crate) fn fit(&self) {
-        let Some(allowance) = self.budget.as_ref().and_then(|b| b.cache_allowance()) else {
-            return;
-        };
+        let Some(allowance) = self.allowance() else { return };
         if self.usage.load(Ordering::Relaxed) <= allowance {
             return;
         }
-        let part = usize::try_from(allowance / self.shards.len() as u64).unwrap_or(usize::MAX);
+        let part = self.shard_part(allowance);
         for shard in &self.shards {
             let freed = shard.lock().unwrap_or_else(PoisonError::into_inner).shrink_to(part);
             self.usage.fetch_sub(freed as u64, Ordering::Relaxed);
@@ -133,9 +135,9 @@ impl BlockCache {
     /// whether it was cached. A block larger than its shard (or its part of the budget's
     /// allowance) is not.
     pub(crate) fn insert(&self, file_number: u64, offset: u64, block: Bytes) -> bool {
-        let allowance = self.shard_allowance();
+        let part = self.allowance().map(|a| self.shard_part(a));
         let mut shard = self.shard((file_number, offset));
-        let capacity = allowance.map_or(shard.capacity, |a| a.min(shard.capacity));
+        let capacity = part.map_or(shard.capacity, |p| p.min(shard.capacity));
         let before = shard.usage;
         let cached = shard.insert((file_number, offset), block, capacity);
         let after = shard.usage;

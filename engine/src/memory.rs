@@ -81,11 +81,15 @@ impl MemoryBudget {
         self.iterators.load(Ordering::Relaxed)
     }
 
+    /// What every component but the block cache holds.
+    pub(crate) fn outside_cache(&self) -> u64 {
+        self.memtables() + self.tables() + self.iterators()
+    }
+
     /// What the block cache may hold now: the budget less the other components (`None`
     /// without a budget).
     pub(crate) fn cache_allowance(&self) -> Option<u64> {
-        let others = self.memtables() + self.tables() + self.iterators();
-        self.limit.map(|limit| limit.saturating_sub(others))
+        self.limit.map(|limit| limit.saturating_sub(self.outside_cache()))
     }
 
     /// What open tables may hold now: the budget less the memtables and iterators.
