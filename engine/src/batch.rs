@@ -1,11 +1,13 @@
 //! `WriteBatch`: a group of puts and deletes applied atomically.
 //!
-//! The batch keeps its operations already encoded in the WAL payload format (see
+//! The batch keeps its operations already encoded in the WAL payload format (format 2, see
 //! `docs/format.md`), so committing it copies bytes once into the WAL buffer and the memtable
 //! slices keys and values out of one shared allocation. Invariant: `rep` holds exactly `count`
-//! well-formed operations, each within the size limits.
+//! well-formed operations, each within the size limits. Logs of format 1 (fixed four-byte
+//! lengths) are still decoded, for databases written before format 2.
 
 use crate::error::{Error, Result};
+use crate::varint;
 use bytes::Bytes;
 use std::ops::Range;
 
@@ -17,11 +19,21 @@ pub const VALUE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 const _: () = assert!(BATCH_BYTES_MAX < u32::MAX as usize);
-const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX + 9 < BATCH_BYTES_MAX);
+const _: () =
+    assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX + 1 + 2 * varint::MAX_BYTES < BATCH_BYTES_MAX);
 
 /// Operation tags in the encoded batch.
 pub(crate) const TAG_DELETE: u8 = 0;
 pub(crate) const TAG_PUT: u8 = 1;
+
+/// How an encoded batch writes the lengths of its keys and values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lengths {
+    /// Four bytes, little-endian: WAL format 1.
+    Fixed32,
+    /// A varint: WAL format 2, and every batch this version builds.
+    Varint,
+}
 
 /// An atomic group of writes: after a crash, all of it is recovered or none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,7 +66,8 @@ impl WriteBatch {
                 value.len()
             )));
         }
-        self.reserve(1 + 8 + key.len() + value.len())?;
+        let value_bytes = varint::len(value.len() as u64) + value.len();
+        self.reserve(1 + varint::len(key.len() as u64) + key.len() + value_bytes)?;
         self.rep.push(TAG_PUT);
         push_bytes(&mut self.rep, key);
         push_bytes(&mut self.rep, value);
@@ -65,7 +78,7 @@ impl WriteBatch {
     /// Adds a delete of `key`.
     pub fn delete(&mut self, key: &[u8]) -> Result<&mut Self> {
         check_key(key)?;
-        self.reserve(1 + 4 + key.len())?;
+        self.reserve(1 + varint::len(key.len() as u64) + key.len())?;
         self.rep.push(TAG_DELETE);
         push_bytes(&mut self.rep, key);
         self.count += 1;
@@ -125,23 +138,27 @@ fn check_key(key: &[u8]) -> Result<()> {
 }
 
 fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Lengths are bounded by the checks above, so they fit a u32.
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    varint::put(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
 /// Decodes `count` operations from an encoded batch held in `rep`. Returns `None` if the bytes
 /// are malformed: callers turn that into a `Corruption` error naming the file and offset.
-pub(crate) fn decode_ops(rep: &Bytes, count: u32) -> Option<Vec<BatchOp>> {
+pub(crate) fn decode_ops(rep: &Bytes, count: u32, lengths: Lengths) -> Option<Vec<BatchOp>> {
     let mut ops = Vec::with_capacity(count.min(1 << 16) as usize);
-    for_each_op(rep, count, |op| ops.push(op)).then_some(ops)
+    for_each_op(rep, count, lengths, |op| ops.push(op)).then_some(ops)
 }
 
 /// Passes each of the `count` operations encoded in `rep` to `f`, without collecting them.
 /// Returns whether `rep` was well-formed; if not, `f` has seen the operations before the
 /// damage, so callers that cannot trust `rep` use [`decode_ops`] instead.
-pub(crate) fn for_each_op(rep: &Bytes, count: u32, mut f: impl FnMut(BatchOp)) -> bool {
-    for_each_op_range(rep, count, |key, value| {
+pub(crate) fn for_each_op(
+    rep: &Bytes,
+    count: u32,
+    lengths: Lengths,
+    mut f: impl FnMut(BatchOp),
+) -> bool {
+    for_each_op_range(rep, count, lengths, |key, value| {
         let key = rep.slice(key);
         f(match value {
             Some(value) => BatchOp::Put(key, rep.slice(value)),
@@ -157,7 +174,9 @@ pub(crate) fn for_each_op_borrowed(
     count: u32,
     mut f: impl FnMut(&[u8], Option<&[u8]>),
 ) -> bool {
-    for_each_op_range(rep, count, |key, value| f(&rep[key], value.map(|v| &rep[v])))
+    for_each_op_range(rep, count, Lengths::Varint, |key, value| {
+        f(&rep[key], value.map(|v| &rep[v]))
+    })
 }
 
 /// Parses `count` operations from `rep`, passing each key's range and its value's (`None`
@@ -165,15 +184,16 @@ pub(crate) fn for_each_op_borrowed(
 fn for_each_op_range(
     rep: &[u8],
     count: u32,
+    lengths: Lengths,
     mut f: impl FnMut(Range<usize>, Option<Range<usize>>),
 ) -> bool {
     let mut pos = 0usize;
     for _ in 0..count {
         let Some(&tag) = rep.get(pos) else { return false };
         pos += 1;
-        let Some(key) = take_bytes(rep, &mut pos) else { return false };
+        let Some(key) = take_bytes(rep, &mut pos, lengths) else { return false };
         match tag {
-            TAG_PUT => match take_bytes(rep, &mut pos) {
+            TAG_PUT => match take_bytes(rep, &mut pos, lengths) {
                 Some(value) => f(key, Some(value)),
                 None => return false,
             },
@@ -184,9 +204,15 @@ fn for_each_op_range(
     pos == rep.len()
 }
 
-fn take_bytes(rep: &[u8], pos: &mut usize) -> Option<Range<usize>> {
-    let len_end = pos.checked_add(4)?;
-    let len = u32::from_le_bytes(rep.get(*pos..len_end)?.try_into().ok()?) as usize;
+fn take_bytes(rep: &[u8], pos: &mut usize, lengths: Lengths) -> Option<Range<usize>> {
+    let mut len_end = *pos;
+    let len = match lengths {
+        Lengths::Fixed32 => {
+            len_end = pos.checked_add(4)?;
+            u32::from_le_bytes(rep.get(*pos..len_end)?.try_into().ok()?) as usize
+        }
+        Lengths::Varint => usize::try_from(varint::get(rep, &mut len_end)?).ok()?,
+    };
     let end = len_end.checked_add(len)?;
     if end > rep.len() {
         return None;
@@ -204,7 +230,7 @@ mod tests {
         let mut b = WriteBatch::new();
         b.put(b"a", b"1").unwrap().delete(b"b").unwrap().put(b"", b"").unwrap();
         let rep = Bytes::copy_from_slice(b.rep());
-        let ops = decode_ops(&rep, b.count()).unwrap();
+        let ops = decode_ops(&rep, b.count(), Lengths::Varint).unwrap();
         assert_eq!(
             ops,
             vec![
@@ -221,12 +247,36 @@ mod tests {
         b.put(b"key", b"value").unwrap();
         let rep = Bytes::copy_from_slice(b.rep());
         for cut in 0..rep.len() {
-            assert!(decode_ops(&rep.slice(..cut), 1).is_none(), "cut at {cut}");
+            assert!(decode_ops(&rep.slice(..cut), 1, Lengths::Varint).is_none(), "cut at {cut}");
         }
-        assert!(decode_ops(&rep, 2).is_none());
+        assert!(decode_ops(&rep, 2, Lengths::Varint).is_none());
         let mut longer = b.rep().to_vec();
         longer.push(0);
-        assert!(decode_ops(&Bytes::from(longer), 1).is_none());
+        assert!(decode_ops(&Bytes::from(longer), 1, Lengths::Varint).is_none());
+    }
+
+    #[test]
+    fn a_put_costs_three_bytes_beyond_its_key_and_value() {
+        let mut b = WriteBatch::new();
+        b.put(b"key", b"value").unwrap();
+        assert_eq!(b.rep(), b"\x01\x03key\x05value");
+        b.delete(&[7; 200]).unwrap();
+        assert_eq!(b.encoded_len(), 11 + 1 + 2 + 200);
+    }
+
+    #[test]
+    fn format_1_batches_still_decode() {
+        // A put and a delete as a log of format 1 holds them: four-byte lengths.
+        let rep = Bytes::from_static(b"\x01\x01\0\0\0k\x01\0\0\0v\x00\x02\0\0\0ab");
+        let ops = decode_ops(&rep, 2, Lengths::Fixed32).unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                BatchOp::Put(Bytes::from_static(b"k"), Bytes::from_static(b"v")),
+                BatchOp::Delete(Bytes::from_static(b"ab")),
+            ]
+        );
+        assert!(decode_ops(&rep, 2, Lengths::Varint).is_none());
     }
 
     #[test]

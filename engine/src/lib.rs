@@ -43,6 +43,7 @@ mod table_cache;
 #[cfg(test)]
 mod testing;
 mod unwind;
+mod varint;
 mod version;
 mod version_set;
 mod wal;

@@ -43,6 +43,8 @@ struct Base {
     log_number: u64,
     next_file_number: u64,
     last_seq: u64,
+    /// The format of the WALs to replay.
+    wal_format: wal::Format,
 }
 
 pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result<Recovered> {
@@ -66,6 +68,7 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
                 log_number: r.log_number,
                 next_file_number: r.next_file_number,
                 last_seq: r.last_seq,
+                wal_format: r.wal_format,
             }
         }
         None => {
@@ -75,7 +78,13 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
                 );
                 return Err(Error::corruption(dir.join(manifest::CURRENT), 0, why));
             }
-            Base { version: Version::default(), log_number: 0, next_file_number: 1, last_seq: 0 }
+            Base {
+                version: Version::default(),
+                log_number: 0,
+                next_file_number: 1,
+                last_seq: 0,
+                wal_format: wal::Format::WRITTEN,
+            }
         }
     };
     // Never reuse a number a file on disk already has, referenced or not.
@@ -89,7 +98,8 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
     let logs = live_logs(&names, base.log_number);
     for (i, &number) in logs.iter().enumerate() {
         let newest = i + 1 == logs.len();
-        let mem = replay_one(&rt, dir, number, newest, &options, &mut base.last_seq).await?;
+        let log = LogToReplay { number, format: base.wal_format, newest };
+        let mem = replay_one(&rt, dir, log, &options, &mut base.last_seq).await?;
         let table = base.next_file_number;
         base.next_file_number += 1;
         if let Some(meta) =
@@ -109,6 +119,9 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
         log_number: Some(wal_number),
         next_file_number: Some(base.next_file_number),
         last_seq: Some(base.last_seq),
+        // The logs just replayed are deleted once this MANIFEST is current; every log from
+        // here on is written in this version's format.
+        wal_format: Some(wal::Format::WRITTEN.number()),
         added: version.files().map(|(level, f)| (level as u8, (**f).clone())).collect(),
         deleted: Vec::new(),
     };
@@ -238,22 +251,32 @@ fn check_existence(dir: &Path, options: &Options, exists: bool) -> Result<()> {
     Ok(())
 }
 
-/// Replays log `number` into a new memtable. A torn tail (or preallocated zeros) is accepted
-/// only in the newest log; the log itself is deleted once its writes are in a table.
+/// A WAL that recovery replays.
+#[derive(Clone, Copy)]
+struct LogToReplay {
+    number: u64,
+    format: wal::Format,
+    /// Whether it is the newest log: the only one that may end in a torn tail.
+    newest: bool,
+}
+
+/// Replays a log into a new memtable. A torn tail (or preallocated zeros) is accepted only in
+/// the newest log; the log itself is deleted once its writes are in a table.
 async fn replay_one(
     rt: &RuntimeRef,
     dir: &Path,
-    number: u64,
-    newest: bool,
+    log: LogToReplay,
     options: &Options,
     last_seq: &mut u64,
 ) -> Result<Memtable> {
+    let LogToReplay { number, format, newest } = log;
     let path = dir.join(wal::file_name(number));
     let leniency = wal::Leniency {
         accept_bad_crc: options.has_bug(PlantedBug::AcceptTornWalRecord),
         bad_record_as_torn: options.has_bug(PlantedBug::BadRecordAsTornTail),
     };
-    let log = wal::replay(rt.fs(), &path, number, newest, Some(*last_seq + 1), leniency).await?;
+    let next_seq = Some(*last_seq + 1);
+    let log = wal::replay(rt.fs(), &path, number, format, newest, next_seq, leniency).await?;
     if log.torn {
         tracing::info!(log = %path.display(), valid_len = log.valid_len, "ignoring WAL tail");
     }

@@ -57,6 +57,9 @@ pub(crate) struct VersionEdit {
     pub next_file_number: Option<u64>,
     /// No sequence number above this is in any table.
     pub last_seq: Option<u64>,
+    /// The format of this MANIFEST's WALs (`wal::Format::number`); snapshot edits carry it, and
+    /// a MANIFEST without it is from before format 2, as are its WALs.
+    pub wal_format: Option<u64>,
     pub added: Vec<(u8, FileMeta)>,
     pub deleted: Vec<(u8, u64)>,
 }

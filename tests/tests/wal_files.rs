@@ -33,13 +33,43 @@ fn write_log(dir: &Path, n: usize, close: bool) -> PathBuf {
     dir.join("000001.log")
 }
 
+/// Reads a varint (LEB128) at `*pos`, as `docs/format.md` describes them.
+fn varint(bytes: &[u8], pos: &mut usize) -> u64 {
+    let mut value = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = bytes[*pos];
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    value
+}
+
+/// Where each record of a format-2 log starts, following the lengths in their headers up to
+/// the end or the preallocated zeros.
+fn record_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    while pos + 4 < bytes.len() && bytes[pos + 4] != 0 {
+        starts.push(pos);
+        let mut at = pos + 4;
+        let len = varint(bytes, &mut at) - 1;
+        varint(bytes, &mut at); // the attestation
+        pos = at + len as usize;
+    }
+    starts
+}
+
 #[test]
 fn flipped_byte_in_the_middle_is_corruption_naming_file_and_offset() {
     let dir = temp_dir("flip");
     let log = write_log(&dir, 100, true);
     let mut bytes = std::fs::read(&log).unwrap();
-    let record = 24 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
-    let middle = record * 50 + 30;
+    let starts = record_starts(&bytes);
+    assert_eq!(starts.len(), 101, "100 puts and the seal");
+    let middle = starts[50] + 30;
     bytes[middle] ^= 0x20;
     std::fs::write(&log, &bytes).unwrap();
     match open(&dir) {
@@ -61,9 +91,9 @@ fn cut_mid_record_recovers_every_whole_record_before_the_cut() {
     let dir = temp_dir("cut");
     let log = write_log(&dir, 100, false);
     let bytes = std::fs::read(&log).unwrap();
-    // Every record here has the same size: a 24-byte header plus the length it declares.
-    let record = 24 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
-    let cut = record * 60 + record / 2;
+    let starts = record_starts(&bytes);
+    assert_eq!(starts.len(), 100);
+    let cut = (starts[60] + starts[61]) / 2;
     std::fs::write(&log, &bytes[..cut]).unwrap();
     let db = open(&dir).unwrap();
     for i in 0..100 {

@@ -505,9 +505,12 @@ fn encode_group(state: &mut LeaderState, members: &mut [Pending]) {
             continue;
         }
         m.first = state.last_seq + 1;
+        // The buffer is appended at the log's end, so this is where the record will sit.
+        let at = state.wal.offset() + state.buf.len() as u64;
         crate::wal::encode_batch_record(
             &mut state.buf,
             state.wal.number(),
+            at,
             attested,
             m.first,
             m.batch.count(),

@@ -15,6 +15,8 @@ const TAG_DELETE_FILE: u8 = 5;
 /// The droppable-entry count of a table the same edit adds (written only when not zero; older
 /// MANIFESTs hold none, and their tables count 0).
 const TAG_DROPPABLE: u8 = 6;
+/// The format of the MANIFEST's WALs (older MANIFESTs hold none: their WALs are of format 1).
+const TAG_WAL_FORMAT: u8 = 7;
 
 impl VersionEdit {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -27,6 +29,7 @@ impl VersionEdit {
         field(TAG_LOG_NUMBER, self.log_number);
         field(TAG_NEXT_FILE_NUMBER, self.next_file_number);
         field(TAG_LAST_SEQ, self.last_seq);
+        field(TAG_WAL_FORMAT, self.wal_format);
         for &(level, number) in &self.deleted {
             out.push(TAG_DELETE_FILE);
             out.push(level);
@@ -61,6 +64,7 @@ impl VersionEdit {
                 TAG_LOG_NUMBER => edit.log_number = Some(r.u64()?),
                 TAG_NEXT_FILE_NUMBER => edit.next_file_number = Some(r.u64()?),
                 TAG_LAST_SEQ => edit.last_seq = Some(r.u64()?),
+                TAG_WAL_FORMAT => edit.wal_format = Some(r.u64()?),
                 TAG_DELETE_FILE => {
                     let level = r.level()?;
                     edit.deleted.push((level, r.u64()?));
@@ -163,6 +167,7 @@ mod tests {
             log_number: Some(7),
             next_file_number: Some(12),
             last_seq: Some(900),
+            wal_format: Some(2),
             added: vec![(0, meta(10, "apple", "pear", (3, 800))), (2, meta(11, "a", "b", (1, 2)))],
             deleted: vec![(1, 4)],
         }

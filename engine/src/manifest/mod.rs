@@ -83,6 +83,7 @@ impl Manifest {
             log_number: Some(self.log_number),
             next_file_number: Some(next_file_number),
             last_seq: Some(self.last_seq),
+            wal_format: Some(wal::Format::WRITTEN.number()),
             added: version.files().map(|(level, f)| (level as u8, FileMeta::clone(f))).collect(),
             deleted: Vec::new(),
         }
@@ -96,11 +97,11 @@ impl Manifest {
         edit.encode(&mut payload);
         self.buf.clear();
         let synced = self.log.file().synced_upto();
-        wal::encode_record(&mut self.buf, self.number, synced, &payload);
+        wal::encode_v1_record(&mut self.buf, self.number, synced, &payload);
         self.log.append(&self.buf).await?;
         self.log.file().sync_to(self.log.offset(), syncs).await?;
         self.buf.clear();
-        wal::encode_seal_record(&mut self.buf, self.number, self.log.file().synced_upto());
+        wal::encode_v1_seal_record(&mut self.buf, self.number, self.log.file().synced_upto());
         self.log.append(&self.buf).await?;
         self.log.file().sync_to(self.log.offset(), syncs).await
     }
@@ -170,6 +171,8 @@ pub(crate) struct Replayed {
     pub log_number: u64,
     pub next_file_number: u64,
     pub last_seq: u64,
+    /// The format of the WALs the MANIFEST covers.
+    pub wal_format: wal::Format,
 }
 
 /// Replays MANIFEST `number` of `dir`. `bad_record_as_torn` plants the bug of taking any bad
@@ -210,13 +213,24 @@ fn replay_edits(
     leniency: wal::Leniency,
 ) -> Result<(Replayed, bool)> {
     // Always the newest MANIFEST: only it may have a torn tail (a crash mid-edit).
-    let framed = wal::parse_frames(data, path, number, true, leniency, "MANIFEST")?;
-    let mut r =
-        Replayed { version: Version::default(), log_number: 0, next_file_number: 0, last_seq: 0 };
+    let framed =
+        wal::parse_frames(data, path, number, wal::Format::V1, true, leniency, "MANIFEST")?;
+    let mut r = Replayed {
+        version: Version::default(),
+        log_number: 0,
+        next_file_number: 0,
+        last_seq: 0,
+        wal_format: wal::Format::V1,
+    };
     let mut edits = 0;
     for &(offset, payload) in framed.records.iter().filter(|(_, p)| !p.is_empty()) {
         let bad = |why: String| Error::corruption(path, offset, why);
         let edit = VersionEdit::decode(payload).map_err(bad)?;
+        if let Some(number) = edit.wal_format {
+            r.wal_format = wal::Format::from_number(number).ok_or_else(|| {
+                bad(format!("WALs of format {number}, which this version cannot read"))
+            })?;
+        }
         r.version = r.version.apply(&edit).map_err(bad)?;
         r.log_number = r.log_number.max(edit.log_number.unwrap_or(0));
         r.next_file_number = r.next_file_number.max(edit.next_file_number.unwrap_or(0));
@@ -246,6 +260,28 @@ mod tests {
         }
         assert_eq!(parse_current(b"MANIFEST-000012\n"), None, "no checksum");
         assert_eq!(parse_current(b""), None);
+    }
+
+    /// A MANIFEST holding `edit` as its only record.
+    fn manifest_of(edit: &VersionEdit) -> Vec<u8> {
+        let mut payload = Vec::new();
+        edit.encode(&mut payload);
+        let mut out = Vec::new();
+        wal::encode_v1_record(&mut out, 5, 0, &payload);
+        out
+    }
+
+    #[test]
+    fn the_wal_format_is_named_by_the_snapshot_and_format_1_without_it() {
+        let replay = |wal_format| {
+            let edit =
+                VersionEdit { next_file_number: Some(9), wal_format, ..VersionEdit::default() };
+            replay_edits(&manifest_of(&edit), Path::new("MANIFEST-000005"), 5, Default::default())
+        };
+        assert_eq!(replay(None).unwrap().0.wal_format, wal::Format::V1);
+        assert_eq!(replay(Some(2)).unwrap().0.wal_format, wal::Format::V2);
+        let err = replay(Some(3)).unwrap_err();
+        assert!(err.is_corruption() && err.to_string().contains("WALs of format 3"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! The write-ahead log: every committed batch is appended here before it is acknowledged.
 //!
-//! Record framing (byte by byte in `docs/format.md`): a 24-byte header with a crc32 over the rest
-//! of the header and the payload, the payload length, the log's own number and a *durability
-//! attestation* (`synced_upto`: how many bytes of this file were known durable when the record
-//! was written). The attestation is what lets recovery tell a torn tail from corruption: bytes
-//! below an attested offset were synced, so damage there is corruption; damage past every
-//! attestation is an unsynced tail that a crash may legally tear.
+//! Record framing (byte by byte in `docs/format.md`). Format 2, which this version writes: a
+//! crc32 over the log's own number and the rest of the record, then as varints the payload
+//! length and a *durability attestation* (how many bytes of this file were known durable when
+//! the record was written, stored as the distance back from the record's start), then the
+//! payload: 6 bytes of framing for a small record. Format 1, which logs written before it use
+//! and which every MANIFEST still uses: a fixed 24-byte header holding the same crc (over the
+//! rest of the header and the payload), length, log number and attestation.
+//!
+//! The attestation is what lets recovery tell a torn tail from corruption: bytes below an
+//! attested offset were synced, so damage there is corruption; damage past every attestation
+//! is an unsynced tail that a crash may legally tear. The log number in the crc keeps a stale
+//! record of a recycled file from being read as part of another log.
 
 mod reader;
 mod writer;
@@ -13,16 +19,67 @@ mod writer;
 pub(crate) use reader::{confirm_read, parse_frames, read_log, replay, Leniency};
 pub(crate) use writer::{SyncBugs, WalFile, WalWriter};
 
+use crate::batch::Lengths;
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::runtime::RuntimeRef;
+use crate::varint;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Size of a record header.
-pub(crate) const HEADER_BYTES: usize = 24;
-/// Size of the fixed part of a batch payload: first sequence number and operation count.
-pub(crate) const BATCH_HEADER_BYTES: usize = 12;
+/// A record framing and batch encoding. The MANIFEST says which one its WALs use (field 7 of
+/// its snapshot edit; a MANIFEST without it is from before format 2, and so are its logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Fixed-width fields: a 24-byte record header, a 12-byte batch header, four-byte lengths.
+    V1,
+    /// Varints, and the log number folded into the crc: 6 bytes of record header for a small
+    /// record, 2 to 10 of batch header, one-byte lengths for short keys and values.
+    V2,
+}
+
+impl Format {
+    /// The format this version writes its WALs in.
+    pub(crate) const WRITTEN: Format = Format::V2;
+
+    /// The format a MANIFEST names, if this version reads it.
+    pub(crate) fn from_number(number: u64) -> Option<Format> {
+        match number {
+            1 => Some(Format::V1),
+            2 => Some(Format::V2),
+            _ => None,
+        }
+    }
+
+    /// The number a MANIFEST records for this format.
+    pub(crate) fn number(self) -> u64 {
+        match self {
+            Format::V1 => 1,
+            Format::V2 => 2,
+        }
+    }
+
+    /// How the batches of this format write their key and value lengths.
+    pub(crate) fn lengths(self) -> Lengths {
+        match self {
+            Format::V1 => Lengths::Fixed32,
+            Format::V2 => Lengths::Varint,
+        }
+    }
+
+    /// The smallest record (a seal): scans for records stop this close to the end.
+    fn min_record_bytes(self) -> usize {
+        match self {
+            Format::V1 => V1_HEADER_BYTES,
+            Format::V2 => 6,
+        }
+    }
+}
+
+/// Size of a format-1 record header.
+pub(crate) const V1_HEADER_BYTES: usize = 24;
+/// Size of the fixed part of a format-1 batch payload: first sequence number and count.
+pub(crate) const V1_BATCH_HEADER_BYTES: usize = 12;
 
 /// Creates WAL `number` in `dir`; its name is made durable before its first fsync returns.
 pub(crate) async fn create(
@@ -74,34 +131,95 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).all(|(x, y)| x == y)
 }
 
-/// Appends one record whose payload is a batch (`first_seq`, `count`, `rep`) to `out`.
+/// Appends one format-2 record whose payload is a batch (`first_seq`, `count`, `rep`) to `out`;
+/// the record will sit at offset `at` of log `log_number`, whose first `synced_upto` bytes are
+/// durable.
 pub(crate) fn encode_batch_record(
     out: &mut Vec<u8>,
     log_number: u64,
+    at: u64,
     synced_upto: u64,
     first_seq: u64,
     count: u32,
     rep: &[u8],
 ) {
-    let parts: [&[u8]; 3] = [&first_seq.to_le_bytes(), &count.to_le_bytes(), rep];
-    encode_framed(out, log_number, synced_upto, &parts);
+    let count = u64::from(count);
+    let len = varint::len(first_seq) + varint::len(count) + rep.len();
+    let start = begin_v2(out, at, synced_upto, len);
+    varint::put(out, first_seq);
+    varint::put(out, count);
+    out.extend_from_slice(rep);
+    finish_v2(out, start, log_number);
 }
 
-/// Appends one record with an opaque `payload` (a MANIFEST's version edit) to `out`. The
-/// payload must be non-empty: an empty one is a seal.
-pub(crate) fn encode_record(out: &mut Vec<u8>, log_number: u64, synced_upto: u64, payload: &[u8]) {
+/// Appends a format-2 seal, at offset `at` of log `log_number`: an empty record whose only
+/// purpose is to attest that `synced_upto` bytes of the log are durable, so recovery reports
+/// damage anywhere before it as corruption.
+pub(crate) fn encode_seal_record(out: &mut Vec<u8>, log_number: u64, at: u64, synced_upto: u64) {
+    let start = begin_v2(out, at, synced_upto, 0);
+    finish_v2(out, start, log_number);
+}
+
+/// Appends a format-2 header for a payload of `len` bytes, its crc left as zeros; returns where
+/// the record starts in `out`.
+fn begin_v2(out: &mut Vec<u8>, at: u64, synced_upto: u64, len: usize) -> usize {
+    debug_assert!(synced_upto <= at, "only written bytes can be durable");
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    // Stored plus one, so that zeros (preallocated space) never read as a record.
+    varint::put(out, len as u64 + 1);
+    varint::put(out, at.saturating_sub(synced_upto));
+    start
+}
+
+/// Fills in the crc of the format-2 record that starts at `start` and ends `out`.
+fn finish_v2(out: &mut [u8], start: usize, log_number: u64) {
+    let crc = crc_v2(log_number, &out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The crc of a format-2 record of log `log_number` whose bytes after the crc are `rest`.
+fn crc_v2(log_number: u64, rest: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&log_number.to_le_bytes());
+    hasher.update(rest);
+    hasher.finalize()
+}
+
+/// Appends one format-1 record with an opaque `payload` (a MANIFEST's version edit) to `out`.
+/// The payload must be non-empty: an empty one is a seal.
+pub(crate) fn encode_v1_record(
+    out: &mut Vec<u8>,
+    log_number: u64,
+    synced_upto: u64,
+    payload: &[u8],
+) {
     debug_assert!(!payload.is_empty(), "an empty payload is a seal");
-    encode_framed(out, log_number, synced_upto, &[payload]);
+    encode_v1_framed(out, log_number, synced_upto, &[payload]);
 }
 
-/// Appends a seal: an empty record whose only purpose is to attest that `synced_upto` bytes of
-/// the log are durable, so recovery reports damage anywhere before it as corruption.
-pub(crate) fn encode_seal_record(out: &mut Vec<u8>, log_number: u64, synced_upto: u64) {
-    encode_framed(out, log_number, synced_upto, &[]);
+/// Appends a format-1 seal (a MANIFEST's), attesting that `synced_upto` bytes are durable.
+pub(crate) fn encode_v1_seal_record(out: &mut Vec<u8>, log_number: u64, synced_upto: u64) {
+    encode_v1_framed(out, log_number, synced_upto, &[]);
 }
 
-/// Appends the header and the payload made of `parts`, then fills in the crc.
-fn encode_framed(out: &mut Vec<u8>, log_number: u64, synced_upto: u64, parts: &[&[u8]]) {
+/// Appends a format-1 batch record: what logs written before format 2 hold. Kept to test that
+/// they still read.
+#[cfg(test)]
+pub(crate) fn encode_v1_batch_record(
+    out: &mut Vec<u8>,
+    log_number: u64,
+    synced_upto: u64,
+    first_seq: u64,
+    count: u32,
+    fixed32_rep: &[u8],
+) {
+    let parts: [&[u8]; 3] = [&first_seq.to_le_bytes(), &count.to_le_bytes(), fixed32_rep];
+    encode_v1_framed(out, log_number, synced_upto, &parts);
+}
+
+/// Appends the format-1 header and the payload made of `parts`, then fills in the crc.
+fn encode_v1_framed(out: &mut Vec<u8>, log_number: u64, synced_upto: u64, parts: &[&[u8]]) {
     let start = out.len();
     let len: usize = parts.iter().map(|p| p.len()).sum();
     // Batches are capped well below u32::MAX (batch::BATCH_BYTES_MAX), and so are edits.
@@ -155,19 +273,31 @@ mod format_tests {
         let mut batch = crate::batch::WriteBatch::new();
         batch.put(b"k", b"v").unwrap();
         let mut out = Vec::new();
-        encode_batch_record(&mut out, 1, 0, 1, batch.count(), batch.rep());
-        let expected_after_crc: [u8; 43] = [
-            0x17, 0, 0, 0, // len
-            1, 0, 0, 0, 0, 0, 0, 0, // log_number
-            0, 0, 0, 0, 0, 0, 0, 0, // synced_upto
-            1, 0, 0, 0, 0, 0, 0, 0, // first_seq
-            1, 0, 0, 0, // count
-            1, // tag: put
-            1, 0, 0, 0, b'k', // key
-            1, 0, 0, 0, b'v', // value
+        encode_batch_record(&mut out, 1, 0, 0, 1, batch.count(), batch.rep());
+        let expected_after_crc: [u8; 9] = [
+            0x08, // len + 1: the payload is 7 bytes
+            0x00, // synced_upto is 0 bytes back from the record's start
+            0x01, // first_seq
+            0x01, // count
+            0x01, // tag: put
+            0x01, b'k', // key
+            0x01, b'v', // value
         ];
-        assert_eq!(out.len(), 47);
+        assert_eq!(out.len(), 13);
         assert_eq!(&out[4..], &expected_after_crc[..]);
-        assert_eq!(out[..4], crc32fast::hash(&out[4..]).to_le_bytes());
+        let mut crc_input = 1u64.to_le_bytes().to_vec();
+        crc_input.extend_from_slice(&out[4..]);
+        assert_eq!(out[..4], crc32fast::hash(&crc_input).to_le_bytes());
+    }
+
+    /// The seal example: written at offset 300 of log 7 once all 300 bytes are durable.
+    #[test]
+    fn documented_example_seal() {
+        let mut out = Vec::new();
+        encode_seal_record(&mut out, 7, 300, 300);
+        assert_eq!(&out[4..], &[0x01, 0x00]);
+        let mut out = Vec::new();
+        encode_seal_record(&mut out, 7, 300, 0);
+        assert_eq!(&out[4..], &[0x01, 0xac, 0x02], "300 back, as a varint");
     }
 }

@@ -392,7 +392,7 @@ impl WalWriter {
     pub(crate) async fn seal(&mut self, scratch: &mut Vec<u8>, syncs: SyncMeter<'_>) -> Result<()> {
         self.shared.sync_to(self.offset, syncs).await?;
         scratch.clear();
-        super::encode_seal_record(scratch, self.number(), self.shared.synced_upto());
+        super::encode_seal_record(scratch, self.number(), self.offset, self.shared.synced_upto());
         // No preallocation: the log is cut back to its length right after.
         self.write_at_end(scratch).await?;
         self.finish(syncs).await
