@@ -15,6 +15,7 @@ pub struct Options {
     pub(crate) adaptive_commit_window: bool,
     pub(crate) wal_preallocate_bytes: u64,
     pub(crate) wal_bytes_per_sync: u64,
+    pub(crate) wal_buffer_bytes: usize,
     pub(crate) memtables_max: usize,
     pub(crate) table_block_bytes: usize,
     pub(crate) bloom_bits_per_key: usize,
@@ -46,6 +47,7 @@ impl Default for Options {
             adaptive_commit_window: true,
             wal_preallocate_bytes: 1 << 20,
             wal_bytes_per_sync: 1 << 20,
+            wal_buffer_bytes: 32 << 10,
             memtables_max: 2,
             table_block_bytes: 4096,
             bloom_bits_per_key: 10,
@@ -138,6 +140,21 @@ impl Options {
     /// lose any of them. Zero turns it off.
     pub fn wal_bytes_per_sync(mut self, bytes: u64) -> Self {
         self.wal_bytes_per_sync = bytes;
+        self
+    }
+
+    /// How many bytes of WAL records written without `sync` may wait in memory before they are
+    /// written to the log file with one call. Default 32 KiB. A write that asks for no fsync
+    /// then costs no system call most of the time (Pebble's log writer and fjall's journal
+    /// buffer likewise). The records reach the file when the buffer fills, and before any
+    /// fsync of the log: a synced write, `sync_wal`, a background sync (`wal_bytes_per_sync`),
+    /// a memtable rotation or `flush`, `close`. Until then a process crash loses them, as a
+    /// power loss may lose any write not yet synced; what recovery finds is still a prefix of
+    /// the writes. Zero writes every group to the file at once (RocksDB's default), so that
+    /// unsynced writes survive a process crash (not a power loss) as soon as they are
+    /// acknowledged.
+    pub fn wal_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.wal_buffer_bytes = bytes;
         self
     }
 

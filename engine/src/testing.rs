@@ -33,6 +33,11 @@ impl MemFile {
         self.data().len() as u64
     }
 
+    /// What the file holds.
+    pub(crate) fn contents(&self) -> Vec<u8> {
+        self.data().clone()
+    }
+
     /// The size as of the last successful sync.
     pub(crate) fn durable_len(&self) -> u64 {
         self.durable_len.load(Ordering::Relaxed)

@@ -458,6 +458,10 @@ pub struct TableConfig {
     /// budget: none.
     #[serde(default)]
     pub memory_budget: u64,
+    /// `Options::wal_buffer_bytes` (0 writes every group at once). Absent in scenario files
+    /// written before the buffer: 0, as those versions wrote.
+    #[serde(default)]
+    pub wal_buffer_bytes: usize,
 }
 
 /// A generator for a draw added after the others, seeded from `rng`'s seed and position
@@ -513,6 +517,11 @@ impl TableConfig {
                 &mut side_lane(rng, 1),
                 &[0, 0, 0, 0, 0, 0, 0, 0, 8 << 10, 64 << 10],
             ),
+            // Unsynced records held back from the file: the default size (which holds all of
+            // a standard scenario's unsynced writes until a sync or rotation takes them to the
+            // file, so a process crash loses them), sizes that fill within a scenario, and
+            // none, as RocksDB writes.
+            wal_buffer_bytes: *pick(&mut side_lane(rng, 2), &[0, 0, 256, 4096, 32 << 10, 32 << 10]),
         }
     }
 

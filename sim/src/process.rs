@@ -755,6 +755,7 @@ fn options(config: &ScenarioConfig, plan: &Cycle) -> Options {
         .max_background_compactions(tables.background_compactions)
         .compaction_bytes_per_sec(tables.compaction_bytes_per_sec)
         .wal_bytes_per_sync(tables.wal_bytes_per_sync)
+        .wal_buffer_bytes(tables.wal_buffer_bytes)
         .commit_group_bytes_max(config.group_bytes_max)
         .commit_window(Duration::from_micros(config.commit_window_us))
         .wal_preallocate_bytes(config.wal_preallocate_bytes)

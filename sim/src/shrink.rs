@@ -307,6 +307,7 @@ impl Shrinker<'_> {
             compaction_bytes_per_sec: 0,
             wal_bytes_per_sync: 0,
             memory_budget: 0,
+            wal_buffer_bytes: 0,
         };
         for cycle in 0..self.best.cycles.len() {
             self.attempt("a crash at the deadline", |c| {
@@ -318,7 +319,7 @@ impl Shrinker<'_> {
             });
             self.attempt("no clean close", |c| std::mem::take(&mut c.cycles[cycle].close));
             type Field = fn(&mut TableConfig, &TableConfig) -> bool;
-            let fields: [Field; 15] = [
+            let fields: [Field; 16] = [
                 |t, p| set(&mut t.memtables_max, p.memtables_max),
                 |t, p| set(&mut t.block_bytes, p.block_bytes),
                 |t, p| set(&mut t.bloom_bits_per_key, p.bloom_bits_per_key),
@@ -334,6 +335,7 @@ impl Shrinker<'_> {
                 |t, p| set(&mut t.compaction_bytes_per_sec, p.compaction_bytes_per_sec),
                 |t, p| set(&mut t.wal_bytes_per_sync, p.wal_bytes_per_sync),
                 |t, p| set(&mut t.memory_budget, p.memory_budget),
+                |t, p| set(&mut t.wal_buffer_bytes, p.wal_buffer_bytes),
             ];
             for field in fields {
                 self.attempt("an ordinary table option", |c| {

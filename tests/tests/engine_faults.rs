@@ -158,7 +158,8 @@ fn leader_cancelled_in_its_commit_window_loses_nothing() {
 #[test]
 fn process_crash_then_reopen_then_power_loss_keeps_everything_synced() {
     let fs = MemFs::new();
-    let opts = Options::default().wal_preallocate_bytes(0);
+    // Unbuffered, so that the unsynced write is in the page cache when the process dies.
+    let opts = Options::default().wal_preallocate_bytes(0).wal_buffer_bytes(0);
     let db = Db::open("/db", opts.clone(), MemRuntime::new(&fs)).unwrap();
     db.put(b"a", b"unsynced", WriteOptions::default()).unwrap();
     drop(db); // the process dies; the machine, and its page cache, live on

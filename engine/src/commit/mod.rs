@@ -114,10 +114,16 @@ impl LeaderState {
     }
 
     /// Whether to ask the sync task to sync the log in the background, as no group of
-    /// `wal_bytes_per_sync` bytes just written asked it to: then the fsync that retires the log
-    /// at its rotation, which every writer waits for, has at most that many bytes left to write.
-    fn background_sync_due(&mut self, bytes_per_sync: u64, group_asked: bool) -> bool {
-        let end = self.wal.offset();
+    /// `wal_bytes_per_sync` bytes up to the `appending` bytes about to be appended asked it to:
+    /// then the fsync that retires the log at its rotation, which every writer waits for, has
+    /// at most that many bytes left to write.
+    fn background_sync_due(
+        &mut self,
+        bytes_per_sync: u64,
+        group_asked: bool,
+        appending: usize,
+    ) -> bool {
+        let end = self.wal.offset() + appending as u64;
         let due = !group_asked && bytes_per_sync > 0 && end - self.sync_asked >= bytes_per_sync;
         if due || group_asked {
             self.sync_asked = end;
@@ -464,15 +470,23 @@ async fn write_stage(
         rotate(db, state).await?;
     }
     let want_sync = members.iter().any(|m| m.sync);
+    let background_sync;
     {
         let _appending = db.pipeline().appending();
         encode_group(state, members);
         if want_sync {
             state.wal.expect_syncs();
         }
+        let bytes_per_sync = db.options().wal_bytes_per_sync;
+        background_sync = state.background_sync_due(bytes_per_sync, want_sync, state.buf.len());
+        // Only bytes in the file can be synced: a group that asks for an fsync takes what the
+        // log buffered to the file with its own records.
+        let to_file = want_sync || background_sync;
         if !state.buf.is_empty() {
-            state.wal.append(&state.buf).await?;
+            state.wal.append(&state.buf, to_file).await?;
             Counters::add(&db.counters().wal_bytes, state.buf.len() as u64);
+        } else if to_file {
+            state.wal.write_buffered().await?;
         }
     }
     Counters::add(&db.counters().commit_groups, 1);
@@ -480,7 +494,6 @@ async fn write_stage(
         state.wal.seal(&mut state.buf, SyncMeter::wal(db.counters(), db.rt())).await?;
         state.sealed = true;
     }
-    let background_sync = state.background_sync_due(db.options().wal_bytes_per_sync, want_sync);
     let ack_early = want_sync && db.options().has_bug(PlantedBug::AckBeforeSync);
     let group = Group {
         last_seq: state.last_seq,
@@ -686,29 +699,29 @@ mod tests {
     }
 
     fn append(state: &mut LeaderState, bytes: usize) {
-        pollster::block_on(state.wal.append(&vec![1; bytes])).unwrap();
+        pollster::block_on(state.wal.append(&vec![1; bytes], true)).unwrap();
     }
 
     #[test]
     fn background_syncs_come_every_so_many_unsynced_bytes() {
         let mut state = leader();
         append(&mut state, 60);
-        assert!(!state.background_sync_due(100, false));
+        assert!(!state.background_sync_due(100, false, 0));
         append(&mut state, 60);
-        assert!(state.background_sync_due(100, false), "120 bytes unsynced");
+        assert!(state.background_sync_due(100, false, 0), "120 bytes unsynced");
         append(&mut state, 60);
-        assert!(!state.background_sync_due(100, false), "60 bytes since the last ask");
+        assert!(!state.background_sync_due(100, false, 0), "60 bytes since the last ask");
         // A group that asks for its own sync covers the bytes before it.
         append(&mut state, 60);
-        assert!(!state.background_sync_due(100, true));
+        assert!(!state.background_sync_due(100, true, 0));
         append(&mut state, 60);
-        assert!(!state.background_sync_due(100, false), "60 bytes since the group's sync");
+        assert!(!state.background_sync_due(100, false, 0), "60 bytes since the group's sync");
     }
 
     #[test]
     fn no_background_syncs_when_turned_off() {
         let mut state = leader();
         append(&mut state, 1 << 20);
-        assert!(!state.background_sync_due(0, false));
+        assert!(!state.background_sync_due(0, false, 0));
     }
 }

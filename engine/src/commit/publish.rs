@@ -283,7 +283,7 @@ mod tests {
         let q = PublishQueue::default();
         let mut w = wal(1);
         let (counters, rt) = (Counters::default(), MemRuntime::default());
-        pollster::block_on(w.append(&[1; 10])).unwrap();
+        pollster::block_on(w.append(&[1; 10], true)).unwrap();
         let (g1, mut s1) = group(&w, 1, true);
         let t1 = q.push(g1, true);
         let (g2, mut s2) = group(&w, 2, false);
@@ -350,7 +350,7 @@ mod tests {
     fn once_poisoned_every_applied_group_fails_and_none_is_published() {
         let q = PublishQueue::default();
         let mut w = wal(1);
-        pollster::block_on(w.append(&[1; 10])).unwrap();
+        pollster::block_on(w.append(&[1; 10], true)).unwrap();
         let (g1, mut s1) = group(&w, 1, true);
         let (g2, mut s2) = group(&w, 2, false);
         q.mark_applied(q.push(g1, true));
@@ -365,8 +365,8 @@ mod tests {
         let q = PublishQueue::default();
         let mut old = wal(1);
         let mut new = wal(2);
-        pollster::block_on(old.append(&[1; 30])).unwrap();
-        pollster::block_on(new.append(&[1; 5])).unwrap();
+        pollster::block_on(old.append(&[1; 30], true)).unwrap();
+        pollster::block_on(new.append(&[1; 5], true)).unwrap();
         let (g_new, _) = group(&new, 2, true);
         let (g_old, _) = group(&old, 1, true);
         q.push(g_new, true);

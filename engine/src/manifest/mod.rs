@@ -98,11 +98,11 @@ impl Manifest {
         self.buf.clear();
         let synced = self.log.file().synced_upto();
         wal::encode_v1_record(&mut self.buf, self.number, synced, &payload);
-        self.log.append(&self.buf).await?;
+        self.log.append(&self.buf, true).await?;
         self.log.file().sync_to(self.log.offset(), syncs).await?;
         self.buf.clear();
         wal::encode_v1_seal_record(&mut self.buf, self.number, self.log.file().synced_upto());
-        self.log.append(&self.buf).await?;
+        self.log.append(&self.buf, true).await?;
         self.log.file().sync_to(self.log.offset(), syncs).await
     }
 }

@@ -94,8 +94,10 @@ pub(crate) async fn create(
     // wait for, then does not sync it for the new log, and for the old one only if nothing
     // (a synced write, a background sync) fsynced that log before. Until an fsync covers it
     // the log holds no write promised durable, and a crash may lose it whole.
-    let writer = WalWriter::new(file, path, number, 0, options.wal_preallocate_bytes);
-    Ok(writer.with_bugs(SyncBugs::of(options)).with_directory_unsynced(Arc::clone(rt), dir))
+    let writer = WalWriter::new(file, path, number, 0, options.wal_preallocate_bytes)
+        .with_buffer(options.wal_buffer_bytes)
+        .with_bugs(SyncBugs::of(options));
+    Ok(writer.with_directory_unsynced(Arc::clone(rt), dir))
 }
 
 /// The file name of WAL number `number`.
