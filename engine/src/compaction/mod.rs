@@ -3,8 +3,10 @@
 //!
 //! Picking (`pick`): level 0 is compacted into level 1 once it holds `l0_compaction_files`
 //! tables (all of them, with the level-1 tables they overlap: level-0 tables overlap each
-//! other, and moving only some could put an older version above a newer one). A deeper level
-//! `n` is compacted once its bytes pass its target (`level1_bytes_max` times 10 per level
+//! other, and moving only some could put an older version above a newer one). When those
+//! level-0 tables share no user key with each other and level 1 holds nothing under them (as
+//! with flushes of keys written in order), they move down whole, without a rewrite. A deeper
+//! level `n` is compacted once its bytes pass its target (`level1_bytes_max` times 10 per level
 //! below 1): one table, chosen round-robin by key, with the level `n + 1` tables it overlaps.
 //! The level with the highest score goes first. Last come bottom-level tables (no deeper level
 //! overlaps them) holding droppable entries (tombstones, versions below their key's newest)
@@ -57,9 +59,18 @@ impl Compaction {
         (start.unwrap_or_default(), end.unwrap_or_default())
     }
 
-    /// Whether the compaction can move its one input down without rewriting it.
+    /// Whether the compaction can move its inputs down without rewriting them: they all come
+    /// from the level above (so none of the output level overlaps them) and no two share a
+    /// user key (so no key has versions in two of them to be ordered). One table always
+    /// qualifies; several level-0 tables do when their ranges are disjoint, as the flushes of
+    /// keys written in order are (RocksDB moves such level-0 files down too).
     fn is_trivial_move(&self) -> bool {
-        self.move_allowed && self.inputs.len() == 1 && self.inputs[0].0 + 1 == self.output_level
+        if !self.move_allowed || self.inputs.iter().any(|(l, _)| l + 1 != self.output_level) {
+            return false;
+        }
+        let mut tables: Vec<&FileMeta> = self.inputs.iter().map(|(_, f)| f.as_ref()).collect();
+        tables.sort_by(|a, b| a.smallest_key.cmp(&b.smallest_key));
+        tables.windows(2).all(|w| w[0].largest_key < w[1].smallest_key)
     }
 }
 
@@ -337,10 +348,11 @@ pub(crate) async fn run(env: &JobEnv<'_>, c: Compaction) -> Result<()> {
         ..VersionEdit::default()
     };
     if c.is_trivial_move() {
-        edit.added.push((c.output_level as u8, FileMeta::clone(&c.inputs[0].1)));
+        let moved = c.inputs.iter().map(|(_, f)| (c.output_level as u8, FileMeta::clone(f)));
+        edit.added.extend(moved);
         let _phase = PhaseGuard::enter(env.rt, Phase::CompactionInstall);
         env.versions.log_and_apply(edit, |v| env.reads.install_version(v, None)).await?;
-        tracing::debug!(table = c.inputs[0].1.number, level = c.output_level, "moved");
+        tracing::debug!(tables = c.inputs.len(), level = c.output_level, "moved");
         return Ok(());
     }
     let timer = Timer::start(env.rt, &env.counters.latency.compaction);
@@ -496,6 +508,34 @@ mod tests {
         assert_eq!(c.output_level, 1);
         let numbers: Vec<u64> = c.inputs.iter().map(|(_, f)| f.number).collect();
         assert_eq!(numbers, [2, 1, 4]);
+    }
+
+    #[test]
+    fn level_zero_tables_that_share_no_key_move_down_whole() {
+        // Flushes of keys written in order: disjoint, and nothing in level 1 under them.
+        let disjoint = version(vec![
+            (0, meta(1, "a", "c", (1, 2))),
+            (0, meta(2, "d", "f", (3, 4))),
+            (0, meta(3, "g", "h", (5, 6))),
+            (1, meta(4, "x", "z", (0, 0))),
+        ]);
+        let c = pick(&disjoint, due(3), 1 << 30, None, &mut Busy::default()).unwrap();
+        assert_eq!(c.inputs.len(), 3);
+        assert!(c.is_trivial_move());
+        // Two of them touch at "c": one key in both, so they are merged.
+        let touching =
+            version(vec![(0, meta(1, "a", "c", (1, 2))), (0, meta(2, "c", "f", (3, 4)))]);
+        let c = pick(&touching, due(2), 1 << 30, None, &mut Busy::default()).unwrap();
+        assert!(!c.is_trivial_move());
+        // A level-1 table under one of them: merged too.
+        let under = version(vec![
+            (0, meta(1, "a", "c", (1, 2))),
+            (0, meta(2, "d", "f", (3, 4))),
+            (1, meta(3, "e", "e", (0, 0))),
+        ]);
+        let c = pick(&under, due(2), 1 << 30, None, &mut Busy::default()).unwrap();
+        assert_eq!(c.inputs.len(), 3);
+        assert!(!c.is_trivial_move());
     }
 
     #[test]
