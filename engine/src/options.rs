@@ -364,6 +364,10 @@ pub enum PlantedBug {
     /// A new WAL's first fsync does not sync its directory first, so a crash may lose the log
     /// whole, with the synced writes it holds (`wal::writer`, `WalFile::run_one`).
     NewWalNameNotSynced,
+    /// Retiring a WAL (rotation, close) drops the records still in its write buffer instead of
+    /// writing them, so a newer log holds writes that follow ones lost: a hole after a crash
+    /// (`wal::writer`, `WalWriter::finish`).
+    WalBufferDroppedAtRotation,
 }
 
 /// Per-write options.

@@ -42,11 +42,13 @@ pub enum Bug {
     FlushInstallOutOfOrder,
     /// A new WAL's first fsync leaves its directory unsynced.
     NewWalNameNotSynced,
+    /// Retiring a WAL drops the records still in its write buffer.
+    WalBufferDropped,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 13] = [
         Bug::SyncNoop,
         Bug::AcceptTornWal,
         Bug::AckBeforeSync,
@@ -59,6 +61,7 @@ impl Bug {
         Bug::BackgroundPanicNotCaught,
         Bug::FlushInstallOutOfOrder,
         Bug::NewWalNameNotSynced,
+        Bug::WalBufferDropped,
     ];
 
     /// The name used on the command line.
@@ -76,6 +79,7 @@ impl Bug {
             Bug::BackgroundPanicNotCaught => "background-panic-not-caught",
             Bug::FlushInstallOutOfOrder => "flush-install-out-of-order",
             Bug::NewWalNameNotSynced => "new-wal-name-not-synced",
+            Bug::WalBufferDropped => "wal-buffer-dropped",
         }
     }
 
@@ -95,6 +99,7 @@ impl Bug {
             Bug::BackgroundPanicNotCaught => P::BackgroundPanicNotCaught,
             Bug::FlushInstallOutOfOrder => P::FlushInstallOutOfOrder,
             Bug::NewWalNameNotSynced => P::NewWalNameNotSynced,
+            Bug::WalBufferDropped => P::WalBufferDroppedAtRotation,
         })
     }
 

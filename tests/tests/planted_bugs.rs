@@ -104,3 +104,8 @@ fn flushes_installed_out_of_order_are_found() {
 fn a_new_logs_name_left_unsynced_is_found() {
     assert_found(Bug::NewWalNameNotSynced);
 }
+
+#[test]
+fn a_write_buffer_dropped_when_its_log_is_retired_is_found() {
+    assert_found(Bug::WalBufferDropped);
+}

@@ -59,7 +59,7 @@ impl std::fmt::Debug for UnsyncedDir {
     }
 }
 
-/// The planted bugs a log's fsyncs obey. Without the `planted-bugs` feature it is empty and
+/// The planted bugs a log's fsyncs (and its write buffer) obey. Without the `planted-bugs` feature it is empty and
 /// every check of it is a constant `false`, so the fsync path pays nothing for it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SyncBugs {
@@ -69,6 +69,8 @@ pub(crate) struct SyncBugs {
     durable_mark_before_sync: bool,
     #[cfg(feature = "planted-bugs")]
     new_wal_name_not_synced: bool,
+    #[cfg(feature = "planted-bugs")]
+    drop_buffer_when_retired: bool,
 }
 
 impl SyncBugs {
@@ -82,6 +84,8 @@ impl SyncBugs {
             durable_mark_before_sync: options.has_bug(PlantedBug::DurableMarkBeforeSync),
             #[cfg(feature = "planted-bugs")]
             new_wal_name_not_synced: options.has_bug(PlantedBug::NewWalNameNotSynced),
+            #[cfg(feature = "planted-bugs")]
+            drop_buffer_when_retired: options.has_bug(PlantedBug::WalBufferDroppedAtRotation),
         }
     }
 
@@ -92,6 +96,7 @@ impl SyncBugs {
                 PlantedBug::RetryFailedFsync => self.retry_failed_fsync,
                 PlantedBug::DurableMarkBeforeSync => self.durable_mark_before_sync,
                 PlantedBug::NewWalNameNotSynced => self.new_wal_name_not_synced,
+                PlantedBug::WalBufferDroppedAtRotation => self.drop_buffer_when_retired,
                 _ => false,
             }
         }
@@ -429,6 +434,11 @@ impl WalWriter {
     /// Makes everything appended so far durable, and the file exactly that long: done before
     /// the log is retired for a newer one, which makes any damage in it read as corruption.
     pub(crate) async fn finish(&mut self, syncs: SyncMeter<'_>) -> Result<()> {
+        if self.shared.bugs.has(PlantedBug::WalBufferDroppedAtRotation) {
+            // Planted: the buffered records are forgotten, as if never appended.
+            self.offset -= self.buffered.len() as u64;
+            self.buffered.clear();
+        }
         self.write_buffered().await?;
         let wal = &self.shared;
         if self.allocated == self.offset {
