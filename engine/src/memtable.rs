@@ -19,16 +19,49 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub(crate) const SEQ_MAX: u64 = (1 << 56) - 1;
 
 /// Bytes charged per entry on top of its key and value (which the arena holds), for its
-/// skiplist node as the allocator sees it: the key and value handles, the node's reference
-/// count and height, its tower of links (two on average: crossbeam-skiplist draws a height of
-/// `h` with probability 2^-h), and the allocator's header. 112 bytes on 64-bit targets, which
-/// is what glibc hands out for the 104 asked for. Charging the real cost keeps a memtable's
-/// memory within `memtable_bytes_max`.
-const ENTRY_OVERHEAD_BYTES: usize = std::mem::size_of::<InternalKey>()
-    + std::mem::size_of::<Slot>()
+/// skiplist node as the allocator sees it: the entry (one handle on key and value together),
+/// the node's reference count and height, its tower of links (two on average:
+/// crossbeam-skiplist draws a height of `h` with probability 2^-h), and the allocator's header.
+/// 88 bytes on 64-bit targets, about what glibc hands out for the nodes of the heights drawn.
+/// Charging the real cost keeps a memtable's memory within `memtable_bytes_max`.
+const ENTRY_OVERHEAD_BYTES: usize = std::mem::size_of::<Entry>()
     + std::mem::size_of::<usize>()
     + 2 * std::mem::size_of::<usize>()
     + std::mem::size_of::<usize>();
+
+/// One version as the skiplist holds it: the key and the value side by side in one handle on
+/// the arena, so a node carries one `Bytes` (32 bytes) where a key and a value apart took two
+/// and an `Option` (an entry is about a tenth smaller, and a memtable of a given size holds
+/// that many more). Ordered as [`InternalKey`].
+#[derive(Debug)]
+struct Entry {
+    prefix: u64,
+    /// The user key, then the value (empty for a tombstone).
+    kv: Bytes,
+    seq: u64,
+    key_len: u32,
+    tombstone: bool,
+}
+
+impl Entry {
+    fn new(kv: Bytes, key_len: usize, seq: u64, tombstone: bool) -> Self {
+        // Keys are at most KEY_BYTES_MAX, far below u32::MAX.
+        let key_len = key_len as u32;
+        Entry { prefix: prefix_of(&kv[..key_len as usize]), kv, seq, key_len, tombstone }
+    }
+
+    /// The entry as the rest of the engine sees it: its key and its value, sharing the arena.
+    fn split(&self) -> (InternalKey, Slot) {
+        let key_len = self.key_len as usize;
+        let user_key = self.kv.slice(..key_len);
+        let key = InternalKey { prefix: self.prefix, user_key, seq: self.seq };
+        (key, self.slot())
+    }
+
+    fn slot(&self) -> Slot {
+        (!self.tombstone).then(|| self.kv.slice(self.key_len as usize..))
+    }
+}
 
 /// A key in the memtable: user key plus the sequence number of the write, ordered by user key
 /// and then newest first.
@@ -117,7 +150,39 @@ impl PartialOrd for InternalKey {
     }
 }
 
-impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for InternalKey {
+impl KeyView for Entry {
+    fn prefix(&self) -> u64 {
+        self.prefix
+    }
+    fn user_key(&self) -> &[u8] {
+        &self.kv[..self.key_len as usize]
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(self, other)
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Entry {}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for Entry {
     fn borrow(&self) -> &(dyn KeyView + 'a) {
         self
     }
@@ -149,7 +214,7 @@ pub(crate) type Slot = Option<Bytes>;
 /// One memtable, tied to the WAL that holds the same writes.
 #[derive(Debug)]
 pub(crate) struct Memtable {
-    map: SkipMap<InternalKey, Slot>,
+    map: SkipMap<Entry, ()>,
     bytes: AtomicUsize,
     wal_number: u64,
     /// Where committed keys and values are copied (see [`Arena`]).
@@ -208,12 +273,13 @@ impl Arena {
     }
 }
 
-/// Copies `data` into `room`, which has the capacity for it (so nothing reallocates), and
-/// returns the copy, sharing `room`'s allocation.
-fn copy_into(room: &mut BytesMut, data: &[u8]) -> Bytes {
-    debug_assert!(room.capacity() - room.len() >= data.len());
-    room.extend_from_slice(data);
-    room.split_to(data.len()).freeze()
+/// Copies `key` and then `value` into `room`, which has the capacity for them (so nothing
+/// reallocates), and returns the copy, sharing `room`'s allocation.
+fn copy_into(room: &mut BytesMut, key: &[u8], value: &[u8]) -> Bytes {
+    debug_assert!(room.capacity() - room.len() >= key.len() + value.len());
+    room.extend_from_slice(key);
+    room.extend_from_slice(value);
+    room.split_to(key.len() + value.len()).freeze()
 }
 
 impl Memtable {
@@ -249,9 +315,8 @@ impl Memtable {
         let mut seq = first_seq;
         let mut charged = 0;
         for_each_op_borrowed(rep, count, |key, value| {
-            let key = copy_into(&mut room, key);
-            let value = value.map(|v| copy_into(&mut room, v));
-            charged += self.insert_uncharged(key, seq, value);
+            let kv = copy_into(&mut room, key, value.unwrap_or_default());
+            charged += self.insert_uncharged(Entry::new(kv, key.len(), seq, value.is_none()));
             seq += 1;
         });
         // Charged once per batch: the counters are shared by concurrent leaders.
@@ -267,8 +332,8 @@ impl Memtable {
     /// Applies one operation of a batch, with sequence number `seq`.
     pub(crate) fn apply(&self, seq: u64, op: BatchOp) {
         match op {
-            BatchOp::Put(key, value) => self.insert(key, seq, Some(value)),
-            BatchOp::Delete(key) => self.insert(key, seq, None),
+            BatchOp::Put(key, value) => self.insert(&key, seq, Some(&value)),
+            BatchOp::Delete(key) => self.insert(&key, seq, None),
         }
     }
 
@@ -284,16 +349,21 @@ impl Memtable {
         self.bytes.load(AtomicOrdering::Relaxed)
     }
 
-    /// Inserts one version. Sequence numbers are unique, so nothing is overwritten.
-    pub(crate) fn insert(&self, user_key: Bytes, seq: u64, slot: Slot) {
-        let charged = self.insert_uncharged(user_key, seq, slot);
+    /// Inserts one version (`value` `None` for a tombstone), copying it into the arena.
+    /// Sequence numbers are unique, so nothing is overwritten.
+    pub(crate) fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>) {
+        let value_bytes = value.unwrap_or_default();
+        let bytes = key.len() + value_bytes.len();
+        let mut room = self.arena.lock().unwrap_or_else(PoisonError::into_inner).reserve(bytes);
+        let kv = copy_into(&mut room, key, value_bytes);
+        let charged = self.insert_uncharged(Entry::new(kv, key.len(), seq, value.is_none()));
         self.charge(charged);
     }
 
     /// Inserts one version and returns what it is to be charged, without charging it.
-    fn insert_uncharged(&self, user_key: Bytes, seq: u64, slot: Slot) -> usize {
-        let charge = user_key.len() + slot.as_ref().map_or(0, Bytes::len) + ENTRY_OVERHEAD_BYTES;
-        self.map.insert(InternalKey::new(user_key, seq), slot);
+    fn insert_uncharged(&self, entry: Entry) -> usize {
+        let charge = entry.kv.len() + ENTRY_OVERHEAD_BYTES;
+        self.map.insert(entry, ());
         charge
     }
 
@@ -309,7 +379,7 @@ impl Memtable {
     pub(crate) fn get(&self, key: &[u8], read_seq: u64) -> Option<Slot> {
         let probe = Probe { prefix: prefix_of(key), user_key: key, seq: read_seq };
         let entry = self.map.lower_bound(Bound::Included(&probe as &dyn KeyView))?;
-        (entry.key().user_key == key).then(|| entry.value().clone())
+        (entry.key().user_key() == key).then(|| entry.key().slot())
     }
 
     /// Whether the memtable holds no entry.
@@ -332,9 +402,9 @@ impl Memtable {
         out: &mut Vec<(InternalKey, Slot)>,
     ) {
         out.clear();
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let range = self.map.range::<InternalKey, _>((start, Bound::Unbounded));
-        out.extend(range.take(max).map(|e| (e.key().clone(), e.value().clone())));
+        let start = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k as &dyn KeyView));
+        let range = self.map.range::<dyn KeyView, _>((start, Bound::Unbounded));
+        out.extend(range.take(max).map(|e| e.key().split()));
     }
 
     /// The first entry after `bound` (`forward`) or the last one before it, cloned out.
@@ -343,9 +413,10 @@ impl Memtable {
         bound: Bound<&InternalKey>,
         forward: bool,
     ) -> Option<(InternalKey, Slot)> {
+        let bound = bound.map(|k| k as &dyn KeyView);
         let entry =
             if forward { self.map.lower_bound(bound) } else { self.map.upper_bound(bound) }?;
-        Some((entry.key().clone(), entry.value().clone()))
+        Some(entry.key().split())
     }
 }
 
@@ -411,23 +482,33 @@ mod tests {
     #[test]
     fn reads_see_the_newest_version_at_their_sequence() {
         let m = Memtable::new(1);
-        m.insert(b("k"), 1, Some(b("v1")));
-        m.insert(b("k"), 3, Some(b("v3")));
-        m.insert(b("k"), 5, None);
-        m.insert(b("ka"), 2, Some(b("other")));
+        m.insert(b"k", 1, Some(b"v1"));
+        m.insert(b"k", 3, Some(b"v3"));
+        m.insert(b"k", 5, None);
+        m.insert(b"ka", 2, Some(b"other"));
         assert_eq!(m.get(b"k", 0), None);
         assert_eq!(m.get(b"k", 1), Some(Some(b("v1"))));
         assert_eq!(m.get(b"k", 4), Some(Some(b("v3"))));
         assert_eq!(m.get(b"k", 9), Some(None));
         assert_eq!(m.get(b"j", 9), None);
         assert_eq!(m.get(b"ka", 1), None);
+        // An empty value is a value, not a tombstone.
+        m.insert(b"e", 6, Some(b""));
+        m.insert(b"e", 7, None);
+        assert_eq!(m.get(b"e", 6), Some(Some(Bytes::new())));
+        assert_eq!(m.get(b"e", 7), Some(None));
+    }
+
+    #[test]
+    fn an_entry_costs_one_handle_on_key_and_value() {
+        assert_eq!(ENTRY_OVERHEAD_BYTES, 88);
     }
 
     #[test]
     fn entries_and_neighbours_follow_internal_order() {
         let m = Memtable::new(1);
         for (k, s) in [("b", 1), ("a", 2), ("b", 3), ("c", 4), ("d", 5), ("c", 6)] {
-            m.insert(b(k), s, Some(b(&format!("{k}{s}"))));
+            m.insert(k.as_bytes(), s, Some(format!("{k}{s}").as_bytes()));
         }
         assert!(m.approximate_bytes() > 0);
         let mut entries = Vec::new();
