@@ -65,6 +65,9 @@ struct Args {
     /// `Options::wal_bytes_per_sync` [default: the engine's].
     #[arg(long)]
     wal_bytes_per_sync: Option<u64>,
+    /// `Options::max_background_compactions` [default: the engine's].
+    #[arg(long)]
+    max_background_compactions: Option<usize>,
     /// `Options::block_cache_bytes` for every phase but bloom (which runs uncached). Zipf's hit
     /// rate is capped by how much of the tables this holds (a 1M-key load makes ~130 MiB):
     /// keys are placed at random, so the hot keys of a Zipfian workload touch nearly every
@@ -605,6 +608,9 @@ fn main() {
     let main_dir = bench_dir.join("main");
     let reads = args.reads.unwrap_or(args.keys.min(200_000));
     let mut options = Options::default();
+    if let Some(n) = args.max_background_compactions {
+        options = options.max_background_compactions(n);
+    }
     if let Some(bytes) = args.wal_bytes_per_sync {
         options = options.wal_bytes_per_sync(bytes);
     }

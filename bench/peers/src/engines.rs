@@ -17,6 +17,10 @@ pub trait Engine: Send + Sync {
     fn scan(&self) -> u64;
     /// Flushes the memtables and waits until background compactions have settled.
     fn settle(&self);
+    /// What the engine itself reports of its writers' pauses, for the child's `notes` line.
+    fn pause_notes(&self) -> Option<String> {
+        None
+    }
 }
 
 pub fn open(engine: &str, dir: &Path, memtable_bytes: u64, cache_bytes: u64) -> Box<dyn Engine> {
@@ -55,6 +59,17 @@ impl Engine for Jade {
 
     fn get(&self, key: &[u8]) -> bool {
         self.0.get(key).expect("jadedb get").is_some()
+    }
+
+    fn pause_notes(&self) -> Option<String> {
+        let m = self.0.metrics();
+        Some(format!(
+            "longest_pause_ms={:.2} stalls={} stall_ms={:.1} rotation_ms={:.1}",
+            m.write_pause_max_us as f64 / 1e3,
+            m.write_stalls,
+            m.write_stall_us as f64 / 1e3,
+            m.wal_rotation_us as f64 / 1e3,
+        ))
     }
 
     fn scan(&self) -> u64 {

@@ -176,6 +176,10 @@ fn child(cfg: &Config, engine: &str, workload: &str) {
             }
             m.ops_per_sec = n as f64 / started.elapsed().as_secs_f64();
             m.worst_ms = worst.as_secs_f64() * 1e3;
+            if let Some(notes) = db.pause_notes() {
+                // The engine's own account of the pauses behind the worst put, for the record.
+                eprintln!("notes {engine} {workload}: {notes}");
+            }
             db.settle();
             ops = n;
         }
