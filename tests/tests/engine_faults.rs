@@ -780,6 +780,9 @@ fn a_wal_rotation_is_counted_as_a_pause() {
     let slow_us = SLOW_SYNC.as_micros() as u64;
     assert!(m.wal_rotation_us >= slow_us, "rotation time {} µs", m.wal_rotation_us);
     assert!(m.write_pause_max_us >= slow_us, "longest pause {} µs", m.write_pause_max_us);
+    // Counted as a rotation, not as a wait for a memtable or for level 0.
+    assert!(m.wal_rotation_max_us >= slow_us, "longest rotation {} µs", m.wal_rotation_max_us);
+    assert_eq!((m.memtable_wait_max_us, m.level0_stop_max_us), (0, 0));
     slow.store(false, Ordering::SeqCst);
     db.close().unwrap();
 }

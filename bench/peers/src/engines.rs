@@ -63,12 +63,17 @@ impl Engine for Jade {
 
     fn pause_notes(&self) -> Option<String> {
         let m = self.0.metrics();
+        let ms = |us: u64| us as f64 / 1e3;
         Some(format!(
-            "longest_pause_ms={:.2} stalls={} stall_ms={:.1} rotation_ms={:.1}",
-            m.write_pause_max_us as f64 / 1e3,
+            "longest_pause_ms={:.2} (memtable_wait={:.2} level0_stop={:.2} rotation={:.2}) \
+             stalls={} stall_ms={:.1} rotation_ms={:.1}",
+            ms(m.write_pause_max_us),
+            ms(m.memtable_wait_max_us),
+            ms(m.level0_stop_max_us),
+            ms(m.wal_rotation_max_us),
             m.write_stalls,
-            m.write_stall_us as f64 / 1e3,
-            m.wal_rotation_us as f64 / 1e3,
+            ms(m.write_stall_us),
+            ms(m.wal_rotation_us),
         ))
     }
 

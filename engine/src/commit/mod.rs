@@ -550,7 +550,9 @@ fn apply(db: &dyn Host, memtable: &Memtable, members: &mut [Pending]) {
 /// Retires the full memtable and its WAL and starts new ones, first waiting (stalling every
 /// writer, since the leader holds the pipeline) while `memtables_max` memtables are held.
 async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
-    stall_until(db, |db| db.memtable_count() < db.options().memtables_max).await?;
+    let memtables_max = db.options().memtables_max;
+    let wait_max = &db.counters().memtable_wait_max_us;
+    stall_until(db, wait_max, |db| db.memtable_count() < memtables_max).await?;
     let _phase = PhaseGuard::enter(db.rt(), Phase::WalRotation);
     // Writers wait from here to the new log: a pause, counted as one.
     let pause = Pause::start(db.as_ref());
@@ -565,7 +567,7 @@ async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
     state.sync_asked = 0;
     db.install_memtable(number, state.last_seq);
     Counters::add(&db.counters().memtable_rotations, 1);
-    pause.end(&db.counters().wal_rotation_us);
+    pause.end_kind(&db.counters().wal_rotation_us, &db.counters().wal_rotation_max_us);
     Ok(())
 }
 
@@ -575,7 +577,8 @@ async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
 async fn throttle_for_level0(db: &Arc<dyn Host>) -> Result<()> {
     let level0 = |db: &dyn Host| db.versions().current().levels[0].len();
     if level0(db.as_ref()) >= db.options().l0_stop_files {
-        return stall_until(db, |db| level0(db) < db.options().l0_stop_files).await;
+        let stop_max = &db.counters().level0_stop_max_us;
+        return stall_until(db, stop_max, |db| level0(db) < db.options().l0_stop_files).await;
     }
     if level0(db.as_ref()) >= db.options().l0_slowdown_files {
         Counters::add(&db.counters().write_stalls, 1);
@@ -587,8 +590,12 @@ async fn throttle_for_level0(db: &Arc<dyn Host>) -> Result<()> {
 }
 
 /// Waits until `room` holds, woken by each flush and compaction, counting the stall and its
-/// duration.
-async fn stall_until(db: &Arc<dyn Host>, room: impl Fn(&dyn Host) -> bool) -> Result<()> {
+/// duration, in all and in `kind_max_us`, the longest stall of its kind.
+async fn stall_until(
+    db: &Arc<dyn Host>,
+    kind_max_us: &AtomicU64,
+    room: impl Fn(&dyn Host) -> bool,
+) -> Result<()> {
     // When the stall began, and the count of stalled writers this one is in meanwhile.
     let mut stalled: Option<(Pause<'_>, Stalled<'_>)> = None;
     loop {
@@ -609,7 +616,7 @@ async fn stall_until(db: &Arc<dyn Host>, room: impl Fn(&dyn Host) -> bool) -> Re
         changed.await;
     }
     if let Some((pause, _)) = stalled {
-        pause.end(&db.counters().write_stall_us);
+        pause.end_kind(&db.counters().write_stall_us, kind_max_us);
     }
     Ok(())
 }
@@ -626,12 +633,19 @@ impl<'a> Pause<'a> {
         Pause { db, since: db.rt().now() }
     }
 
-    fn end(self, total_us: &AtomicU64) {
+    fn end(self, total_us: &AtomicU64) -> u64 {
         let waited = self.db.rt().now().saturating_sub(self.since);
         let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
         self.db.counters().latency.write_pause.record(waited);
         Counters::add(total_us, us);
         self.db.counters().write_pause_max_us.fetch_max(us, Ordering::Relaxed);
+        us
+    }
+
+    /// As `end`, also raising `kind_max_us`, the longest pause of its kind.
+    fn end_kind(self, total_us: &AtomicU64, kind_max_us: &AtomicU64) {
+        let us = self.end(total_us);
+        kind_max_us.fetch_max(us, Ordering::Relaxed);
     }
 }
 

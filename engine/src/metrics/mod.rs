@@ -103,6 +103,9 @@ pub(crate) struct Counters {
     pub commit_window_waits: AtomicU64,
     pub commit_window_us: AtomicU64,
     pub write_pause_max_us: AtomicU64,
+    pub memtable_wait_max_us: AtomicU64,
+    pub level0_stop_max_us: AtomicU64,
+    pub wal_rotation_max_us: AtomicU64,
     pub flushes_running: AtomicU64,
     pub compactions_running: AtomicU64,
     pub compactions: AtomicU64,
@@ -147,6 +150,9 @@ impl Counters {
             commit_window_waits: get(&self.commit_window_waits),
             commit_window_us: get(&self.commit_window_us),
             write_pause_max_us: get(&self.write_pause_max_us),
+            memtable_wait_max_us: get(&self.memtable_wait_max_us),
+            level0_stop_max_us: get(&self.level0_stop_max_us),
+            wal_rotation_max_us: get(&self.wal_rotation_max_us),
             flushes_running: get(&self.flushes_running),
             compactions_running: get(&self.compactions_running),
             compactions: get(&self.compactions),
@@ -223,6 +229,12 @@ pub struct Metrics {
     /// The longest single time writers were held: a stall, a level-0 slowdown or a WAL
     /// rotation, in µs.
     pub write_pause_max_us: u64,
+    /// The longest of each kind of pause, in µs: writers waiting for a flush to free a
+    /// memtable (`memtables_max` held), for level 0 to fall below `l0_stop_files`, and for a
+    /// full WAL to be retired. (A level-0 slowdown is one short sleep.)
+    pub memtable_wait_max_us: u64,
+    pub level0_stop_max_us: u64,
+    pub wal_rotation_max_us: u64,
     /// Flushes and compactions running now, and the most that ran at once (each pool is
     /// bounded by `max_background_flushes` and `max_background_compactions`).
     pub flushes_running: u64,

@@ -111,6 +111,19 @@ pub(super) fn render(m: &Metrics) -> String {
         "The longest time writers were held.",
         &[("", m.write_pause_max_us as f64 / 1e6)],
     );
+    let kinds = [
+        ("memtable_wait", m.memtable_wait_max_us),
+        ("level0_stop", m.level0_stop_max_us),
+        ("wal_rotation", m.wal_rotation_max_us),
+    ];
+    let kinds: Vec<(String, f64)> =
+        kinds.iter().map(|(k, us)| (format!("kind=\"{k}\""), *us as f64 / 1e6)).collect();
+    out.labelled(
+        "write_pause_kind_max_seconds",
+        "gauge",
+        "The longest time writers were held, by what they waited for.",
+        &kinds,
+    );
     let alerts = [
         ("write_latency", m.alerts.write_latency),
         ("memory", m.alerts.memory),
