@@ -86,7 +86,18 @@ fn frame_v1(data: &[u8], pos: usize, number: u64, check_crc: bool) -> Option<Fra
     Some(Frame { payload: &data[pos + V1_HEADER_BYTES..end], synced_upto: field(16), end })
 }
 
-fn frame_v2(data: &[u8], pos: usize, number: u64, check_crc: bool) -> Option<Frame<'_>> {
+/// A format-2 record header read at some offset, its crc not yet checked.
+struct HeaderV2 {
+    crc: u32,
+    /// Where the payload starts and the record ends.
+    payload_at: usize,
+    end: usize,
+    synced_upto: u64,
+}
+
+/// Reads a format-2 header at `pos`: `None` if the bytes there cannot start a record that fits
+/// in `data`.
+fn header_v2(data: &[u8], pos: usize) -> Option<HeaderV2> {
     let mut at = pos.checked_add(4)?;
     let crc = u32::from_le_bytes(data.get(pos..at)?.try_into().ok()?);
     // Stored plus one: a zero here (preallocated space) is never a record.
@@ -94,11 +105,15 @@ fn frame_v2(data: &[u8], pos: usize, number: u64, check_crc: bool) -> Option<Fra
     let back = varint::get(data, &mut at)?;
     let synced_upto = (pos as u64).checked_sub(back)?;
     let end = at.checked_add(usize::try_from(len).ok()?)?;
-    let rest = data.get(pos + 4..end)?;
-    if check_crc && crc_v2(number, rest) != crc {
+    (end <= data.len()).then_some(HeaderV2 { crc, payload_at: at, end, synced_upto })
+}
+
+fn frame_v2(data: &[u8], pos: usize, number: u64, check_crc: bool) -> Option<Frame<'_>> {
+    let h = header_v2(data, pos)?;
+    if check_crc && crc_v2(number, &data[pos + 4..h.end]) != h.crc {
         return None;
     }
-    Some(Frame { payload: &data[at..end], synced_upto, end })
+    Some(Frame { payload: &data[h.payload_at..h.end], synced_upto: h.synced_upto, end: h.end })
 }
 
 /// The largest durability attestation of any valid record starting after `from`, or the first
@@ -130,32 +145,32 @@ fn attested_after(data: &[u8], from: usize, number: u64, format: Format) -> u64 
 /// verdict, and a payload that is not a well-formed batch (which arbitrary bytes almost never
 /// are, and which fails within a few bytes), are passed over before the crc is computed.
 fn attestation_v2(data: &[u8], pos: usize, number: u64, from: u64) -> Option<u64> {
-    let mut at = pos.checked_add(4)?;
-    let crc = u32::from_le_bytes(data.get(pos..at)?.try_into().ok()?);
-    let len = varint::get(data, &mut at)?.checked_sub(1)?;
-    let back = varint::get(data, &mut at)?;
-    let synced_upto = (pos as u64).checked_sub(back)?;
-    if synced_upto <= from {
+    let h = header_v2(data, pos)?;
+    if h.synced_upto <= from {
         return None;
     }
-    let end = at.checked_add(usize::try_from(len).ok()?)?;
-    let payload = data.get(at..end)?;
+    let payload = &data[h.payload_at..h.end];
     if !payload.is_empty() && !well_formed_batch(payload) {
         return None;
     }
-    (crc_v2(number, &data[pos + 4..end]) == crc).then_some(synced_upto)
+    (crc_v2(number, &data[pos + 4..h.end]) == h.crc).then_some(h.synced_upto)
 }
 
 /// Whether `payload` is a well-formed format-2 batch: a sequence number, a count and exactly
 /// that many operations.
 fn well_formed_batch(payload: &[u8]) -> bool {
-    let mut at = 0;
-    let header = varint::get(payload, &mut at).zip(varint::get(payload, &mut at));
-    let Some((first_seq, count)) = header else { return false };
-    let Ok(count) = u32::try_from(count) else { return false };
+    let Some((first_seq, count, at)) = batch_header_v2(payload) else { return false };
     first_seq > 0
         && count > 0
         && crate::batch::for_each_op_borrowed(&payload[at..], count, |_, _| {})
+}
+
+/// A format-2 batch's first sequence number and count, and where its operations start.
+fn batch_header_v2(payload: &[u8]) -> Option<(u64, u32, usize)> {
+    let mut at = 0;
+    let first_seq = varint::get(payload, &mut at)?;
+    let count = u32::try_from(varint::get(payload, &mut at)?).ok()?;
+    Some((first_seq, count, at))
 }
 
 /// The records of one log file, as framed.
@@ -271,12 +286,7 @@ fn decode_batch(
             let count = u32::from_le_bytes(payload[8..12].try_into().map_err(|_| malformed())?);
             (first_seq, count, V1_BATCH_HEADER_BYTES)
         }
-        Format::V2 => {
-            let mut at = 0;
-            let first_seq = varint::get(payload, &mut at).ok_or_else(malformed)?;
-            let count = varint::get(payload, &mut at).ok_or_else(malformed)?;
-            (first_seq, u32::try_from(count).map_err(|_| malformed())?, at)
-        }
+        Format::V2 => batch_header_v2(payload).ok_or_else(malformed)?,
     };
     let rep = data.slice_ref(&payload[header..]);
     let ops = decode_ops(&rep, count, format.lengths()).ok_or_else(malformed)?;

@@ -59,8 +59,9 @@ impl std::fmt::Debug for UnsyncedDir {
     }
 }
 
-/// The planted bugs a log's fsyncs (and its write buffer) obey. Without the `planted-bugs` feature it is empty and
-/// every check of it is a constant `false`, so the fsync path pays nothing for it.
+/// The planted bugs a log's fsyncs (and its write buffer) obey. Without the `planted-bugs`
+/// feature it is empty and every check of it is a constant `false`, so the fsync path pays
+/// nothing for it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SyncBugs {
     #[cfg(feature = "planted-bugs")]
@@ -333,7 +334,8 @@ impl WalWriter {
     /// written with one call; for a writer just made.
     pub(crate) fn with_buffer(mut self, bytes: usize) -> Self {
         self.buffer_bytes = bytes;
-        self.buffered = Vec::with_capacity(bytes);
+        // It holds at most `bytes` and then the records that pass it.
+        self.buffered = Vec::with_capacity(2 * bytes);
         self
     }
 
@@ -365,33 +367,22 @@ impl WalWriter {
         self.offset
     }
 
-    /// Appends encoded records. With `to_file`, or when the buffer would pass its size, they
-    /// and everything buffered before them are written with one call (preallocating first if
-    /// they would not fit); otherwise they wait in the buffer. Only written bytes can be
-    /// synced, so a caller that will ask for an fsync covering these records passes `to_file`.
+    /// Appends encoded records. They wait in the buffer until it passes its size or `to_file`
+    /// asks for them now, and then go to the file with everything buffered before them, in one
+    /// call; records larger than the buffer go after what waits, as they are. Only written
+    /// bytes can be synced, so a caller that will ask for an fsync covering these records
+    /// passes `to_file`.
     pub(crate) async fn append(&mut self, records: &[u8], to_file: bool) -> Result<()> {
-        if !to_file && self.buffered.len() + records.len() <= self.buffer_bytes {
-            self.buffered.extend_from_slice(records);
-            self.offset += records.len() as u64;
-            return Ok(());
+        if records.len() > self.buffer_bytes {
+            self.write_buffered().await?;
+            return self.write_through(records).await;
         }
-        let end = self.offset + records.len() as u64;
-        if end > self.allocated && self.preallocate_bytes > 0 && self.syncs_expected {
-            self.preallocate(end + self.preallocate_bytes).await?;
+        self.buffered.extend_from_slice(records);
+        self.offset += records.len() as u64;
+        if to_file || self.buffered.len() > self.buffer_bytes {
+            self.write_buffered().await?;
         }
-        if self.buffered.is_empty() {
-            self.write_at_end(records).await
-        } else {
-            let mut buffered = std::mem::take(&mut self.buffered);
-            buffered.extend_from_slice(records);
-            self.offset -= (buffered.len() - records.len()) as u64;
-            let written = self.write_at_end(&buffered).await;
-            // The allocation is kept for the next records, whatever the write's outcome (a
-            // failed write poisons the database: nothing appends after it).
-            buffered.clear();
-            self.buffered = buffered;
-            written
-        }
+        Ok(())
     }
 
     /// Writes whatever is buffered to the file.
@@ -399,7 +390,23 @@ impl WalWriter {
         if self.buffered.is_empty() {
             return Ok(());
         }
-        self.append(&[], true).await
+        let mut buffered = std::mem::take(&mut self.buffered);
+        self.offset -= buffered.len() as u64;
+        let written = self.write_through(&buffered).await;
+        // The allocation is kept for the next records, whatever the write's outcome (a failed
+        // write poisons the database: nothing appends after it).
+        buffered.clear();
+        self.buffered = buffered;
+        written
+    }
+
+    /// Writes `records` at the end of the file, preallocating first if they would not fit.
+    async fn write_through(&mut self, records: &[u8]) -> Result<()> {
+        let end = self.offset + records.len() as u64;
+        if end > self.allocated && self.preallocate_bytes > 0 && self.syncs_expected {
+            self.preallocate(end + self.preallocate_bytes).await?;
+        }
+        self.write_at_end(records).await
     }
 
     async fn write_at_end(&mut self, records: &[u8]) -> Result<()> {
