@@ -368,6 +368,10 @@ pub enum PlantedBug {
     /// writing them, so a newer log holds writes that follow ones lost: a hole after a crash
     /// (`wal::writer`, `WalWriter::finish`).
     WalBufferDroppedAtRotation,
+    /// A rotation's new WAL gets its file (and takes records) before the log it replaced is
+    /// wholly synced, so a crash can leave an older log torn with a newer one after it, which
+    /// recovery reads as corruption (`commit`, `settle`).
+    NewWalBeforeOldSynced,
 }
 
 /// Per-write options.

@@ -44,11 +44,13 @@ pub enum Bug {
     NewWalNameNotSynced,
     /// Retiring a WAL drops the records still in its write buffer.
     WalBufferDropped,
+    /// A rotation creates the new WAL before the old one is wholly synced.
+    NewWalBeforeOldSynced,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::SyncNoop,
         Bug::AcceptTornWal,
         Bug::AckBeforeSync,
@@ -62,6 +64,7 @@ impl Bug {
         Bug::FlushInstallOutOfOrder,
         Bug::NewWalNameNotSynced,
         Bug::WalBufferDropped,
+        Bug::NewWalBeforeOldSynced,
     ];
 
     /// The name used on the command line.
@@ -80,6 +83,7 @@ impl Bug {
             Bug::FlushInstallOutOfOrder => "flush-install-out-of-order",
             Bug::NewWalNameNotSynced => "new-wal-name-not-synced",
             Bug::WalBufferDropped => "wal-buffer-dropped",
+            Bug::NewWalBeforeOldSynced => "new-wal-before-old-synced",
         }
     }
 
@@ -100,6 +104,7 @@ impl Bug {
             Bug::FlushInstallOutOfOrder => P::FlushInstallOutOfOrder,
             Bug::NewWalNameNotSynced => P::NewWalNameNotSynced,
             Bug::WalBufferDropped => P::WalBufferDroppedAtRotation,
+            Bug::NewWalBeforeOldSynced => P::NewWalBeforeOldSynced,
         })
     }
 

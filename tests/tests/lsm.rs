@@ -322,6 +322,8 @@ fn flush_moves_the_memtables_into_tables_and_deletes_their_logs() {
     let m = db.metrics();
     assert_eq!(m.flushes, 1);
     assert_eq!(m.level_files[0], 1);
+    // The new log's file is created once the old log is wholly synced, which a sync waits for.
+    db.sync_wal().unwrap();
     let names = pollster::block_on(fs.list(Path::new("/db"))).unwrap();
     let logs: Vec<_> = names.iter().filter(|n| n.ends_with(".log")).collect();
     assert_eq!(logs.len(), 1, "only the new active log is left: {names:?}");

@@ -109,3 +109,8 @@ fn a_new_logs_name_left_unsynced_is_found() {
 fn a_write_buffer_dropped_when_its_log_is_retired_is_found() {
     assert_found(Bug::WalBufferDropped);
 }
+
+#[test]
+fn a_new_log_created_before_the_old_one_is_synced_is_found() {
+    assert_found(Bug::NewWalBeforeOldSynced);
+}

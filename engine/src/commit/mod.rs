@@ -97,7 +97,11 @@ pub(crate) trait Host: Send + Sync + std::fmt::Debug + 'static {
 /// The state only the leader touches.
 #[derive(Debug)]
 pub(crate) struct LeaderState {
+    /// The newest log that has a file.
     pub wal: WalWriter,
+    /// After a rotation, until the retired log is finished: the new log, whose file does not
+    /// exist yet (see `rotate`).
+    next: Option<NextLog>,
     /// The last sequence number assigned.
     pub last_seq: u64,
     /// Reused for encoding each group's WAL records: the hot path allocates nothing once warm.
@@ -110,7 +114,16 @@ pub(crate) struct LeaderState {
 
 impl LeaderState {
     pub(crate) fn new(wal: WalWriter, last_seq: u64) -> Self {
-        LeaderState { wal, last_seq, buf: Vec::new(), sealed: false, sync_asked: 0 }
+        LeaderState { wal, next: None, last_seq, buf: Vec::new(), sealed: false, sync_asked: 0 }
+    }
+
+    /// The log the next group goes to: its number, the offset the group starts at, and how
+    /// many of its bytes are durable (the attestation its records carry).
+    fn log_position(&self) -> (u64, u64, u64) {
+        match &self.next {
+            Some(next) => (next.number, next.records.len() as u64, 0),
+            None => (self.wal.number(), self.wal.offset(), self.wal.file().synced_upto()),
+        }
     }
 
     /// Whether to ask the sync task to sync the log in the background, as no group of
@@ -129,6 +142,38 @@ impl LeaderState {
             self.sync_asked = end;
         }
         due
+    }
+}
+
+/// A log begun by a rotation whose file waits until the log it replaced is finished: recovery
+/// reads damage in any log but the newest as corruption, which is only true if a log is wholly
+/// synced before a newer one exists. Writers go on meanwhile; their records wait here.
+#[derive(Debug)]
+struct NextLog {
+    number: u64,
+    /// The log's records, from its start: written to the file when it is created.
+    records: Vec<u8>,
+    /// The log it replaces, being finished by the sync task.
+    retiring: Arc<Retiring>,
+}
+
+/// How many bytes of records a new log may hold in memory while the log it replaces is
+/// finished; past this the leader waits for the finish (a pause, counted as a rotation's).
+/// About 100 ms of writes at the speeds the peer benchmark measures: enough to cover an fsync
+/// queued behind compaction I/O, a small bound on memory that no budget counts.
+const NEXT_LOG_BYTES_MAX: usize = 4 << 20;
+
+/// A log retired by a rotation, handed to the sync task to finish (sync whole and cut back).
+#[derive(Debug)]
+pub(crate) struct Retiring {
+    log: crate::wal::Retired,
+    /// Set once the log is finished.
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl Retiring {
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 }
 
@@ -171,6 +216,8 @@ pub(crate) enum Outcome {
 #[derive(Debug, Default)]
 pub(crate) struct Pipeline {
     queue: Mutex<Queue>,
+    /// A log a rotation retired, for the sync task to finish.
+    retiring: Mutex<Option<Arc<Retiring>>>,
 }
 
 #[derive(Debug, Default)]
@@ -196,7 +243,12 @@ enum Enqueued {
 impl Pipeline {
     pub(crate) fn new(state: LeaderState) -> Self {
         let queue = Queue { idle: Some(Box::new(state)), ..Queue::default() };
-        Pipeline { queue: Mutex::new(queue) }
+        Pipeline { queue: Mutex::new(queue), retiring: Mutex::default() }
+    }
+
+    /// The log a rotation retired, if the sync task has not taken it yet.
+    pub(crate) fn take_retiring(&self) -> Option<Arc<Retiring>> {
+        self.retiring.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -462,6 +514,8 @@ async fn write_stage(
         return Err(Error::Closed);
     }
     throttle_for_level0(db).await?;
+    // The new log's file, if the log it replaced is finished by now.
+    settle(db, state, false).await?;
     let asked = members[0].barrier == Barrier::Rotate && !db.active_memtable().is_empty();
     // A rotation (and so a flush) at an odd moment: any memtable may be retired early.
     let early =
@@ -470,48 +524,60 @@ async fn write_stage(
         rotate(db, state).await?;
     }
     let want_sync = members.iter().any(|m| m.sync);
+    let seal = members.last().is_some_and(|m| m.barrier == Barrier::Seal);
+    let next_full = state.next.as_ref().is_some_and(|n| n.records.len() >= NEXT_LOG_BYTES_MAX);
+    if want_sync || seal || next_full {
+        // Only a log with a file can be synced or sealed.
+        settle(db, state, true).await?;
+    }
     let background_sync;
     {
         let _appending = db.pipeline().appending();
         encode_group(state, members);
-        if want_sync {
-            state.wal.expect_syncs();
+        if let Some(next) = &mut state.next {
+            // Nothing here asks for an fsync, so nothing needs the file yet.
+            next.records.extend_from_slice(&state.buf);
+            background_sync = false;
+        } else {
+            if want_sync {
+                state.wal.expect_syncs();
+            }
+            let bytes_per_sync = db.options().wal_bytes_per_sync;
+            let appending = state.buf.len();
+            background_sync = state.background_sync_due(bytes_per_sync, want_sync, appending);
+            // Only bytes in the file can be synced: a group that asks for an fsync takes what
+            // the log buffered to the file with its own records.
+            let to_file = want_sync || background_sync;
+            if !state.buf.is_empty() {
+                state.wal.append(&state.buf, to_file).await?;
+            } else if to_file {
+                state.wal.write_buffered().await?;
+            }
         }
-        let bytes_per_sync = db.options().wal_bytes_per_sync;
-        background_sync = state.background_sync_due(bytes_per_sync, want_sync, state.buf.len());
-        // Only bytes in the file can be synced: a group that asks for an fsync takes what the
-        // log buffered to the file with its own records.
-        let to_file = want_sync || background_sync;
-        if !state.buf.is_empty() {
-            state.wal.append(&state.buf, to_file).await?;
-            Counters::add(&db.counters().wal_bytes, state.buf.len() as u64);
-        } else if to_file {
-            state.wal.write_buffered().await?;
-        }
+        Counters::add(&db.counters().wal_bytes, state.buf.len() as u64);
     }
     Counters::add(&db.counters().commit_groups, 1);
-    if members.last().is_some_and(|m| m.barrier == Barrier::Seal) {
+    if seal {
         state.wal.seal(&mut state.buf, SyncMeter::wal(db.counters(), db.rt())).await?;
         state.sealed = true;
     }
     let ack_early = want_sync && db.options().has_bug(PlantedBug::AckBeforeSync);
-    let group = Group {
-        last_seq: state.last_seq,
-        wal: Arc::clone(state.wal.file()),
-        end: state.wal.offset(),
-        need_sync: want_sync && !ack_early,
-        members: members.iter().map(Member::of).collect(),
-    };
     // A background sync makes the sync task sync up to this group without the group waiting.
     let ask_sync = want_sync || background_sync;
-    let ticket = db.publish_queue().push(group, ask_sync);
+    let at = || (Arc::clone(state.wal.file()), state.wal.offset());
+    let group = Group {
+        last_seq: state.last_seq,
+        durable_at: (want_sync && !ack_early).then(at),
+        members: members.iter().map(Member::of).collect(),
+    };
+    let ticket = db.publish_queue().push(group, ask_sync.then(at));
     Ok(Written { ticket, memtable: db.active_memtable(), want_sync: ask_sync })
 }
 
 /// Assigns sequence numbers and encodes the group's WAL records into the reused buffer.
 fn encode_group(state: &mut LeaderState, members: &mut [Pending]) {
     state.buf.clear();
-    let attested = state.wal.file().synced_upto();
+    let (number, start, attested) = state.log_position();
     for m in members {
         if m.batch.is_empty() {
             m.first = state.last_seq;
@@ -519,10 +585,10 @@ fn encode_group(state: &mut LeaderState, members: &mut [Pending]) {
         }
         m.first = state.last_seq + 1;
         // The buffer is appended at the log's end, so this is where the record will sit.
-        let at = state.wal.offset() + state.buf.len() as u64;
+        let at = start + state.buf.len() as u64;
         crate::wal::encode_batch_record(
             &mut state.buf,
-            state.wal.number(),
+            number,
             at,
             attested,
             m.first,
@@ -549,25 +615,77 @@ fn apply(db: &dyn Host, memtable: &Memtable, members: &mut [Pending]) {
 
 /// Retires the full memtable and its WAL and starts new ones, first waiting (stalling every
 /// writer, since the leader holds the pipeline) while `memtables_max` memtables are held.
+///
+/// The retired log must be wholly synced before the new log's file exists (see `NextLog`), but
+/// writers do not wait for that fsync, which queues behind whatever else the disk is doing
+/// (tens of milliseconds behind a compaction's writes): the sync task finishes the old log,
+/// and the new log's records wait in memory until `settle` creates its file. Only a write
+/// that needs the new log on disk (a synced write, `close`) waits for the finish.
 async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
+    // The previous rotation's log must have its file before it can be retired in turn.
+    settle(db, state, true).await?;
     let memtables_max = db.options().memtables_max;
     let wait_max = &db.counters().memtable_wait_max_us;
     stall_until(db, wait_max, |db| db.memtable_count() < memtables_max).await?;
     let _phase = PhaseGuard::enter(db.rt(), Phase::WalRotation);
     // Writers wait from here to the new log: a pause, counted as one.
     let pause = Pause::start(db.as_ref());
-    // Recovery treats any damage in a log that is not the newest as corruption, which is only
-    // true if that log was wholly synced (and cut to its length) before a newer one could exist.
-    // Background syncs (`wal_bytes_per_sync`) leave this fsync little to write.
-    state.wal.finish(SyncMeter::wal(db.counters(), db.rt())).await?;
-    // Groups of the old log that waited for that fsync.
-    db.publish_queue().publish_ready(db.as_ref());
+    let log = state.wal.retire().await?;
+    let retiring = Arc::new(Retiring { log, finished: false.into() });
+    *db.pipeline().retiring.lock().unwrap_or_else(PoisonError::into_inner) =
+        Some(Arc::clone(&retiring));
+    db.sync_bell().ring();
     let number = db.versions().new_file_number();
-    state.wal = crate::wal::create(db.runtime(), db.dir(), number, db.options()).await?;
+    state.next = Some(NextLog { number, records: Vec::new(), retiring });
     state.sync_asked = 0;
     db.install_memtable(number, state.last_seq);
     Counters::add(&db.counters().memtable_rotations, 1);
     pause.end_kind(&db.counters().wal_rotation_us, &db.counters().wal_rotation_max_us);
+    Ok(())
+}
+
+/// Creates the file of the log a rotation began, once the log it replaced is finished, and
+/// writes the records that waited for it. With `wait`, waits for the finish first (a pause for
+/// every writer, counted as a rotation's); without, does nothing until then.
+async fn settle(db: &Arc<dyn Host>, state: &mut LeaderState, wait: bool) -> Result<()> {
+    let Some(next) = &state.next else { return Ok(()) };
+    // Planted: the new log gets its file whether or not the old one is finished.
+    let early = db.options().has_bug(PlantedBug::NewWalBeforeOldSynced);
+    if !next.retiring.is_finished() && !early {
+        if !wait {
+            return Ok(());
+        }
+        let pause = Pause::start(db.as_ref());
+        loop {
+            // Listening before checking: the sync task tells `changed` once it has finished
+            // the log, or poisoned the database trying.
+            let changed = db.changed().listen();
+            db.check_not_poisoned()?;
+            if next.retiring.is_finished() {
+                break;
+            }
+            changed.await;
+        }
+        pause.end_kind(&db.counters().wal_rotation_us, &db.counters().wal_rotation_max_us);
+    }
+    let number = next.number;
+    let mut wal = crate::wal::create(db.runtime(), db.dir(), number, db.options()).await?;
+    let next = state.next.take().expect("checked above");
+    wal.append(&next.records, false).await?;
+    state.wal = wal;
+    Ok(())
+}
+
+/// Finishes the log a rotation retired, if there is one: for the sync task, so that neither
+/// the leader nor any writer waits for its fsync. Then the groups that waited for that fsync
+/// are published, and a leader waiting to create the next log is told.
+pub(crate) async fn finish_retired(db: &dyn Host) -> Result<()> {
+    let Some(retiring) = db.pipeline().take_retiring() else { return Ok(()) };
+    let _phase = PhaseGuard::enter(db.rt(), Phase::WalRotation);
+    retiring.log.finish(SyncMeter::wal(db.counters(), db.rt())).await?;
+    retiring.finished.store(true, Ordering::Release);
+    db.publish_queue().publish_ready(db);
+    db.changed().notify_all();
     Ok(())
 }
 

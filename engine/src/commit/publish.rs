@@ -38,12 +38,17 @@ impl Member {
 pub(crate) struct Group {
     /// The last sequence number the group assigned; published when the group is.
     pub last_seq: u64,
-    /// The log that holds the group, and where the group ends in it.
-    pub wal: Arc<WalFile>,
-    pub end: u64,
-    /// Whether publication waits for an fsync covering `end`.
-    pub need_sync: bool,
+    /// If publication waits for an fsync: the log that holds the group, and where the group
+    /// ends in it, which the fsync must cover.
+    pub durable_at: Option<(Arc<WalFile>, u64)>,
     pub members: Vec<Member>,
+}
+
+impl Group {
+    /// Whether the group waits for an fsync that has not yet covered it.
+    fn awaits_sync(&self) -> bool {
+        self.durable_at.as_ref().is_some_and(|(wal, end)| wal.synced_upto() < *end)
+    }
 }
 
 #[derive(Debug)]
@@ -55,7 +60,7 @@ struct Queued {
 
 impl Queued {
     fn ready(&self) -> bool {
-        self.applied && (!self.group.need_sync || self.group.wal.synced_upto() >= self.group.end)
+        self.applied && !self.group.awaits_sync()
     }
 }
 
@@ -79,21 +84,22 @@ impl PublishQueue {
     }
 
     /// Queues a written group whose writes are not yet applied, and returns its ticket. Only
-    /// the pipeline's leader calls this, so queue order is write order. `want_sync` asks the
-    /// sync task to make the group durable (it may differ from `need_sync` when a planted bug
-    /// acknowledges before the fsync).
-    pub(crate) fn push(&self, group: Group, want_sync: bool) -> u64 {
+    /// the pipeline's leader calls this, so queue order is write order. `want_sync`, the log
+    /// and offset the group ends at, asks the sync task to make the group durable (it may be
+    /// asked without the group's publication waiting for it: a background sync, or a planted
+    /// bug that acknowledges before the fsync).
+    pub(crate) fn push(&self, group: Group, want_sync: Option<(Arc<WalFile>, u64)>) -> u64 {
         let mut st = self.lock();
-        if want_sync {
+        if let Some((group_wal, group_end)) = want_sync {
             let newer = match &st.sync_wanted {
                 Some((wal, end)) => {
-                    wal.number() < group.wal.number()
-                        || (wal.number() == group.wal.number() && *end < group.end)
+                    wal.number() < group_wal.number()
+                        || (wal.number() == group_wal.number() && *end < group_end)
                 }
                 None => true,
             };
             if newer {
-                st.sync_wanted = Some((Arc::clone(&group.wal), group.end));
+                st.sync_wanted = Some((group_wal, group_end));
             }
         }
         let ticket = st.head_ticket + st.groups.len() as u64;
@@ -128,7 +134,7 @@ impl PublishQueue {
     /// whose end is not yet durable.
     pub(crate) fn waiting_for_sync(&self) -> usize {
         let st = self.lock();
-        let waiting = |q: &&Queued| q.group.need_sync && q.group.wal.synced_upto() < q.group.end;
+        let waiting = |q: &&Queued| q.group.awaits_sync();
         st.groups.iter().filter(waiting).map(|q| q.group.members.len()).sum()
     }
 
@@ -251,14 +257,14 @@ mod tests {
     fn group(w: &WalWriter, last_seq: u64, need_sync: bool) -> (Group, Wait<Outcome>) {
         let signal = Signal::new();
         let member = Member { signal: Arc::clone(&signal), first: last_seq };
-        let g = Group {
-            last_seq,
-            wal: Arc::clone(w.file()),
-            end: w.offset(),
-            need_sync,
-            members: vec![member],
-        };
-        (g, signal.wait())
+        let durable_at = need_sync.then(|| (Arc::clone(w.file()), w.offset()));
+        (Group { last_seq, durable_at, members: vec![member] }, signal.wait())
+    }
+
+    /// Queues a group that asks the sync task for the fsync it waits for.
+    fn push_wanting_sync(q: &PublishQueue, g: Group) -> u64 {
+        let wanted = g.durable_at.clone();
+        q.push(g, wanted)
     }
 
     fn poisoned() -> Option<Error> {
@@ -285,9 +291,9 @@ mod tests {
         let (counters, rt) = (Counters::default(), MemRuntime::default());
         pollster::block_on(w.append(&[1; 10], true)).unwrap();
         let (g1, mut s1) = group(&w, 1, true);
-        let t1 = q.push(g1, true);
+        let t1 = push_wanting_sync(&q, g1);
         let (g2, mut s2) = group(&w, 2, false);
-        let t2 = q.push(g2, false);
+        let t2 = q.push(g2, None);
         let mut published = Vec::new();
 
         // The second group is ready first; it must wait for the first.
@@ -314,8 +320,8 @@ mod tests {
         let w = wal(1);
         let (g1, _) = group(&w, 1, false);
         let (g2, _) = group(&w, 2, false);
-        let t1 = q.push(g1, false);
-        let t2 = q.push(g2, false);
+        let t1 = q.push(g1, None);
+        let t2 = q.push(g2, None);
         q.mark_applied(t2);
         assert!(q.take_ready(poisoned, |_| panic!("poisoned")).groups.is_empty());
         q.mark_applied(t1);
@@ -353,8 +359,8 @@ mod tests {
         pollster::block_on(w.append(&[1; 10], true)).unwrap();
         let (g1, mut s1) = group(&w, 1, true);
         let (g2, mut s2) = group(&w, 2, false);
-        q.mark_applied(q.push(g1, true));
-        q.mark_applied(q.push(g2, false));
+        q.mark_applied(push_wanting_sync(&q, g1));
+        q.mark_applied(q.push(g2, None));
         q.take_ready(poisoned, |_| panic!("a poisoned queue publishes nothing")).tell_all();
         assert!(matches!(outcome(&mut s1), Some(Err(Error::Poisoned(_)))));
         assert!(matches!(outcome(&mut s2), Some(Err(Error::Poisoned(_)))));
@@ -369,8 +375,8 @@ mod tests {
         pollster::block_on(new.append(&[1; 5], true)).unwrap();
         let (g_new, _) = group(&new, 2, true);
         let (g_old, _) = group(&old, 1, true);
-        q.push(g_new, true);
-        q.push(g_old, true);
+        push_wanting_sync(&q, g_new);
+        push_wanting_sync(&q, g_old);
         let (wal, end) = q.sync_wanted().unwrap();
         assert_eq!((wal.number(), end), (2, 5));
     }

@@ -1,4 +1,5 @@
-//! The sync task: a background task that makes queued groups durable, one fsync after another.
+//! The sync task: a background task that makes queued groups durable, one fsync after another,
+//! and finishes the logs that rotations retire (`super::finish_retired`).
 //!
 //! A leader that queues a group waiting for durability rings the task's doorbell. The task then
 //! runs fsyncs back to back for as long as some group wants bytes that are not yet durable, and
@@ -167,6 +168,11 @@ async fn sync_wanted(db: &dyn Host, pacing: &mut Pacing) {
     // A trial measures a busy stretch: the idle time before this one is not in it.
     pacing.started = None;
     while db.check_not_poisoned().is_ok() {
+        // A retired log first: the next log's file, and so any fsync of it, waits for it.
+        if let Err(err) = super::finish_retired(db).await {
+            super::fail_stop(db, err);
+            return;
+        }
         if let Some(append) = db.pipeline().watch_append() {
             // A group being appended now would miss this fsync and wait for all of the next
             // one; waiting for its append costs far less. Only an append is waited for, never

@@ -17,7 +17,7 @@ mod reader;
 mod writer;
 
 pub(crate) use reader::{confirm_read, parse_frames, read_log, replay, Leniency};
-pub(crate) use writer::{SyncBugs, WalFile, WalWriter};
+pub(crate) use writer::{Retired, SyncBugs, WalFile, WalWriter};
 
 use crate::batch::Lengths;
 use crate::error::{Error, Result};

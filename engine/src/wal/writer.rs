@@ -266,6 +266,29 @@ impl Drop for SyncGuard<'_> {
     }
 }
 
+/// A log whose writer has written its last record: what is left is to make it durable, and
+/// exactly `len` bytes long.
+#[derive(Debug)]
+pub(crate) struct Retired {
+    shared: Arc<WalFile>,
+    len: u64,
+    /// Whether zeros preallocated past `len` are to be cut off.
+    cut: bool,
+}
+
+impl Retired {
+    /// Syncs the log whole and, if zeros were preallocated past its end, cuts them off
+    /// durably.
+    pub(crate) async fn finish(&self, syncs: SyncMeter<'_>) -> Result<()> {
+        let wal = &self.shared;
+        if !self.cut {
+            return wal.sync_to(self.len, syncs).await;
+        }
+        wal.file.truncate(self.len).await.map_err(|e| Error::io("truncating", &wal.path, e))?;
+        wal.sync_fresh(syncs).await
+    }
+}
+
 /// Zeros written per call when preallocating.
 const ZEROS_BYTES: usize = 64 << 10;
 static ZEROS: [u8; ZEROS_BYTES] = [0; ZEROS_BYTES];
@@ -441,19 +464,23 @@ impl WalWriter {
     /// Makes everything appended so far durable, and the file exactly that long: done before
     /// the log is retired for a newer one, which makes any damage in it read as corruption.
     pub(crate) async fn finish(&mut self, syncs: SyncMeter<'_>) -> Result<()> {
+        self.retire().await?.finish(syncs).await
+    }
+
+    /// Writes what the buffer holds and returns the log as it is to be finished (synced and
+    /// cut back to its length), which rotation leaves to the sync task: no record is appended
+    /// to this writer after this.
+    pub(crate) async fn retire(&mut self) -> Result<Retired> {
         if self.shared.bugs.has(PlantedBug::WalBufferDroppedAtRotation) {
             // Planted: the buffered records are forgotten, as if never appended.
             self.offset -= self.buffered.len() as u64;
             self.buffered.clear();
         }
         self.write_buffered().await?;
-        let wal = &self.shared;
-        if self.allocated == self.offset {
-            return wal.sync_to(self.offset, syncs).await;
-        }
-        wal.file.truncate(self.offset).await.map_err(|e| Error::io("truncating", &wal.path, e))?;
+        let cut = self.allocated != self.offset;
+        // The finish cuts the zeros off; the writer is not used past it.
         self.allocated = self.offset;
-        wal.sync_fresh(syncs).await
+        Ok(Retired { shared: Arc::clone(&self.shared), len: self.offset, cut })
     }
 
     /// Syncs, then appends a seal that attests the whole log durable, so that damage anywhere
