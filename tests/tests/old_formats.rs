@@ -6,12 +6,17 @@
 
 use jadedb::{runtime::StdRuntime, Db, Options, WriteOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A copy of golden database `name` in a fresh directory: opening changes a database.
+/// A copy of golden database `name` in a fresh directory: opening changes a database. Each
+/// call gets a directory of its own: tests run at once, and two copy the same database.
 fn copy_of(name: &str) -> PathBuf {
+    static COPIES: AtomicUsize = AtomicUsize::new(0);
+    let copy = COPIES.fetch_add(1, Ordering::Relaxed);
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
-    let to = std::env::temp_dir().join(format!("jadedb-golden-{name}-{}", std::process::id()));
+    let unique = format!("jadedb-golden-{name}-{}-{copy}", std::process::id());
+    let to = std::env::temp_dir().join(unique);
     let _ = std::fs::remove_dir_all(&to);
     std::fs::create_dir_all(&to).unwrap();
     for entry in std::fs::read_dir(&from).unwrap() {
