@@ -133,11 +133,12 @@ impl Options {
 
     /// How many bytes written to the WAL without an fsync make the sync task sync it in the
     /// background (RocksDB's `wal_bytes_per_sync`). Default 1 MiB. Rotating to a new WAL must
-    /// first make the old one wholly durable, and every writer waits for that fsync: without
-    /// background syncs it writes a whole memtable's worth of log (tens of milliseconds for
-    /// 64 MiB), with them at most this much. The price is an fsync per this many bytes, off the
-    /// writers' path. Unsynced writes are no more durable for it than before: a crash may still
-    /// lose any of them. Zero turns it off.
+    /// first make the old one wholly durable: the sync task does that while writers go on into
+    /// the new log in memory, but a synced write that comes meanwhile waits for that fsync, as
+    /// do unsynced ones once 4 MiB wait. Without background syncs it writes a whole memtable's
+    /// worth of log (tens of milliseconds for 64 MiB), with them at most this much. The price
+    /// is an fsync per this many bytes, off the writers' path. Unsynced writes are no more
+    /// durable for it than before: a crash may still lose any of them. Zero turns it off.
     pub fn wal_bytes_per_sync(mut self, bytes: u64) -> Self {
         self.wal_bytes_per_sync = bytes;
         self

@@ -17,6 +17,8 @@ pub(crate) struct MemFile {
     data: Mutex<Vec<u8>>,
     durable_len: AtomicU64,
     fail_next_sync: AtomicBool,
+    /// Every range asked to be written back (`File::write_behind`), in order.
+    written_behind: Mutex<Vec<(u64, u64)>>,
 }
 
 impl MemFile {
@@ -45,6 +47,11 @@ impl MemFile {
 
     pub(crate) fn fail_next_sync(&self) {
         self.fail_next_sync.store(true, Ordering::Relaxed);
+    }
+
+    /// Every range asked to be written back, as (offset, length), in order.
+    pub(crate) fn written_behind(&self) -> Vec<(u64, u64)> {
+        self.written_behind.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -86,6 +93,12 @@ impl File for Arc<MemFile> {
 
     fn size(&self) -> IoFuture<'_, u64> {
         ready(Ok(self.len()))
+    }
+
+    fn write_behind(&self, offset: u64, len: u64) -> IoFuture<'_, ()> {
+        assert!(offset + len <= self.len(), "asked to write back bytes not yet written");
+        self.written_behind.lock().unwrap_or_else(PoisonError::into_inner).push((offset, len));
+        ready(Ok(()))
     }
 }
 

@@ -219,8 +219,10 @@ pub struct Metrics {
     /// Times writes stopped to wait for a flush, and the time they waited in all, in µs.
     pub write_stalls: u64,
     pub write_stall_us: u64,
-    /// Time writers waited while full WALs were retired (each one's last fsync and the new
-    /// log's creation), in µs; `wal_bytes_per_sync` keeps each short.
+    /// Time writers waited while full WALs were retired, in µs: each rotation's own work
+    /// (writing out the old log's buffer, swapping the memtable) and, for writes that needed
+    /// the new log on disk before the sync task had finished the old one (a synced write, or
+    /// 4 MiB of records waiting), that last fsync; `wal_bytes_per_sync` keeps it short.
     pub wal_rotation_us: u64,
     /// Times the adaptive commit window held an fsync back for more synced writers to join it,
     /// and the time it held them in all, in µs (`Options::adaptive_commit_window`).

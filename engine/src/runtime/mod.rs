@@ -298,6 +298,14 @@ pub trait File: Send + Sync + fmt::Debug {
     /// Sets the size to `len`, dropping or zero-extending. Durable after `sync_data`.
     fn truncate(&self, len: u64) -> IoFuture<'_, ()>;
 
+    /// Starts writing the `len` bytes at `offset` back to the disk, without waiting for them
+    /// and without making anything durable: a hint, so that the next `sync_data` finds little
+    /// left to write (RocksDB's `bytes_per_sync`). Does nothing by default.
+    fn write_behind(&self, offset: u64, len: u64) -> IoFuture<'_, ()> {
+        let _ = (offset, len);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// The current size in bytes, durable or not.
     fn size(&self) -> IoFuture<'_, u64>;
 }

@@ -270,6 +270,35 @@ fn estimated_bytes_tracks_the_file() {
     });
 }
 
+/// A large table asks the file system to write its bytes back as it goes, every megabyte
+/// once written, in order and without gaps, so that the sync at its end has little left.
+#[test]
+fn a_large_table_is_written_back_as_it_goes() {
+    pollster::block_on(async {
+        let file = MemFile::new();
+        let mut w = TableWriter::new(
+            Box::new(Arc::clone(&file)),
+            PathBuf::from(PATH),
+            TableOptions::default(),
+        );
+        for i in 0..40_000u64 {
+            w.add(format!("k{i:08}").as_bytes(), 1, Some(&[7u8; 100])).await.unwrap();
+        }
+        let props = w.finish().await.unwrap();
+        let hints = file.written_behind();
+        assert!(hints.len() >= 3, "{} bytes, hints {hints:?}", props.file_bytes);
+        let mut next = 0;
+        for &(offset, len) in &hints {
+            assert_eq!(offset, next, "hints follow one another: {hints:?}");
+            assert!(len >= 1 << 20, "{hints:?}");
+            next = offset + len;
+        }
+        // Less than a megabyte was left unhinted before `finish` wrote the index and filter.
+        let tail = (1 << 20) + (256 << 10);
+        assert!(props.file_bytes - next < tail, "all but the tail: {hints:?}");
+    });
+}
+
 // ---- golden bytes ----
 
 /// The small table of the snapshot and of the example in `docs/format.md`.

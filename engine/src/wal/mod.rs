@@ -90,10 +90,10 @@ pub(crate) async fn create(
 ) -> Result<WalWriter> {
     let path = dir.join(file_name(number));
     let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
-    // The directory is synced with the log's first fsync, not here: a rotation, which writers
-    // wait for, then does not sync it for the new log, and for the old one only if nothing
-    // (a synced write, a background sync) fsynced that log before. Until an fsync covers it
-    // the log holds no write promised durable, and a crash may lose it whole.
+    // The directory is synced with the log's first fsync, not here: creating the log, which
+    // writers may wait for, then syncs nothing, and the old log's finish syncs the directory
+    // only if nothing (a synced write, a background sync) fsynced that log before. Until an
+    // fsync covers it the log holds no write promised durable, and a crash may lose it whole.
     let writer = WalWriter::new(file, path, number, 0, options.wal_preallocate_bytes)
         .with_buffer(options.wal_buffer_bytes)
         .with_bugs(SyncBugs::of(options));
