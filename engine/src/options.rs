@@ -151,9 +151,10 @@ impl Options {
     /// fsync of the log: a synced write, `sync_wal`, a background sync (`wal_bytes_per_sync`),
     /// a memtable rotation or `flush`, `close`. Until then a process crash loses them, as a
     /// power loss may lose any write not yet synced; what recovery finds is still a prefix of
-    /// the writes. Zero writes every group to the file at once (RocksDB's default), so that
-    /// unsynced writes survive a process crash (not a power loss) as soon as they are
-    /// acknowledged.
+    /// the writes. After a memtable rotation, while the old log's last fsync runs, the new
+    /// log's records (at most 4 MiB) also wait in memory, for its file. Zero writes every
+    /// group to the file at once (RocksDB's default), after a rotation too, so that unsynced
+    /// writes survive a process crash (not a power loss) as soon as they are acknowledged.
     pub fn wal_buffer_bytes(mut self, bytes: usize) -> Self {
         self.wal_buffer_bytes = bytes;
         self

@@ -838,6 +838,53 @@ fn a_wal_rotation_leaves_the_old_logs_fsync_to_the_sync_task() {
     db.close().unwrap();
 }
 
+/// Without a write buffer (`wal_buffer_bytes(0)`) an unsynced write is in the log file once
+/// acknowledged, so that it survives a process crash: after a rotation it may not wait in
+/// memory for the new log's file, and waits for the old log's fsync instead.
+#[test]
+fn without_a_write_buffer_an_unsynced_write_waits_for_the_new_logs_file() {
+    let fs = MemFs::new();
+    let gate = Arc::new(Gate::default());
+    let hold_next_sync = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered) = mpsc::channel();
+    let entered_tx = Mutex::new(entered_tx);
+    let rt = {
+        let (gate, hold_next_sync) = (Arc::clone(&gate), Arc::clone(&hold_next_sync));
+        hooked(&fs, move |op, path| {
+            if op == Op::Sync && is(path, "log") && hold_next_sync.swap(false, Ordering::SeqCst) {
+                let _ = entered_tx.lock().unwrap().send(());
+                gate.pass();
+            }
+        })
+    };
+    let opts = Options::default()
+        .memtable_bytes_max(4096)
+        .wal_preallocate_bytes(0)
+        .wal_bytes_per_sync(0)
+        .wal_buffer_bytes(0);
+    let db = Db::open("/db", opts, rt).unwrap();
+    let first: Vec<String> =
+        fs.files(Path::new("/db")).unwrap().into_iter().map(|f| f.name).collect();
+    hold_next_sync.store(true, Ordering::SeqCst);
+    // Fills the memtable; the next write retires it and its log, and waits for that fsync.
+    db.put(b"a", &vec![7u8; 5000], WriteOptions::default()).unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut rotating = {
+        let db = db.clone();
+        Box::pin(async move { db.put_async(b"b", b"small", WriteOptions::default()).await })
+    };
+    let pending = rotating.as_mut().poll(&mut cx).is_pending();
+    entered.recv_timeout(HANG_BOUND).expect("the sync task started the old log's fsync");
+    assert!(pending, "an unsynced write was acknowledged before it was in a file");
+    gate.open();
+    pollster::block_on(rotating).unwrap();
+    let files = fs.files(Path::new("/db")).unwrap();
+    let new_log = files.iter().find(|f| f.name.ends_with(".log") && !first.contains(&f.name));
+    let new_log = new_log.expect("the new log has its file");
+    assert!(new_log.current_len > 0, "the write is in the new log's file");
+    db.close().unwrap();
+}
+
 /// A rotation no longer syncs the directory for the new WAL (writers wait for a rotation): the
 /// new log's first fsync does. A synced write into a log made by a rotation, and one into the
 /// log made at open, survive a crash that keeps only durable names and bytes, with the flush

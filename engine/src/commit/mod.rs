@@ -158,7 +158,8 @@ struct NextLog {
 }
 
 /// How many bytes of records a new log may hold in memory while the log it replaces is
-/// finished; past this the leader waits for the finish (a pause, counted as a rotation's).
+/// finished; a group that would pass it waits for the finish (a pause, counted as a
+/// rotation's), as does every group when `Options::wal_buffer_bytes` is 0.
 /// About 100 ms of writes at the speeds the peer benchmark measures: enough to cover an fsync
 /// queued behind compaction I/O, a small bound on memory that no budget counts.
 const NEXT_LOG_BYTES_MAX: usize = 4 << 20;
@@ -525,8 +526,16 @@ async fn write_stage(
     }
     let want_sync = members.iter().any(|m| m.sync);
     let seal = members.last().is_some_and(|m| m.barrier == Barrier::Seal);
-    let next_full = state.next.as_ref().is_some_and(|n| n.records.len() >= NEXT_LOG_BYTES_MAX);
-    if want_sync || seal || next_full {
+    // A record takes its batch and at most 40 bytes of framing (crc and five varints).
+    let group_bytes: usize = members.iter().map(|m| m.batch.encoded_len() + 40).sum();
+    let next_full = state
+        .next
+        .as_ref()
+        .is_some_and(|n| n.records.len().saturating_add(group_bytes) > NEXT_LOG_BYTES_MAX);
+    // Without a write buffer, an unsynced write is promised to be in the file (so to survive a
+    // process crash) once acknowledged: it may not wait in memory for the new log's file.
+    let unbuffered = db.options().wal_buffer_bytes == 0;
+    if want_sync || seal || next_full || unbuffered {
         // Only a log with a file can be synced or sealed.
         settle(db, state, true).await?;
     }

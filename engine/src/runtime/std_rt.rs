@@ -214,7 +214,9 @@ impl File for StdFile {
 
     /// `posix_fadvise(DONTNEED)` on the range: Linux starts writing its dirty pages back (not
     /// waiting for them) and drops those already clean, which bytes just written are not. (Linux
-    /// has `sync_file_range` for the first half alone, which rustix does not wrap.)
+    /// has `sync_file_range` for the first half alone, which rustix does not wrap.) Elsewhere
+    /// the hint is not given: what other systems do with `DONTNEED` differs.
+    #[cfg(target_os = "linux")]
     fn write_behind(&self, offset: u64, len: u64) -> IoFuture<'_, ()> {
         let Some(len) = std::num::NonZeroU64::new(len) else { return ready(Ok(())) };
         let advice = rustix::fs::Advice::DontNeed;
