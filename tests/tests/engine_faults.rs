@@ -756,6 +756,37 @@ fn unsynced_bytes_are_synced_in_the_background() {
     db.close().unwrap();
 }
 
+/// The next fsync of a WAL, once armed: it tells `entered` and waits at `gate`.
+struct HeldSync {
+    gate: Arc<Gate>,
+    armed: Arc<AtomicBool>,
+    entered: mpsc::Receiver<()>,
+}
+
+impl HeldSync {
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A runtime over `fs` whose next WAL fsync, once armed, is held (see `HeldSync`).
+fn held_log_sync(fs: &MemFs) -> (Arc<MemRuntime>, HeldSync) {
+    let gate = Arc::new(Gate::default());
+    let armed = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered) = mpsc::channel();
+    let entered_tx = Mutex::new(entered_tx);
+    let rt = {
+        let (gate, armed) = (Arc::clone(&gate), Arc::clone(&armed));
+        hooked(fs, move |op, path| {
+            if op == Op::Sync && is(path, "log") && armed.swap(false, Ordering::SeqCst) {
+                let _ = entered_tx.lock().unwrap().send(());
+                gate.pass();
+            }
+        })
+    };
+    (rt, HeldSync { gate, armed, entered })
+}
+
 /// A rotation leaves the retired log's last fsync to the sync task: while that fsync is held
 /// (a slow disk), unsynced writes go on into the new log, whose file is not created until the
 /// old log is wholly synced (recovery reads damage in any log but the newest as corruption). A
@@ -765,19 +796,7 @@ fn unsynced_bytes_are_synced_in_the_background() {
 fn a_wal_rotation_leaves_the_old_logs_fsync_to_the_sync_task() {
     const SLOW_SYNC: Duration = Duration::from_millis(30);
     let fs = MemFs::new();
-    let gate = Arc::new(Gate::default());
-    let hold_next_sync = Arc::new(AtomicBool::new(false));
-    let (entered_tx, entered) = mpsc::channel();
-    let entered_tx = Mutex::new(entered_tx);
-    let rt = {
-        let (gate, hold_next_sync) = (Arc::clone(&gate), Arc::clone(&hold_next_sync));
-        hooked(&fs, move |op, path| {
-            if op == Op::Sync && is(path, "log") && hold_next_sync.swap(false, Ordering::SeqCst) {
-                let _ = entered_tx.lock().unwrap().send(());
-                gate.pass();
-            }
-        })
-    };
+    let (rt, held) = held_log_sync(&fs);
     let opts =
         Options::default().memtable_bytes_max(4096).wal_preallocate_bytes(0).wal_bytes_per_sync(0);
     let db = Db::open("/db", opts, rt).unwrap();
@@ -787,7 +806,7 @@ fn a_wal_rotation_leaves_the_old_logs_fsync_to_the_sync_task() {
     };
     let first = logs();
     assert_eq!(first.len(), 1);
-    hold_next_sync.store(true, Ordering::SeqCst);
+    held.arm();
     // Fills the memtable; the next write retires it and its log.
     db.put(b"a", &vec![7u8; 5000], WriteOptions::default()).unwrap();
     let rotated = {
@@ -795,7 +814,7 @@ fn a_wal_rotation_leaves_the_old_logs_fsync_to_the_sync_task() {
         bounded(move || db.put(b"b", b"small", WriteOptions::default()))
     };
     rotated.expect("the rotation waited for the old log's fsync").unwrap();
-    entered.recv_timeout(HANG_BOUND).expect("the sync task started the old log's fsync");
+    held.entered.recv_timeout(HANG_BOUND).expect("the sync task started the old log's fsync");
     let unsynced = {
         let db = db.clone();
         bounded(move || {
@@ -819,7 +838,7 @@ fn a_wal_rotation_leaves_the_old_logs_fsync_to_the_sync_task() {
     assert!(synced.as_mut().poll(&mut cx).is_pending(), "a synced write waits for the fsync");
     // The disk's latency, not a wait for an event.
     std::thread::sleep(SLOW_SYNC);
-    gate.open();
+    held.gate.open();
     pollster::block_on(synced).unwrap();
     assert_eq!(logs().into_iter().filter(|n| !first.contains(n)).count(), 1);
     let m = db.metrics();
@@ -844,19 +863,7 @@ fn a_wal_rotation_leaves_the_old_logs_fsync_to_the_sync_task() {
 #[test]
 fn without_a_write_buffer_an_unsynced_write_waits_for_the_new_logs_file() {
     let fs = MemFs::new();
-    let gate = Arc::new(Gate::default());
-    let hold_next_sync = Arc::new(AtomicBool::new(false));
-    let (entered_tx, entered) = mpsc::channel();
-    let entered_tx = Mutex::new(entered_tx);
-    let rt = {
-        let (gate, hold_next_sync) = (Arc::clone(&gate), Arc::clone(&hold_next_sync));
-        hooked(&fs, move |op, path| {
-            if op == Op::Sync && is(path, "log") && hold_next_sync.swap(false, Ordering::SeqCst) {
-                let _ = entered_tx.lock().unwrap().send(());
-                gate.pass();
-            }
-        })
-    };
+    let (rt, held) = held_log_sync(&fs);
     let opts = Options::default()
         .memtable_bytes_max(4096)
         .wal_preallocate_bytes(0)
@@ -865,7 +872,7 @@ fn without_a_write_buffer_an_unsynced_write_waits_for_the_new_logs_file() {
     let db = Db::open("/db", opts, rt).unwrap();
     let first: Vec<String> =
         fs.files(Path::new("/db")).unwrap().into_iter().map(|f| f.name).collect();
-    hold_next_sync.store(true, Ordering::SeqCst);
+    held.arm();
     // Fills the memtable; the next write retires it and its log, and waits for that fsync.
     db.put(b"a", &vec![7u8; 5000], WriteOptions::default()).unwrap();
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -874,9 +881,9 @@ fn without_a_write_buffer_an_unsynced_write_waits_for_the_new_logs_file() {
         Box::pin(async move { db.put_async(b"b", b"small", WriteOptions::default()).await })
     };
     let pending = rotating.as_mut().poll(&mut cx).is_pending();
-    entered.recv_timeout(HANG_BOUND).expect("the sync task started the old log's fsync");
+    held.entered.recv_timeout(HANG_BOUND).expect("the sync task started the old log's fsync");
     assert!(pending, "an unsynced write was acknowledged before it was in a file");
-    gate.open();
+    held.gate.open();
     pollster::block_on(rotating).unwrap();
     let files = fs.files(Path::new("/db")).unwrap();
     let new_log = files.iter().find(|f| f.name.ends_with(".log") && !first.contains(&f.name));

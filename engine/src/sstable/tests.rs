@@ -16,13 +16,19 @@ pub(super) type Entry = (Vec<u8>, u64, Option<Vec<u8>>);
 
 pub(super) const PATH: &str = "/db/000001.sst";
 
+/// A writer of a table to a fresh in-memory file, and the file.
+fn writer(options: TableOptions) -> (Arc<MemFile>, TableWriter) {
+    let file = MemFile::new();
+    let w = TableWriter::new(Box::new(Arc::clone(&file)), PathBuf::from(PATH), options);
+    (file, w)
+}
+
 /// Writes `entries` (in internal order) to a fresh in-memory file.
 pub(super) async fn write(
     entries: &[Entry],
     options: TableOptions,
 ) -> (Arc<MemFile>, TableProperties) {
-    let file = MemFile::new();
-    let mut w = TableWriter::new(Box::new(Arc::clone(&file)), PathBuf::from(PATH), options);
+    let (file, mut w) = writer(options);
     for (k, seq, v) in entries {
         w.add(k, *seq, v.as_deref()).await.unwrap();
     }
@@ -236,12 +242,7 @@ fn the_writer_refuses_what_would_make_a_bad_table() {
 #[test]
 fn a_failed_sync_fails_finish() {
     pollster::block_on(async {
-        let file = MemFile::new();
-        let mut w = TableWriter::new(
-            Box::new(Arc::clone(&file)),
-            PathBuf::from(PATH),
-            TableOptions::default(),
-        );
+        let (file, mut w) = writer(TableOptions::default());
         w.add(b"k", 1, Some(b"v")).await.unwrap();
         file.fail_next_sync();
         assert!(matches!(w.finish().await, Err(Error::Io { op: "syncing", .. })));
@@ -251,9 +252,7 @@ fn a_failed_sync_fails_finish() {
 #[test]
 fn estimated_bytes_tracks_the_file() {
     pollster::block_on(async {
-        let file = MemFile::new();
-        let options = TableOptions { block_bytes: 128, ..TableOptions::default() };
-        let mut w = TableWriter::new(Box::new(Arc::clone(&file)), PathBuf::from(PATH), options);
+        let (file, mut w) = writer(TableOptions { block_bytes: 128, ..TableOptions::default() });
         let mut last = 0;
         for i in 0..100u64 {
             w.add(format!("k{i:03}").as_bytes(), 1, Some(&[0u8; 20])).await.unwrap();
@@ -275,12 +274,7 @@ fn estimated_bytes_tracks_the_file() {
 #[test]
 fn a_large_table_is_written_back_as_it_goes() {
     pollster::block_on(async {
-        let file = MemFile::new();
-        let mut w = TableWriter::new(
-            Box::new(Arc::clone(&file)),
-            PathBuf::from(PATH),
-            TableOptions::default(),
-        );
+        let (file, mut w) = writer(TableOptions::default());
         for i in 0..40_000u64 {
             w.add(format!("k{i:08}").as_bytes(), 1, Some(&[7u8; 100])).await.unwrap();
         }
