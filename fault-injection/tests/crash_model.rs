@@ -404,6 +404,41 @@ fn stored_byte_tells_the_damaged_file_from_one_that_replaced_it() {
     assert_eq!(replaced.1, Some(b'r'));
 }
 
+/// Found by the simulator (seed 14267 of 10000..40000): a power loss undid the rename of a
+/// damaged `CURRENT.dbtmp` over `CURRENT`; the next open created `CURRENT.dbtmp` again, which
+/// truncates and rewrites the same inode, renamed it over `CURRENT`, and its new byte at the
+/// damaged offset happened to equal the damaged one, so healing flipped a bit of a sound file.
+/// The whole durable image tells the rewritten file from the damaged one.
+#[test]
+fn stored_byte_tells_the_damaged_file_from_the_same_inode_rewritten() {
+    let fs = disk();
+    let path = Path::new("/db/f");
+    let file = create(&fs, "/db/f");
+    write(&*file, 0, b"abcdef");
+    sync(&*file).unwrap();
+    sync_dir(&fs, "/db");
+    assert!(fs.rot_at_rest(path, 2, 0x01).unwrap());
+    let damaged = fs.stored_byte(path, 2).unwrap();
+    // Created again: the same inode, truncated, and the damaged byte written back by chance.
+    let again = create(&fs, "/db/f");
+    write(&*again, 0, &[b'x', b'y', b'c' ^ 0x01, b'z']);
+    sync(&*again).unwrap();
+    let rewritten = fs.stored_byte(path, 2).unwrap();
+    assert_eq!((rewritten.0, rewritten.1), (damaged.0, damaged.1), "same inode, same byte");
+    assert_ne!(rewritten, damaged, "yet another file's contents");
+    // Appending to the damaged file (a log, a MANIFEST) leaves it the damaged file.
+    let fs = disk();
+    let file = create(&fs, "/db/f");
+    write(&*file, 0, b"abcdef");
+    sync(&*file).unwrap();
+    sync_dir(&fs, "/db");
+    assert!(fs.rot_at_rest(path, 2, 0x01).unwrap());
+    let damaged = fs.stored_byte(path, 2).unwrap();
+    write(&*file, 6, b"ghi");
+    sync(&*file).unwrap();
+    assert_eq!(fs.stored_byte(path, 2).unwrap(), damaged, "appended to, still the same file");
+}
+
 #[test]
 fn find_says_whether_a_needle_is_durable_up_to_its_end() {
     let fs = disk();

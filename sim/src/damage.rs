@@ -205,8 +205,9 @@ pub struct Damaged {
     pub what: Damage,
     /// The bits flipped, for rot.
     pub mask: u8,
-    /// The damaged file's inode and, for rot, its byte as damaged: healing touches only that.
-    pub stored: (u64, Option<u8>),
+    /// The damaged file's inode, its byte as damaged and a hash of its durable bytes up to
+    /// that one (`MemFs::stored_byte`): healing touches only that.
+    pub stored: (u64, Option<u8>, u64),
 }
 
 impl Damaged {

@@ -198,14 +198,22 @@ impl MemFs {
         Ok(rotted)
     }
 
-    /// The inode of `path` and its stored byte at `offset` (`None` past the durable image): what
-    /// tells whether damage done at rest is still there to undo, or the file was replaced or
-    /// rewritten since (inodes outlive crashes; a new file never reuses one).
-    pub fn stored_byte(&self, path: &Path, offset: u64) -> io::Result<(u64, Option<u8>)> {
+    /// The inode of `path`, its stored byte at `offset` (`None` past the durable image) and a
+    /// hash of its durable bytes up to that one: what tells whether damage done at rest is
+    /// still there to undo, or the file was replaced or rewritten since. Inodes outlive crashes
+    /// and a new file never reuses one, but a file created again under its name (truncated and
+    /// written anew) keeps its inode, and its byte at `offset` may match by chance; the bytes
+    /// before it, as a whole, do not. (Bytes appended after it, as to a log, change nothing.)
+    pub fn stored_byte(&self, path: &Path, offset: u64) -> io::Result<(u64, Option<u8>, u64)> {
         let state = self.shared.live()?;
         let cell = state.tree.open(path)?;
-        let byte = usize::try_from(offset).ok().and_then(|at| cell.data().durable.get(at).copied());
-        Ok((cell.ino, byte))
+        let data = cell.data();
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        let byte = data.durable.get(at).copied();
+        let prefix = &data.durable[..at.saturating_add(1).min(data.durable.len())];
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(prefix, &mut hasher);
+        Ok((cell.ino, byte, std::hash::Hasher::finish(&hasher)))
     }
 
     /// Makes the sector holding byte `offset` of `path` unreadable (a latent sector error), if
