@@ -408,15 +408,12 @@ fn stored_byte_tells_the_damaged_file_from_one_that_replaced_it() {
 /// damaged `CURRENT.dbtmp` over `CURRENT`; the next open created `CURRENT.dbtmp` again, which
 /// truncates and rewrites the same inode, renamed it over `CURRENT`, and its new byte at the
 /// damaged offset happened to equal the damaged one, so healing flipped a bit of a sound file.
-/// The whole durable image tells the rewritten file from the damaged one.
+/// The durable bytes up to the damaged one tell the rewritten file from the damaged one.
 #[test]
 fn stored_byte_tells_the_damaged_file_from_the_same_inode_rewritten() {
     let fs = disk();
     let path = Path::new("/db/f");
-    let file = create(&fs, "/db/f");
-    write(&*file, 0, b"abcdef");
-    sync(&*file).unwrap();
-    sync_dir(&fs, "/db");
+    drop(durable_file(&fs, b"abcdef"));
     assert!(fs.rot_at_rest(path, 2, 0x01).unwrap());
     let damaged = fs.stored_byte(path, 2).unwrap();
     // Created again: the same inode, truncated, and the damaged byte written back by chance.
@@ -428,10 +425,7 @@ fn stored_byte_tells_the_damaged_file_from_the_same_inode_rewritten() {
     assert_ne!(rewritten, damaged, "yet another file's contents");
     // Appending to the damaged file (a log, a MANIFEST) leaves it the damaged file.
     let fs = disk();
-    let file = create(&fs, "/db/f");
-    write(&*file, 0, b"abcdef");
-    sync(&*file).unwrap();
-    sync_dir(&fs, "/db");
+    let file = durable_file(&fs, b"abcdef");
     assert!(fs.rot_at_rest(path, 2, 0x01).unwrap());
     let damaged = fs.stored_byte(path, 2).unwrap();
     write(&*file, 6, b"ghi");

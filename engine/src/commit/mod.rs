@@ -247,6 +247,11 @@ impl Pipeline {
         Pipeline { queue: Mutex::new(queue), retiring: Mutex::default() }
     }
 
+    /// Hands a log a rotation retired to the sync task (which `take_retiring` gives it).
+    fn retire(&self, retiring: Arc<Retiring>) {
+        *self.retiring.lock().unwrap_or_else(PoisonError::into_inner) = Some(retiring);
+    }
+
     /// The log a rotation retired, if the sync task has not taken it yet.
     pub(crate) fn take_retiring(&self) -> Option<Arc<Retiring>> {
         self.retiring.lock().unwrap_or_else(PoisonError::into_inner).take()
@@ -526,12 +531,11 @@ async fn write_stage(
     }
     let want_sync = members.iter().any(|m| m.sync);
     let seal = members.last().is_some_and(|m| m.barrier == Barrier::Seal);
-    // A record takes its batch and at most 40 bytes of framing (crc and five varints).
-    let group_bytes: usize = members.iter().map(|m| m.batch.encoded_len() + 40).sum();
-    let next_full = state
-        .next
-        .as_ref()
-        .is_some_and(|n| n.records.len().saturating_add(group_bytes) > NEXT_LOG_BYTES_MAX);
+    let next_full = state.next.as_ref().is_some_and(|n| {
+        // A record takes its batch and at most 40 bytes of framing (crc and five varints).
+        let group_bytes: usize = members.iter().map(|m| m.batch.encoded_len() + 40).sum();
+        n.records.len().saturating_add(group_bytes) > NEXT_LOG_BYTES_MAX
+    });
     // Without a write buffer, an unsynced write is promised to be in the file (so to survive a
     // process crash) once acknowledged: it may not wait in memory for the new log's file.
     let unbuffered = db.options().wal_buffer_bytes == 0;
@@ -641,8 +645,7 @@ async fn rotate(db: &Arc<dyn Host>, state: &mut LeaderState) -> Result<()> {
     let pause = Pause::start(db.as_ref());
     let log = state.wal.retire().await?;
     let retiring = Arc::new(Retiring { log, finished: false.into() });
-    *db.pipeline().retiring.lock().unwrap_or_else(PoisonError::into_inner) =
-        Some(Arc::clone(&retiring));
+    db.pipeline().retire(Arc::clone(&retiring));
     db.sync_bell().ring();
     let number = db.versions().new_file_number();
     state.next = Some(NextLog { number, records: Vec::new(), retiring });
