@@ -41,6 +41,8 @@ fn every_operation_is_timed_and_counted() {
     batch.put(&key(2), b"two").unwrap();
     db.write(batch, WriteOptions::default()).unwrap();
     (puts, user_bytes) = (puts + 1, user_bytes + (key(1).len() + key(2).len() + 3) as u64);
+    // Settled first: a compaction ending after the reads would close the tables they opened.
+    db.wait_for_compactions().unwrap();
     for i in 0..500 {
         db.get(&key(i * 3)).unwrap();
     }
