@@ -2,9 +2,10 @@
 //!
 //! Order is what makes a flush crash-safe: the table is written and synced, its name made
 //! durable by a directory sync, then the MANIFEST durably records it (with the WALs it replaces
-//! as obsolete); only then does the new version replace the memtable for readers, and only then
-//! is the WAL deleted. A crash before the MANIFEST edit leaves an unreferenced table (deleted at
-//! the next open) and the WAL, which is replayed.
+//! as obsolete); only then does the new version replace the memtable for readers, and only once
+//! the edit's seal is durable too (see `manifest`) is the WAL deleted. A crash before the
+//! MANIFEST edit leaves an unreferenced table (deleted at the next open) and the WAL, which is
+//! replayed.
 
 use crate::error::{Error, Result};
 use crate::job::{FlushJob, JobEnv};
@@ -103,16 +104,23 @@ pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
         Counters::add(&env.counters.level_bytes_written[0], meta.file_bytes);
         edit.added.push((0, meta));
     }
-    let wal = env.dir.join(crate::wal::file_name(job.mem.wal_number()));
+    let wal_number = job.mem.wal_number();
+    let wal = env.dir.join(crate::wal::file_name(wal_number));
     let _phase = PhaseGuard::enter(env.rt, Phase::FlushInstall);
     if env.options.has_bug(PlantedBug::DeleteWalBeforeManifest) {
         remove_wal(env.rt, &wal).await;
     }
-    let install = |v: &_| env.reads.install_version(v, Some(&job.mem));
+    // The memtable goes with the install: given back once the version set lets go of it,
+    // before the edit's seal.
+    let mem = job.mem;
+    let install = move |v: &_| {
+        env.reads.install_version(v, Some(&mem));
+        mem
+    };
     env.versions.log_and_apply(edit, install).await?;
     Counters::add(&env.counters.flushes, 1);
     timer.stop();
-    tracing::debug!(table = number, wal = job.mem.wal_number(), "flushed");
+    tracing::debug!(table = number, wal = wal_number, "flushed");
     remove_wal(env.rt, &wal).await;
     Ok(())
 }

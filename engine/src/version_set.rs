@@ -23,7 +23,8 @@
 //! may yet be durable, and deleting the table could lose it.
 //!
 //! An obsolete table leaves the disk only once the MANIFEST edit that dropped it is durable and
-//! no version a reader still holds names it (its `FileMeta` is then held by this set alone).
+//! sealed (see `manifest`), and no version a reader still holds names it (its `FileMeta` is
+//! then held by this set alone).
 //! Those still held when the database closes are deleted by the next open.
 
 use crate::error::{Error, Result};
@@ -68,6 +69,8 @@ struct State {
     undeleted: Vec<u64>,
     /// Those of `undeleted` a call is deleting now: others leave them alone.
     deleting: BTreeSet<u64>,
+    /// Tables dropped by an edit whose seal failed, held (so never deleted) until the close.
+    unsealed: Vec<Arc<FileMeta>>,
 }
 
 /// What a new [`VersionSet`] starts from: recovery's outcome.
@@ -105,6 +108,7 @@ impl VersionSet {
             obsolete: Vec::new(),
             undeleted: r.undeleted,
             deleting: BTreeSet::new(),
+            unsealed: Vec::new(),
         };
         VersionSet {
             rt,
@@ -154,14 +158,17 @@ impl VersionSet {
     }
 
     /// Writes `edit` to the MANIFEST, durably, then makes the version it gives current, running
-    /// `install` with it in the same step; its added tables stop being pending and the tables
-    /// it drops (unless it re-adds them: a move to another level) become obsolete. Rewrites the
+    /// `install` with it in the same step (what `install` returns is dropped after that step);
+    /// its added tables stop being pending and the tables it drops (unless it re-adds them: a
+    /// move to another level) become obsolete. Returns once
+    /// the edit's seal is durable as well: only then may the caller delete what the edit made
+    /// unneeded (a WAL), and only then may the dropped tables be deleted. Rewrites the
     /// MANIFEST as a fresh snapshot once it has grown past its limit. An edit that does not
     /// apply to the current version is corruption of the MANIFEST's state, reported against it.
-    pub(crate) async fn log_and_apply(
+    pub(crate) async fn log_and_apply<Released>(
         &self,
         edit: VersionEdit,
-        install: impl FnOnce(&Arc<Version>),
+        install: impl FnOnce(&Arc<Version>) -> Released,
     ) -> Result<()> {
         let mut guard = self.manifest.lock().await;
         let manifest = match &mut *guard {
@@ -175,12 +182,15 @@ impl VersionSet {
         })?;
         let before = manifest.bytes();
         let syncs = SyncMeter::manifest(&self.counters, self.rt.as_ref());
-        if let Err(e) = manifest.append(&edit, syncs).await {
+        if let Err(e) = manifest.append_unsealed(&edit, syncs).await {
             *guard = Err(Arc::from(format!("a MANIFEST write failed: {e}")));
             return Err(e);
         }
-        Counters::add(&self.counters.manifest_bytes, manifest.bytes() - before);
-        {
+        // Installed once the edit is durable, before its seal: a flush's memtable leaves (and
+        // writers waiting for its room go on) one fsync sooner. The tables the edit drops stay
+        // held here until the seal is durable too, so none is deleted on the word of an edit a
+        // later bit flip could make look like a torn tail.
+        let (held, released) = {
             let version = Arc::new(version);
             let mut state = self.lock();
             state.current = Arc::clone(&version);
@@ -192,15 +202,28 @@ impl VersionSet {
                 !moved(f.number) && edit.deleted.contains(&(*level as u8, f.number))
             });
             let dropped: Vec<Arc<FileMeta>> = dropped.map(|(_, f)| Arc::clone(f)).collect();
-            state.obsolete.extend(dropped);
-            install(&version);
+            state.obsolete.extend(dropped.iter().cloned());
+            let released = install(&version);
             // After the install: whoever reads the new number then finds the memtables it
             // covers gone.
             if let Some(log) = edit.log_number {
                 self.log_number.fetch_max(log, Ordering::SeqCst);
             }
-        }
+            (dropped, released)
+        };
+        // Out of the lock, before the seal: a flushed memtable's memory (freed here unless a
+        // reader still holds it) takes milliseconds to give back.
+        drop(released);
         drop(old);
+        let sealed = manifest.seal(syncs).await;
+        Counters::add(&self.counters.manifest_bytes, manifest.bytes() - before);
+        if let Err(e) = sealed {
+            *guard = Err(Arc::from(format!("a MANIFEST write failed: {e}")));
+            // Never deleted while this database is open; the next open decides.
+            self.lock().unsealed.extend(held);
+            return Err(e);
+        }
+        drop(held);
         if manifest.bytes() > self.manifest_bytes_max {
             if let Err(e) = self.rotate(manifest).await {
                 *guard = Err(Arc::from(format!("a MANIFEST rotation failed: {e}")));

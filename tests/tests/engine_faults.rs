@@ -7,7 +7,7 @@ use jadedb_fault::{CrashModel, Effect, FaultFs, MemFs, MemRuntime, OpKind, Predi
 use rand_chacha::rand_core::SeedableRng;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -853,6 +853,143 @@ fn a_wal_rotation_leaves_the_old_logs_fsync_to_the_sync_task() {
     let db = open(&disk).unwrap();
     for key in [&b"a"[..], b"b", b"u00", b"u19", b"s"] {
         assert!(db.get(key).unwrap().is_some(), "{} lost", String::from_utf8_lossy(key));
+    }
+    db.close().unwrap();
+}
+
+/// A runtime over `fs` that holds a MANIFEST edit's seal: once armed, the second MANIFEST fsync
+/// (the first is the edit's own) tells `entered` and waits at `gate`. Every table created
+/// after that is told to `tables`.
+fn held_manifest_seal(fs: &MemFs) -> (Arc<MemRuntime>, HeldSeal) {
+    let gate = Arc::new(Gate::default());
+    let countdown = Arc::new(AtomicUsize::new(0));
+    let (entered_tx, entered) = mpsc::channel();
+    let (table_tx, tables) = mpsc::channel();
+    let (entered_tx, table_tx) = (Mutex::new(entered_tx), Mutex::new(table_tx));
+    let rt = {
+        let (gate, countdown) = (Arc::clone(&gate), Arc::clone(&countdown));
+        let held = Arc::new(AtomicBool::new(false));
+        hooked(fs, move |op, path| {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let manifest = name.is_some_and(|n| n.starts_with("MANIFEST-"));
+            if op == Op::Sync && manifest {
+                let left = countdown
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                if left == Ok(1) {
+                    held.store(true, Ordering::SeqCst);
+                    let _ = entered_tx.lock().unwrap().send(());
+                    gate.pass();
+                }
+            }
+            if op == Op::Create && is(path, "sst") && held.load(Ordering::SeqCst) {
+                let _ = table_tx.lock().unwrap().send(path.to_path_buf());
+            }
+        })
+    };
+    (rt, HeldSeal { gate, countdown, entered, tables })
+}
+
+/// See [`held_manifest_seal`].
+struct HeldSeal {
+    gate: Arc<Gate>,
+    countdown: Arc<AtomicUsize>,
+    entered: mpsc::Receiver<()>,
+    tables: mpsc::Receiver<PathBuf>,
+}
+
+impl HeldSeal {
+    fn arm(&self) {
+        self.countdown.store(2, Ordering::SeqCst);
+    }
+}
+
+fn names(fs: &MemFs, ext: &str) -> Vec<String> {
+    let files = fs.files(Path::new("/db")).unwrap().into_iter().map(|f| f.name);
+    files.filter(|n| n.ends_with(ext)).collect()
+}
+
+/// A flush's memtable leaves as soon as its MANIFEST edit is durable, before the seal that
+/// attests the edit: while the seal's fsync is held (a slow disk), a writer waiting for the
+/// memtable's room goes on. The memtable's WAL stays on disk until the seal is durable: until
+/// then a bit flip in the edit would read as a torn tail, and recovery would need that WAL.
+#[test]
+fn a_flush_makes_room_before_its_manifest_seal_and_deletes_its_wal_after() {
+    let fs = MemFs::new();
+    let (rt, held) = held_manifest_seal(&fs);
+    let opts = Options::default().memtable_bytes_max(4096).wal_preallocate_bytes(0);
+    let db = Db::open("/db", opts, rt).unwrap();
+    let first_log = names(&fs, ".log");
+    assert_eq!(first_log.len(), 1);
+    held.arm();
+    // Two full memtables (the most there may be): the first is flushed while the second fills,
+    // and the third write waits for the first's room.
+    db.put(b"a", &vec![7u8; 5000], WriteOptions::default()).unwrap();
+    db.put(b"b", &vec![8u8; 5000], WriteOptions::default()).unwrap();
+    held.entered.recv_timeout(HANG_BOUND).expect("the first flush reached its seal");
+    let wrote = {
+        let db = db.clone();
+        bounded(move || db.put(b"c", b"small", WriteOptions::default()))
+    };
+    wrote.expect("a writer waited for the MANIFEST seal's fsync").unwrap();
+    assert_eq!(db.get(b"a").unwrap().map(|v| v.len()), Some(5000), "a is read from its table");
+    let logs = names(&fs, ".log");
+    assert!(logs.contains(&first_log[0]), "the flushed WAL is kept until the seal: {logs:?}");
+    held.gate.open();
+    db.wait_for_compactions().unwrap();
+    let logs = names(&fs, ".log");
+    assert!(!logs.contains(&first_log[0]), "the flushed WAL is deleted after the seal: {logs:?}");
+    db.sync_wal().unwrap();
+    drop(db);
+    let db = open(&fs.crash_keep_nothing()).unwrap();
+    for key in [&b"a"[..], b"b", b"c"] {
+        assert!(db.get(key).unwrap().is_some(), "{} lost", String::from_utf8_lossy(key));
+    }
+    db.close().unwrap();
+}
+
+/// The tables a compaction replaces are not deleted before its MANIFEST edit is sealed, even
+/// by another job's deletions meanwhile: a flush that starts while the compaction's seal is
+/// held (and deletes every obsolete table no reader holds before it writes its own) leaves
+/// them on disk. (The compaction job holds its inputs until it returns as well; the test fails
+/// once neither holds them.)
+#[test]
+fn a_compactions_inputs_outlive_its_unsealed_edit() {
+    let fs = MemFs::new();
+    let (rt, held) = held_manifest_seal(&fs);
+    let db = Db::open("/db", Options::default(), rt).unwrap();
+    // Two overlapping tables, so that the compaction merges them (rather than moving them).
+    for value in [b"v1", b"v2"] {
+        db.put(b"k1", value, WriteOptions::default()).unwrap();
+        db.put(b"k2", value, WriteOptions::default()).unwrap();
+        db.flush().unwrap();
+    }
+    let inputs = names(&fs, ".sst");
+    assert_eq!(inputs.len(), 2);
+    held.arm();
+    let compacted = {
+        let db = db.clone();
+        #[allow(clippy::disallowed_methods)] // a caller that waits while the test goes on
+        std::thread::spawn(move || db.compact_range(b"", b"\xff"))
+    };
+    held.entered.recv_timeout(HANG_BOUND).expect("the compaction reached its seal");
+    db.put(b"k3", b"v", WriteOptions::default()).unwrap();
+    let flushed = {
+        let db = db.clone();
+        #[allow(clippy::disallowed_methods)] // a caller that waits while the test goes on
+        std::thread::spawn(move || db.flush())
+    };
+    // The flush's own table: its job has deleted what it may.
+    held.tables.recv_timeout(HANG_BOUND).expect("the flush wrote its table");
+    let tables = names(&fs, ".sst");
+    assert!(inputs.iter().all(|t| tables.contains(t)), "inputs {inputs:?}, on disk {tables:?}");
+    held.gate.open();
+    compacted.join().unwrap().unwrap();
+    flushed.join().unwrap().unwrap();
+    db.wait_for_compactions().unwrap();
+    let tables = names(&fs, ".sst");
+    assert!(inputs.iter().all(|t| !tables.contains(t)), "inputs {inputs:?}, on disk {tables:?}");
+    for (key, value) in [(&b"k1"[..], &b"v2"[..]), (b"k2", b"v2"), (b"k3", b"v")] {
+        assert_eq!(db.get(key).unwrap().as_deref(), Some(value));
     }
     db.close().unwrap();
 }

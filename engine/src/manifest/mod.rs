@@ -6,6 +6,8 @@
 //! seal (an empty record attesting the edit durable) and another sync, and only then does the
 //! engine act on it (delete a WAL, delete compaction inputs): a later bit flip in the edit that
 //! allowed a deletion is then reported as corruption, never silently dropped as a torn tail.
+//! The version an edit gives is installed between the two syncs: that deletes nothing, and a
+//! flush's memtable makes room for writers one fsync sooner.
 //!
 //! A new MANIFEST starts with one edit describing the whole current version (a snapshot).
 //! `CURRENT` is switched by writing a temporary file, syncing it, renaming it over `CURRENT` and
@@ -91,6 +93,17 @@ impl Manifest {
 
     /// Appends `edit` and makes it durable and attested; see the module header.
     pub(crate) async fn append(&mut self, edit: &VersionEdit, syncs: SyncMeter<'_>) -> Result<()> {
+        self.append_unsealed(edit, syncs).await?;
+        self.seal(syncs).await
+    }
+
+    /// Appends `edit` and makes it durable, not yet attested: the version it gives may be
+    /// installed, but nothing may be deleted on its word until [`Manifest::seal`] returns.
+    pub(crate) async fn append_unsealed(
+        &mut self,
+        edit: &VersionEdit,
+        syncs: SyncMeter<'_>,
+    ) -> Result<()> {
         self.log_number = self.log_number.max(edit.log_number.unwrap_or(0));
         self.last_seq = self.last_seq.max(edit.last_seq.unwrap_or(0));
         let mut payload = Vec::new();
@@ -99,7 +112,11 @@ impl Manifest {
         let synced = self.log.file().synced_upto();
         wal::encode_v1_record(&mut self.buf, self.number, synced, &payload);
         self.log.append(&self.buf, true).await?;
-        self.log.file().sync_to(self.log.offset(), syncs).await?;
+        self.log.file().sync_to(self.log.offset(), syncs).await
+    }
+
+    /// Attests, durably, every edit appended so far.
+    pub(crate) async fn seal(&mut self, syncs: SyncMeter<'_>) -> Result<()> {
         self.buf.clear();
         wal::encode_v1_seal_record(&mut self.buf, self.number, self.log.file().synced_upto());
         self.log.append(&self.buf, true).await?;
