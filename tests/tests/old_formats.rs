@@ -1,7 +1,8 @@
 //! Databases written before WAL format 2 still open: `tests/golden/` holds two made by the last
 //! version that wrote format 1 (one closed, one left open as after a crash, each with writes in
 //! a table and in the WAL). Opening one replays its format-1 log, and writes after that go to
-//! format-2 logs that a reopen reads back.
+//! format-2 logs that a reopen reads back. Their table is of table format version 1, whose
+//! bloom filter is plain (not blocked): every key in it must still be found.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the test copies files directly
 
 use jadedb::{runtime::StdRuntime, Db, Options, WriteOptions};

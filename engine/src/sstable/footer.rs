@@ -14,8 +14,11 @@ use super::BLOCK_BYTES_MAX;
 
 /// Size of the footer.
 pub(crate) const FOOTER_BYTES: usize = 64;
-/// The format version this code writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes: 2, whose filter is blocked (see `filter`). It also
+/// reads version 1, the same but for a plain filter.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this code reads.
+pub(crate) const FORMAT_VERSION_MIN: u32 = 1;
 /// The last 8 bytes of every table: "jadedbst" in ASCII.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"jadedbst");
 /// Size of an encoded handle.
@@ -69,6 +72,8 @@ pub(crate) struct Footer {
     pub index: BlockHandle,
     pub filter: Option<BlockHandle>,
     pub properties: BlockHandle,
+    /// The format version: [`FORMAT_VERSION`] for a table this code writes.
+    pub version: u32,
 }
 
 impl Footer {
@@ -77,7 +82,7 @@ impl Footer {
         self.index.encode_to(&mut out);
         self.filter.unwrap_or_default().encode_to(&mut out);
         self.properties.encode_to(&mut out);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&MAGIC.to_le_bytes());
@@ -96,7 +101,8 @@ impl Footer {
         if crc32fast::hash(&bytes[..CRC_AT]) != u32_at(CRC_AT) {
             return Err(Malformed("checksum mismatch"));
         }
-        if u32_at(CRC_AT - 4) != FORMAT_VERSION {
+        let version = u32_at(CRC_AT - 4);
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
             return Err(Malformed("unknown format version"));
         }
         let handle = |i: usize| {
@@ -112,7 +118,7 @@ impl Footer {
         if !all_fit {
             return Err(Malformed("a block handle points outside the file"));
         }
-        Ok(Footer { index, filter, properties })
+        Ok(Footer { index, filter, properties, version })
     }
 }
 
@@ -125,6 +131,17 @@ mod tests {
             index: BlockHandle { offset: 100, size: 20 },
             filter: None,
             properties: BlockHandle { offset: 125, size: 90 },
+            version: FORMAT_VERSION,
+        }
+    }
+
+    #[test]
+    fn reads_version_1_and_refuses_unknown_versions() {
+        for version in [0, FORMAT_VERSION_MIN, FORMAT_VERSION, FORMAT_VERSION + 1] {
+            let f = Footer { version, ..footer() };
+            let known = (FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version);
+            let decoded = Footer::decode(&f.encode(), 220);
+            assert_eq!(decoded.is_ok(), known, "version {version}: {decoded:?}");
         }
     }
 

@@ -6,7 +6,7 @@
 //! failed check is a `Corruption` error naming the file and the block's offset.
 
 use super::block::{unseal, Block, BlockIter, BlockType, Malformed};
-use super::filter::BloomFilter;
+use super::filter::{BloomFilter, Layout};
 use super::footer::{BlockHandle, Footer, FOOTER_BYTES};
 use super::iter::TableIter;
 use super::{properties, ReadStats, TableProperties};
@@ -77,7 +77,11 @@ impl Table {
         let filter = match footer.filter {
             Some(handle) => {
                 let contents = tail.verified(&src, handle, BlockType::Filter)?;
-                let filter = BloomFilter::decode(contents)
+                let layout = match footer.version {
+                    1 => Layout::Plain,
+                    _ => Layout::Blocked,
+                };
+                let filter = BloomFilter::decode(contents, layout)
                     .map_err(|m| src.corrupt(m, handle, BlockType::Filter))?;
                 Some(filter)
             }

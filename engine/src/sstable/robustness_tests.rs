@@ -4,8 +4,8 @@
 //! return the right data.
 
 use super::block::{seal, Block, BlockBuilder, BlockIter, BlockType, BLOCK_TRAILER_BYTES};
-use super::filter::BloomFilter;
-use super::footer::{BlockHandle, Footer, FOOTER_BYTES};
+use super::filter::{BloomFilter, Layout};
+use super::footer::{BlockHandle, Footer, FOOTER_BYTES, FORMAT_VERSION};
 use super::tests::{golden_entries, golden_options, internal_order, open, write, Entry, PATH};
 use super::*;
 use crate::error::{Error, Result};
@@ -261,8 +261,10 @@ proptest! {
         footer_offset in any::<u64>(),
         user_key in proptest::collection::vec(any::<u8>(), 0..8),
     ) {
-        if let Ok(filter) = BloomFilter::decode(Bytes::copy_from_slice(&bytes)) {
-            filter.may_contain(&user_key);
+        for layout in [Layout::Blocked, Layout::Plain] {
+            if let Ok(filter) = BloomFilter::decode(Bytes::copy_from_slice(&bytes), layout) {
+                filter.may_contain(&user_key);
+            }
         }
         let _ = properties::decode(&bytes);
         let _ = Footer::decode(&bytes, footer_offset);
@@ -288,8 +290,10 @@ proptest! {
             let len = contents.len();
             mutate(&mut contents, 0, len, &mutations);
             let _ = properties::decode(&contents);
-            if let Ok(filter) = BloomFilter::decode(Bytes::from(contents)) {
-                entries.iter().for_each(|e| { filter.may_contain(&e.0); });
+            for layout in [Layout::Blocked, Layout::Plain] {
+                if let Ok(filter) = BloomFilter::decode(Bytes::from(contents.clone()), layout) {
+                    entries.iter().for_each(|e| { filter.may_contain(&e.0); });
+                }
             }
         }
     }
@@ -304,6 +308,7 @@ proptest! {
             index: BlockHandle { offset: 0, size: (at / 2).saturating_sub(5) },
             filter: None,
             properties: BlockHandle { offset: at / 2, size: (at - at / 2).saturating_sub(5) },
+            version: FORMAT_VERSION,
         };
         with_footer.extend(footer.encode());
         let _ = pollster::block_on(read_everything(&mem_file(&with_footer), None, &probes));

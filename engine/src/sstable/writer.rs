@@ -11,7 +11,7 @@
 
 use super::block::{BlockBuilder, BlockType, BLOCK_TRAILER_BYTES};
 use super::filter::FilterBuilder;
-use super::footer::{BlockHandle, Footer, FOOTER_BYTES};
+use super::footer::{BlockHandle, Footer, FOOTER_BYTES, FORMAT_VERSION};
 use super::{key, properties, TableOptions, TableProperties, BLOCK_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::runtime::File;
@@ -277,7 +277,7 @@ impl TableWriter {
         let index = self.index_block.finish_sealed(BlockType::Index);
         let index = self.write_block(index).await?;
         let (properties, props_handle) = self.write_properties().await?;
-        let footer = Footer { index, filter, properties: props_handle };
+        let footer = Footer { index, filter, properties: props_handle, version: FORMAT_VERSION };
         let footer = footer.encode();
         self.pending.extend_from_slice(&footer);
         self.appended(footer.len()).await?;
