@@ -377,6 +377,13 @@ impl Memtable {
     /// The newest version of `key` with a sequence number at most `read_seq`: `None` if the
     /// memtable has none, `Some(None)` if it is a tombstone.
     pub(crate) fn get(&self, key: &[u8], read_seq: u64) -> Option<Slot> {
+        // An empty memtable (the usual one just after a flush) answers without the search,
+        // whose epoch pin alone was a seventh of an absent key's get. Sound: the skiplist
+        // counts an entry before linking it, and every entry a read may see was inserted
+        // before the read's sequence number was published.
+        if self.map.is_empty() {
+            return None;
+        }
         let probe = Probe { prefix: prefix_of(key), user_key: key, seq: read_seq };
         let entry = self.map.lower_bound(Bound::Included(&probe as &dyn KeyView))?;
         (entry.key().user_key() == key).then(|| entry.key().slot())
