@@ -1,10 +1,12 @@
 //! LSM acceptance benchmark: loads a database on real files and measures reads against it.
 //!
-//! `cargo bench-db [--keys N] [--phases load,readrandom,readseq,bloom,zipf] ...` (see `--help`).
+//! `cargo bench-db [--keys N] [--phases load,readrandom,readseq,absent,bloom,zipf] ...` (see
+//! `--help`).
 //! Keys are 16 bytes in random order, values deterministic functions of the key, so every read
 //! is also checked. Each phase prints one line of throughput and the engine counters that moved
 //! during it (`Db::metrics` deltas): `load` adds the level shape and write amplification,
-//! `readrandom` latency and blocks read per get, `readseq` a full ordered scan, `bloom` how
+//! `readrandom` latency and blocks read per get, `readseq` a full ordered scan, `absent` gets of
+//! absent keys as a user makes them (settled tree, block cache on), `bloom` how
 //! many data blocks absent keys cost with and without filters, `zipf` the block cache hit rate
 //! under a skewed workload.
 #![allow(clippy::disallowed_methods)] // a benchmark measures wall time and reads machine facts
@@ -50,7 +52,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "load,readrandom,readseq,bloom,zipf"
+        default_value = "load,readrandom,readseq,absent,bloom,zipf"
     )]
     phases: Vec<Phase>,
     /// Seed of the key order and of the keys each read phase picks.
@@ -96,6 +98,7 @@ enum Phase {
     Load,
     Readrandom,
     Readseq,
+    Absent,
     Bloom,
     Zipf,
 }
@@ -464,7 +467,7 @@ fn readseq(args: &Args, loaded: &Loaded) {
 }
 
 /// Gets of `reads` absent keys; returns data blocks read per get.
-fn absent_gets(args: &Args, db: &Db, label: &str, reads: u64) -> f64 {
+fn absent_gets(args: &Args, db: &Db, phase: &str, label: &str, reads: u64) -> f64 {
     let before = db.metrics();
     let start = Instant::now();
     for index in 0..reads {
@@ -481,8 +484,7 @@ fn absent_gets(args: &Args, db: &Db, label: &str, reads: u64) -> f64 {
         "n/a".to_string()
     };
     println!(
-        "{:<10} {label} {} negatives/checks={negatives} {}",
-        "bloom",
+        "{phase:<10} {label} {} negatives/checks={negatives} {}",
         rate_fields(reads, elapsed),
         d.read_fields(reads)
     );
@@ -495,14 +497,14 @@ fn bloom(args: &Args, main_dir: &Path, options: &Options, bench_dir: &Path, read
     let db = open(main_dir, options.clone().block_cache_bytes(0));
     settle(&db);
     let label = format!("filters={}bits/key", args.bloom_bits);
-    let with = absent_gets(args, &db, &label, reads);
+    let with = absent_gets(args, &db, "bloom", &label, reads);
     db.close().expect("close");
 
     let dir = bench_dir.join("no-bloom");
     let keys = args.bloom_keys.unwrap_or(args.keys);
     let no_filters = options.clone().bloom_bits_per_key(0).block_cache_bytes(0);
     let loaded = load(args, "bloom-load", &dir, no_filters, keys);
-    let without = absent_gets(args, &loaded.db, "filters=off     ", reads);
+    let without = absent_gets(args, &loaded.db, "bloom", "filters=off     ", reads);
     loaded.db.close().expect("close");
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -638,6 +640,11 @@ fn main() {
     }
     if wants(Phase::Readseq) {
         readseq(&args, &loaded);
+    }
+    if wants(Phase::Absent) {
+        loaded.db.flush().expect("flush");
+        loaded.db.wait_for_compactions().expect("settle");
+        absent_gets(&args, &loaded.db, "absent", "cached", reads);
     }
     let keys = loaded.keys;
     // The remaining phases reopen the main database with the options they need.
