@@ -64,9 +64,15 @@ impl Engine for Jade {
     fn pause_notes(&self) -> Option<String> {
         let m = self.0.metrics();
         let ms = |us: u64| us as f64 / 1e3;
+        // What a writer's pause waits on: a flush, itself mostly fsyncs.
+        let spread = |l: jadedb::Latency| {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            format!("{:.1}/{:.1}/{:.1}", ms(l.p50), ms(l.p99), ms(l.max))
+        };
         Some(format!(
             "longest_pause_ms={:.2} (memtable_wait={:.2} level0_stop={:.2} rotation={:.2}) \
-             stalls={} stall_ms={:.1} rotation_ms={:.1}",
+             stalls={} stall_ms={:.1} rotation_ms={:.1} p50/p99/max_ms: flush={} \
+             wal_sync={} manifest_sync={}",
             ms(m.write_pause_max_us),
             ms(m.memtable_wait_max_us),
             ms(m.level0_stop_max_us),
@@ -74,6 +80,9 @@ impl Engine for Jade {
             m.write_stalls,
             ms(m.write_stall_us),
             ms(m.wal_rotation_us),
+            spread(m.flush_latency),
+            spread(m.wal_sync_latency),
+            spread(m.manifest_sync_latency),
         ))
     }
 
