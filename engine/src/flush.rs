@@ -125,17 +125,16 @@ pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     if env.options.has_bug(PlantedBug::DeleteWalBeforeManifest) {
         remove_wal(env.rt, &wal).await;
     }
-    // The memtable goes with the install: given back once the version set lets go of it,
-    // before the edit's seal.
-    let mem = job.mem;
-    let install = move |v: &_| {
-        env.reads.install_version(v, Some(&mem));
-        mem
-    };
+    let install = |v: &_| env.reads.install_version(v, Some(&job.mem));
     env.versions.log_and_apply(edit, install).await?;
+    // Freed here unless a reader still holds it: after the MANIFEST's lock is released, as
+    // giving back a large memtable takes milliseconds that the next edit should not wait for.
+    drop(job);
     Counters::add(&env.counters.flushes, 1);
     timer.stop();
     tracing::debug!(table = number, wal = wal_number, "flushed");
+    // `Db::flush` callers wait for the seal, not the install.
+    env.reads.changed().notify_all();
     remove_wal(env.rt, &wal).await;
     Ok(())
 }

@@ -50,10 +50,35 @@ pub(crate) struct VersionSet {
     /// The newest log number an installed edit recorded: WALs below it hold nothing that is
     /// not in a table. Raised after the version it came with is installed.
     log_number: AtomicU64,
+    /// `log_number` once the edit that recorded it is sealed.
+    sealed_log_number: AtomicU64,
     /// The MANIFEST, or why an earlier write to it failed: the failed edit may be durable or
     /// not, so no later edit (computed without it) may follow it into the file.
     manifest: AsyncLock<std::result::Result<Manifest, Arc<str>>>,
     state: Mutex<State>,
+}
+
+/// The tables an installed edit dropped, held (so never deleted) until its seal is durable.
+/// However that fails to come (an error, a panic, the future dropped), they stay held for as
+/// long as the database is open, and the next open decides.
+struct Unsealed<'a> {
+    versions: &'a VersionSet,
+    held: Vec<Arc<FileMeta>>,
+}
+
+impl Unsealed<'_> {
+    /// The seal is durable: the tables may go once no reader holds them.
+    fn sealed(mut self) {
+        self.held.clear();
+    }
+}
+
+impl Drop for Unsealed<'_> {
+    fn drop(&mut self) {
+        if !self.held.is_empty() {
+            self.versions.lock().unsealed.append(&mut self.held);
+        }
+    }
 }
 
 /// The version and the tables on their way in or out, changed together.
@@ -117,6 +142,7 @@ impl VersionSet {
             counters,
             next_file_number: AtomicU64::new(r.next_file_number),
             log_number: AtomicU64::new(r.log_number),
+            sealed_log_number: AtomicU64::new(r.log_number),
             manifest: AsyncLock::new(Ok(r.manifest)),
             state: Mutex::new(state),
         }
@@ -158,17 +184,16 @@ impl VersionSet {
     }
 
     /// Writes `edit` to the MANIFEST, durably, then makes the version it gives current, running
-    /// `install` with it in the same step (what `install` returns is dropped after that step);
-    /// its added tables stop being pending and the tables it drops (unless it re-adds them: a
-    /// move to another level) become obsolete. Returns once
+    /// `install` with it in the same step; its added tables stop being pending and the tables
+    /// it drops (unless it re-adds them: a move to another level) become obsolete. Returns once
     /// the edit's seal is durable as well: only then may the caller delete what the edit made
     /// unneeded (a WAL), and only then may the dropped tables be deleted. Rewrites the
     /// MANIFEST as a fresh snapshot once it has grown past its limit. An edit that does not
     /// apply to the current version is corruption of the MANIFEST's state, reported against it.
-    pub(crate) async fn log_and_apply<Released>(
+    pub(crate) async fn log_and_apply(
         &self,
         edit: VersionEdit,
-        install: impl FnOnce(&Arc<Version>) -> Released,
+        install: impl FnOnce(&Arc<Version>),
     ) -> Result<()> {
         let mut guard = self.manifest.lock().await;
         let manifest = match &mut *guard {
@@ -188,9 +213,9 @@ impl VersionSet {
         }
         // Installed once the edit is durable, before its seal: a flush's memtable leaves (and
         // writers waiting for its room go on) one fsync sooner. The tables the edit drops stay
-        // held here until the seal is durable too, so none is deleted on the word of an edit a
-        // later bit flip could make look like a torn tail.
-        let (held, released) = {
+        // held until the seal is durable too, so none is deleted on the word of an edit a later
+        // bit flip could make look like a torn tail.
+        let held = {
             let version = Arc::new(version);
             let mut state = self.lock();
             state.current = Arc::clone(&version);
@@ -203,27 +228,25 @@ impl VersionSet {
             });
             let dropped: Vec<Arc<FileMeta>> = dropped.map(|(_, f)| Arc::clone(f)).collect();
             state.obsolete.extend(dropped.iter().cloned());
-            let released = install(&version);
+            install(&version);
             // After the install: whoever reads the new number then finds the memtables it
             // covers gone.
             if let Some(log) = edit.log_number {
                 self.log_number.fetch_max(log, Ordering::SeqCst);
             }
-            (dropped, released)
+            Unsealed { versions: self, held: dropped }
         };
-        // Out of the lock, before the seal: a flushed memtable's memory (freed here unless a
-        // reader still holds it) takes milliseconds to give back.
-        drop(released);
         drop(old);
         let sealed = manifest.seal(syncs).await;
         Counters::add(&self.counters.manifest_bytes, manifest.bytes() - before);
         if let Err(e) = sealed {
             *guard = Err(Arc::from(format!("a MANIFEST write failed: {e}")));
-            // Never deleted while this database is open; the next open decides.
-            self.lock().unsealed.extend(held);
             return Err(e);
         }
-        drop(held);
+        held.sealed();
+        if let Some(log) = edit.log_number {
+            self.sealed_log_number.fetch_max(log, Ordering::SeqCst);
+        }
         if manifest.bytes() > self.manifest_bytes_max {
             if let Err(e) = self.rotate(manifest).await {
                 *guard = Err(Arc::from(format!("a MANIFEST rotation failed: {e}")));
@@ -231,6 +254,12 @@ impl VersionSet {
             }
         }
         Ok(())
+    }
+
+    /// The newest log number a sealed edit recorded: every memtable of a WAL below it is in a
+    /// table, attested in the MANIFEST (see [`crate::db::Db::flush`]).
+    pub(crate) fn sealed_log_number(&self) -> u64 {
+        self.sealed_log_number.load(Ordering::SeqCst)
     }
 
     /// Starts a new MANIFEST holding the current version whole, and deletes the old one.

@@ -947,6 +947,29 @@ fn a_flush_makes_room_before_its_manifest_seal_and_deletes_its_wal_after() {
     db.close().unwrap();
 }
 
+/// `Db::flush` returns once the flushed memtables' tables are attested in the MANIFEST (their
+/// edit sealed), not when the memtables leave, one fsync earlier: a flush that returned before
+/// the seal could report as saved writes that a crash and a later bit flip in the unsealed edit
+/// would lose without an error.
+#[test]
+fn flush_returns_once_its_edit_is_sealed() {
+    let fs = MemFs::new();
+    let (rt, held) = held_manifest_seal(&fs);
+    let db = Db::open("/db", Options::default(), rt).unwrap();
+    db.put(b"k", b"v", WriteOptions::default()).unwrap();
+    held.arm();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut flushed = Box::pin(db.flush_async());
+    assert!(flushed.as_mut().poll(&mut cx).is_pending(), "the flush runs in the background");
+    held.entered.recv_timeout(HANG_BOUND).expect("the flush reached its seal");
+    // The memtable has left (the install comes before the seal).
+    assert_eq!(db.metrics().memtable_bytes, 0);
+    assert!(flushed.as_mut().poll(&mut cx).is_pending(), "flush returned before the seal");
+    held.gate.open();
+    pollster::block_on(flushed).unwrap();
+    db.close().unwrap();
+}
+
 /// The tables a compaction replaces are not deleted before its MANIFEST edit is sealed, even
 /// by another job's deletions meanwhile: a flush that starts while the compaction's seal is
 /// held (and deletes every obsolete table no reader holds before it writes its own) leaves

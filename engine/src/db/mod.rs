@@ -291,7 +291,8 @@ impl Db {
 
     /// Writes everything in the memtables to level-0 tables and waits until it is there: the
     /// active memtable is retired (if it holds anything) and every memtable retired before
-    /// this call is flushed. The WALs they replace are then deleted.
+    /// this call is flushed, its table attested in the MANIFEST (sealed). The WALs they
+    /// replace are then deleted.
     pub fn flush(&self) -> Result<()> {
         crate::blocking::block_on(self.flush_async())
     }
@@ -301,12 +302,18 @@ impl Db {
         self.inner.check_writable()?;
         commit::commit(&self.host, WriteBatch::new(), false, Barrier::Rotate).await?;
         let active_wal = self.inner.active_memtable().wal_number();
+        // The newest memtable retired before the active one: its flush's edit, once sealed,
+        // attests every older memtable's too (flushes install oldest first). A memtable leaves
+        // the list at its install, one fsync before the seal, so the list alone is not enough.
+        let Some(newest) = self.inner.newest_memtable_before(active_wal) else {
+            return Ok(());
+        };
         self.inner.work_bells.ring();
         loop {
             // Listening before checking: a flush that ends in between still wakes this call.
             let changed = self.inner.changed.listen();
             self.inner.check_writable()?;
-            if !self.inner.holds_memtable_before(active_wal) {
+            if self.inner.versions.sealed_log_number() > newest {
                 return Ok(());
             }
             changed.await;
@@ -510,10 +517,10 @@ impl DbInner {
             && !crate::compaction::due(&self.versions.current(), &self.options, oldest_snapshot)
     }
 
-    /// Whether an immutable memtable of a WAL numbered below `wal` is still held.
-    fn holds_memtable_before(&self, wal: u64) -> bool {
+    /// The WAL number of the newest retired memtable whose WAL is below `wal`, if one is held.
+    fn newest_memtable_before(&self, wal: u64) -> Option<u64> {
         let m = self.memtables.read().unwrap_or_else(PoisonError::into_inner);
-        m.immutable.iter().any(|r| r.mem.wal_number() < wal)
+        m.immutable.iter().map(|r| r.mem.wal_number()).filter(|&n| n < wal).max()
     }
 
     /// How many memtables are held, the active one included.
