@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 const VALUE_BYTES: usize = 100;
 
+const USAGE: &str = "usage: jadedb-peers [--keys N] [--memtable-mib M] [--cache-mib C] [--reps R] \
+     [--engines jadedb,rocksdb,fjall] [--workloads fillrandom,...] [--dir D]";
+
 /// Every workload, in the order of the table.
 const WORKLOADS: [&str; 9] = [
     "fillrandom",
@@ -63,6 +66,9 @@ impl Config {
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                return Err(USAGE.to_string());
+            }
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let number = || value.parse::<u64>().map_err(|e| format!("{flag} {value}: {e}"));
             match flag.as_str() {
@@ -429,7 +435,10 @@ fn fmt(v: f64) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("child") {
-        let (engine, workload) = (&args[1], &args[2]);
+        let (Some(engine), Some(workload)) = (args.get(1), args.get(2)) else {
+            eprintln!("usage: jadedb-peers child ENGINE WORKLOAD [options]");
+            std::process::exit(2);
+        };
         let cfg = Config::parse(&args[3..]).unwrap_or_else(|e| panic!("{e}"));
         child(&cfg, engine, workload);
         return;
