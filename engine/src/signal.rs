@@ -257,6 +257,12 @@ impl<T> AsyncLock<T> {
         AsyncLock { slot: Mutex::new(Some(value)), released: Notify::default() }
     }
 
+    /// Takes the value if no one else holds it.
+    pub(crate) fn try_lock(&self) -> Option<AsyncLockGuard<'_, T>> {
+        let taken = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        taken.map(|value| AsyncLockGuard { lock: self, value: Some(value) })
+    }
+
     /// Waits until no one else holds the value, and takes it.
     pub(crate) async fn lock(&self) -> AsyncLockGuard<'_, T> {
         loop {
@@ -268,6 +274,12 @@ impl<T> AsyncLock<T> {
             }
             released.await;
         }
+    }
+}
+
+impl<T: Default> Default for AsyncLock<T> {
+    fn default() -> Self {
+        AsyncLock::new(T::default())
     }
 }
 

@@ -446,25 +446,61 @@ fn a_panic_in_a_flush_poisons_the_database_and_close_returns() {
 }
 
 /// As above, for the WAL sync task: a panic in its fsync fails the synced write with the panic
-/// named, and `close` returns instead of waiting for the dead task.
+/// named, and `close` returns instead of waiting for the dead task. The same when the lone
+/// synced writer runs the fsync itself.
 #[test]
 fn a_panic_in_the_sync_task_poisons_the_database_and_close_returns() {
-    let fs = MemFs::new();
-    let fired = Arc::new(AtomicBool::new(false));
-    let rt = hooked(&fs, move |op, path| {
-        if op == Op::Sync && is(path, "log") && !fired.swap(true, Ordering::SeqCst) {
-            panic!("test: fsync exploded");
+    for lone_writer_syncs in [false, true] {
+        let fs = MemFs::new();
+        let fired = Arc::new(AtomicBool::new(false));
+        let rt = hooked(&fs, move |op, path| {
+            if op == Op::Sync && is(path, "log") && !fired.swap(true, Ordering::SeqCst) {
+                panic!("test: fsync exploded");
+            }
+        });
+        let outcome = bounded(move || {
+            let opts = Options::default().lone_writer_syncs(lone_writer_syncs);
+            let db = Db::open("/db", opts, rt).unwrap();
+            let synced = db.put(b"k", b"v", WriteOptions::synced());
+            let closed = db.close();
+            (synced, closed)
+        });
+        let (synced, closed) = outcome.expect("the synced write or the close hung");
+        assert_poisoned_by(synced, "fsync exploded", "the synced write");
+        assert_poisoned_by(closed, "fsync exploded", "close");
+    }
+}
+
+/// A synced write that is the only one waiting runs its fsync on its own thread (no hand-off
+/// to the sync task and back); with `lone_writer_syncs(false)` the sync task runs every one.
+#[cfg(not(madsim))]
+#[test]
+fn a_lone_synced_writer_runs_its_own_fsync() {
+    for lone_writer_syncs in [true, false] {
+        let fs = MemFs::new();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let rt = hooked(&fs, move |op, path| {
+            if op == Op::Sync && is(path, "log") {
+                let _ = tx.lock().unwrap().send(std::thread::current().id());
+            }
+        });
+        let opts = Options::default().wal_preallocate_bytes(0).lone_writer_syncs(lone_writer_syncs);
+        let db = Db::open("/db", opts, rt).unwrap();
+        while rx.try_recv().is_ok() {}
+        for i in 0..20u8 {
+            db.put(&[i], b"v", WriteOptions::synced()).unwrap();
         }
-    });
-    let outcome = bounded(move || {
-        let db = Db::open("/db", Options::default(), rt).unwrap();
-        let synced = db.put(b"k", b"v", WriteOptions::synced());
-        let closed = db.close();
-        (synced, closed)
-    });
-    let (synced, closed) = outcome.expect("the synced write or the close hung");
-    assert_poisoned_by(synced, "fsync exploded", "the synced write");
-    assert_poisoned_by(closed, "fsync exploded", "close");
+        let threads: Vec<_> = rx.try_iter().collect();
+        let own = threads.iter().filter(|&&t| t == std::thread::current().id()).count();
+        assert!(threads.len() >= 20, "{} fsyncs for 20 synced writes", threads.len());
+        let expected = if lone_writer_syncs { threads.len() } else { 0 };
+        assert_eq!(
+            own, expected,
+            "fsyncs on the writer's thread, lone_writer_syncs {lone_writer_syncs}"
+        );
+        db.close().unwrap();
+    }
 }
 
 /// Options under which no compaction ever runs: a backlog builds up.
@@ -563,7 +599,11 @@ fn a_synced_write_in_the_log_is_not_held_up_by_a_stalled_leader() {
             _ => {}
         })
     };
-    let opts = Options::default().memtable_bytes_max(4096).wal_preallocate_bytes(0);
+    // The sync task's fsyncs are what this is about (a lone writer would run its own).
+    let opts = Options::default()
+        .memtable_bytes_max(4096)
+        .wal_preallocate_bytes(0)
+        .lone_writer_syncs(false);
     let db = Db::open("/db", opts, rt).unwrap();
     let big = vec![7u8; 5000];
     // Fills the first memtable; the next write retires it, and its flush is held up: from now

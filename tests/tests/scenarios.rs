@@ -73,9 +73,9 @@ fn every_planted_bug_has_a_shrunk_scenario_of_at_most_50_operations() {
 
 #[test]
 fn a_failing_seed_shrinks_to_a_small_scenario_failing_the_same_check() {
-    // Seed 0 finds the planted bug `ack-before-sync` with 248 operations.
-    let config = ScenarioConfig::draw(0, Some(Bug::AckBeforeSync));
-    let reason = failure_of(&config).expect("seed 0 finds the bug");
+    // Seed 1 finds the planted bug `ack-before-sync` with 165 operations.
+    let config = ScenarioConfig::draw(1, Some(Bug::AckBeforeSync));
+    let reason = failure_of(&config).expect("seed 1 finds the bug");
     let shrunk = jadedb_sim::shrink::shrink(config, 500, &mut |_| {}).expect("it shrinks");
     assert_eq!(shrunk.check, check_of(&reason));
     assert!(shrunk.ops_after <= OPS_MAX, "shrunk to {} operations", shrunk.ops_after);

@@ -40,13 +40,13 @@ use crate::memtable::Memtable;
 use crate::metrics::{sampled, Counters, Sampled, SyncMeter, Timer};
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{buggify, Phase, PhaseGuard, Runtime};
-use crate::signal::{Doorbell, Doorbells, Notify, Signal, Wait};
+use crate::signal::{AsyncLock, Doorbell, Doorbells, Notify, Signal, Wait};
 use crate::version_set::VersionSet;
 use crate::wal::WalWriter;
 use publish::{Completions, Group, Member};
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// What the commit pipeline needs of the database it serves (as Pebble's `commitEnv` does):
@@ -219,6 +219,13 @@ pub(crate) struct Pipeline {
     queue: Mutex<Queue>,
     /// A log a rotation retired, for the sync task to finish.
     retiring: Mutex<Option<Arc<Retiring>>>,
+    /// Held by whoever runs commit fsyncs: the sync task, or a lone synced writer's leader
+    /// (see `sync_inline`). One at a time, so that fsyncs and publications keep their order.
+    pub(crate) syncing: AsyncLock<()>,
+    /// Synced writers about at the last commit fsync: those it served and those waiting when
+    /// it returned. A writer syncs its own group only while this is at most one, so that many
+    /// writers keep the sync task's batching (and its commit window).
+    pub(crate) synced_writers: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -244,12 +251,17 @@ enum Enqueued {
 impl Pipeline {
     pub(crate) fn new(state: LeaderState) -> Self {
         let queue = Queue { idle: Some(Box::new(state)), ..Queue::default() };
-        Pipeline { queue: Mutex::new(queue), retiring: Mutex::default() }
+        Pipeline { queue: Mutex::new(queue), ..Pipeline::default() }
     }
 
     /// Hands a log a rotation retired to the sync task (which `take_retiring` gives it).
     fn retire(&self, retiring: Arc<Retiring>) {
         *self.retiring.lock().unwrap_or_else(PoisonError::into_inner) = Some(retiring);
+    }
+
+    /// Whether a log a rotation retired waits for the sync task.
+    fn has_retiring(&self) -> bool {
+        self.retiring.lock().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
     /// The log a rotation retired, if the sync task has not taken it yet.
@@ -476,7 +488,11 @@ async fn lead(db: &Arc<dyn Host>, mut token: LeadToken, own: Pending) {
     match written {
         Ok(Written { ticket, memtable, want_sync }) => {
             group.ticket = Some(ticket);
-            if want_sync {
+            let synced = group.members.iter().any(|m| m.sync);
+            // A lone synced writer syncs its own group: two thread wake-ups (to the sync task
+            // and back) were a tenth of its write's time behind a fast fsync.
+            let inline = want_sync && synced && lone(db.as_ref(), group.members.len());
+            if want_sync && !inline {
                 // After the group is queued: the sync task then finds it wanting durability.
                 db.sync_bell().ring();
             }
@@ -490,12 +506,68 @@ async fn lead(db: &Arc<dyn Host>, mut token: LeadToken, own: Pending) {
             db.publish_queue().mark_applied(ticket);
             group.members.clear();
             db.publish_queue().publish_ready(db.as_ref());
+            if inline {
+                sync_inline(db.as_ref()).await;
+            }
             timer.map(Timer::stop);
         }
         Err(err) => {
             let members = std::mem::take(&mut group.members);
             fail_members(&members, &fail_stop(db.as_ref(), err));
         }
+    }
+}
+
+/// Whether a group of `members` writers is the only one waiting for an fsync, with no other
+/// synced writer about: its leader may then run the fsync itself (`sync_inline`). With more
+/// writers the sync task batches them (and its commit window may wait for more).
+fn lone(db: &dyn Host, members: usize) -> bool {
+    db.options().lone_writer_syncs
+        && db.pipeline().synced_writers.load(Ordering::Relaxed) <= 1
+        && db.publish_queue().waiting_for_sync() <= members
+        && !db.pipeline().has_retiring()
+        // The simulator sends lone writers through the sync task too.
+        && !buggify(db.rt(), "commit.sync_task_for_lone_writer")
+}
+
+/// One fsync run by a lone synced writer's leader, in place of the sync task: what the task's
+/// loop does once, without its commit window. If the task is running fsyncs, or a retired log
+/// waits for it, or more is wanted after this fsync, the task is rung instead or as well.
+async fn sync_inline(db: &dyn Host) {
+    let Some(syncing) = db.pipeline().syncing.try_lock() else {
+        db.sync_bell().ring();
+        return;
+    };
+    if db.pipeline().has_retiring() {
+        drop(syncing);
+        db.sync_bell().ring();
+        return;
+    }
+    if let Some((wal, end)) = db.publish_queue().sync_wanted() {
+        let served = db.publish_queue().waiting_for_sync();
+        let synced = wal.sync_to(end, SyncMeter::wal(db.counters(), db.rt()));
+        // A panic here is the sync task's kind of panic: the fsync's outcome is unknown, so
+        // the database is poisoned and nothing queued is acknowledged.
+        match crate::unwind::catch_panic(db.options(), synced).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                fail_stop(db, err);
+                return;
+            }
+            Err(panic) => {
+                tracing::error!(panic = %panic, "a writer's WAL fsync panicked");
+                db.poison(&format!("a writer's WAL fsync panicked: {panic}"));
+                db.publish_queue().publish_ready(db);
+                return;
+            }
+        }
+        let about = served + db.publish_queue().waiting_for_sync();
+        db.pipeline().synced_writers.store(about, Ordering::Relaxed);
+    }
+    db.publish_queue().publish_ready(db);
+    drop(syncing);
+    if db.publish_queue().sync_wanted().is_some() {
+        db.sync_bell().ring();
     }
 }
 

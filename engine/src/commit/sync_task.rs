@@ -1,5 +1,7 @@
 //! The sync task: a background task that makes queued groups durable, one fsync after another,
-//! and finishes the logs that rotations retire (`super::finish_retired`).
+//! and finishes the logs that rotations retire (`super::finish_retired`). A lone synced
+//! writer's leader runs its own fsync instead when the task is idle (`super::sync_inline`);
+//! the two never run fsyncs at once.
 //!
 //! A leader that queues a group waiting for durability rings the task's doorbell. The task then
 //! runs fsyncs back to back for as long as some group wants bytes that are not yet durable, and
@@ -34,6 +36,7 @@ use crate::metrics::{Counters, SyncMeter};
 use crate::runtime::{buggify, JoinHandle};
 use crate::signal::Doorbell;
 use crate::unwind::catch_panic;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -165,6 +168,8 @@ impl Pacing {
 
 /// Syncs until no queued group wants more bytes durable, publishing after every fsync.
 async fn sync_wanted(db: &dyn Host, pacing: &mut Pacing) {
+    // A lone writer's leader may be running an fsync itself (`super::sync_inline`).
+    let _syncing = db.pipeline().syncing.lock().await;
     // A trial measures a busy stretch: the idle time before this one is not in it.
     pacing.started = None;
     while db.check_not_poisoned().is_ok() {
@@ -196,6 +201,7 @@ async fn sync_wanted(db: &dyn Host, pacing: &mut Pacing) {
         // Counted before the writers served are told: once told, one could come back and be
         // counted twice (a single writer would then seem two, and wait for itself).
         pacing.writers = served + db.publish_queue().waiting_for_sync();
+        db.pipeline().synced_writers.store(pacing.writers, Ordering::Relaxed);
         db.publish_queue().publish_ready_relayed(db);
         pacing.synced(served, now);
     }
