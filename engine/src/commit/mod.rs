@@ -533,17 +533,21 @@ fn lone(db: &dyn Host, members: usize) -> bool {
 /// One fsync run by a lone synced writer's leader, in place of the sync task: what the task's
 /// loop does once, without its commit window. If the task is running fsyncs, or a retired log
 /// waits for it, or more is wanted after this fsync, the task is rung instead or as well.
+/// While the leader holds the lock, the task waits for it: a runtime that stopped polling the
+/// leader's future would hold up every other writer's fsync (`Options::lone_writer_syncs`
+/// turns this off).
 async fn sync_inline(db: &dyn Host) {
-    let Some(syncing) = db.pipeline().syncing.try_lock() else {
-        db.sync_bell().ring();
-        return;
-    };
+    // Declared before the lock, so dropped after it: if this future is dropped at an await
+    // (a caller's timeout), the sync task is rung and takes over (and fails stop, as for its
+    // own fsync, if the log was failed by the interrupted one).
+    let mut handover = Handover { db, armed: true };
+    let Some(syncing) = db.pipeline().syncing.try_lock() else { return };
     if db.pipeline().has_retiring() {
-        drop(syncing);
-        db.sync_bell().ring();
         return;
     }
-    if let Some((wal, end)) = db.publish_queue().sync_wanted() {
+    // The sync task syncs nothing for a poisoned database either; publishing fails the rest.
+    let poisoned = db.check_not_poisoned().is_err();
+    if let Some((wal, end)) = db.publish_queue().sync_wanted().filter(|_| !poisoned) {
         let served = db.publish_queue().waiting_for_sync();
         let synced = wal.sync_to(end, SyncMeter::wal(db.counters(), db.rt()));
         // A panic here is the sync task's kind of panic: the fsync's outcome is unknown, so
@@ -551,10 +555,12 @@ async fn sync_inline(db: &dyn Host) {
         match crate::unwind::catch_panic(db.options(), synced).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
+                handover.armed = false;
                 fail_stop(db, err);
                 return;
             }
             Err(panic) => {
+                handover.armed = false;
                 tracing::error!(panic = %panic, "a writer's WAL fsync panicked");
                 db.poison(&format!("a writer's WAL fsync panicked: {panic}"));
                 db.publish_queue().publish_ready(db);
@@ -566,8 +572,22 @@ async fn sync_inline(db: &dyn Host) {
     }
     db.publish_queue().publish_ready(db);
     drop(syncing);
-    if db.publish_queue().sync_wanted().is_some() {
-        db.sync_bell().ring();
+    // More wanted meanwhile: the sync task's (the drop rings it).
+    handover.armed = db.publish_queue().sync_wanted().is_some();
+}
+
+/// Rings the sync task when dropped armed: whatever `sync_inline` leaves undone (the lock was
+/// taken, a retired log waits, the future was dropped halfway) becomes the task's.
+struct Handover<'a> {
+    db: &'a dyn Host,
+    armed: bool,
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.db.sync_bell().ring();
+        }
     }
 }
 

@@ -170,6 +170,8 @@ impl Pacing {
 async fn sync_wanted(db: &dyn Host, pacing: &mut Pacing) {
     // A lone writer's leader may be running an fsync itself (`super::sync_inline`).
     let _syncing = db.pipeline().syncing.lock().await;
+    // Writers may have run their own fsyncs since the task's last one.
+    pacing.writers = db.pipeline().synced_writers.load(Ordering::Relaxed);
     // A trial measures a busy stretch: the idle time before this one is not in it.
     pacing.started = None;
     while db.check_not_poisoned().is_ok() {
