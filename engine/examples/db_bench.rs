@@ -289,25 +289,9 @@ fn open(dir: &Path, options: Options) -> Db {
         .unwrap_or_else(|e| panic!("opening the database in {}: {e}", dir.display()))
 }
 
-/// Waits until background work has stopped: nothing running and no flush or compaction
-/// finished over a few consecutive polls. The engine has no "wait for compactions" call;
-/// polling the counters is enough for a benchmark, which only needs the tree to have stopped
-/// changing shape.
+/// Waits until background work has stopped: nothing due, nothing running.
 fn settle(db: &Db) {
-    const QUIET_POLLS: u32 = 3;
-    let done = |m: &Metrics| (m.flushes, m.compactions);
-    let mut quiet = 0;
-    let mut last = done(&db.metrics());
-    while quiet < QUIET_POLLS {
-        std::thread::sleep(Duration::from_millis(100));
-        let m = db.metrics();
-        if m.flushes_running == 0 && m.compactions_running == 0 && done(&m) == last {
-            quiet += 1;
-        } else {
-            quiet = 0;
-            last = done(&m);
-        }
-    }
+    db.wait_for_compactions().expect("settle");
 }
 
 /// What `load` leaves behind for the read phases.

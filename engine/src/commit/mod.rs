@@ -547,13 +547,11 @@ async fn sync_inline(db: &dyn Host) {
     }
     // The sync task syncs nothing for a poisoned database either; publishing fails the rest.
     let poisoned = db.check_not_poisoned().is_err();
-    if let Some((wal, end)) = db.publish_queue().sync_wanted().filter(|_| !poisoned) {
-        let served = db.publish_queue().waiting_for_sync();
-        let synced = wal.sync_to(end, SyncMeter::wal(db.counters(), db.rt()));
+    if !poisoned {
         // A panic here is the sync task's kind of panic: the fsync's outcome is unknown, so
         // the database is poisoned and nothing queued is acknowledged.
-        match crate::unwind::catch_panic(db.options(), synced).await {
-            Ok(Ok(())) => {}
+        match crate::unwind::catch_panic(db.options(), sync_task::sync_once(db)).await {
+            Ok(Ok(_)) => {}
             Ok(Err(err)) => {
                 handover.armed = false;
                 fail_stop(db, err);
@@ -567,8 +565,6 @@ async fn sync_inline(db: &dyn Host) {
                 return;
             }
         }
-        let about = served + db.publish_queue().waiting_for_sync();
-        db.pipeline().synced_writers.store(about, Ordering::Relaxed);
     }
     db.publish_queue().publish_ready(db);
     drop(syncing);

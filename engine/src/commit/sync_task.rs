@@ -191,24 +191,46 @@ async fn sync_wanted(db: &dyn Host, pacing: &mut Pacing) {
             db.rt().sleep(Duration::from_millis(1 + db.rt().random_u64() % 4)).await;
         }
         pacing.gather(db).await;
-        let Some((wal, end)) = db.publish_queue().sync_wanted() else { break };
-        let served = db.publish_queue().waiting_for_sync();
         let started = db.rt().now();
-        if let Err(err) = wal.sync_to(end, SyncMeter::wal(db.counters(), db.rt())).await {
-            super::fail_stop(db, err);
-            return;
-        }
+        let fsync = match sync_once(db).await {
+            Ok(Some(fsync)) => fsync,
+            Ok(None) => break,
+            Err(err) => {
+                super::fail_stop(db, err);
+                return;
+            }
+        };
         let now = db.rt().now();
         pacing.last_sync = now.saturating_sub(started);
-        // Counted before the writers served are told: once told, one could come back and be
-        // counted twice (a single writer would then seem two, and wait for itself).
-        pacing.writers = served + db.publish_queue().waiting_for_sync();
-        db.pipeline().synced_writers.store(pacing.writers, Ordering::Relaxed);
+        pacing.writers = fsync.about;
         db.publish_queue().publish_ready_relayed(db);
-        pacing.synced(served, now);
+        pacing.synced(fsync.served, now);
     }
     // Groups that a rotation or a seal made durable meanwhile.
     db.publish_queue().publish_ready(db);
+}
+
+/// What one commit fsync did.
+pub(super) struct Fsync {
+    /// The groups waiting for it when it started.
+    pub(super) served: usize,
+    /// Synced writers about when it returned: those it served and those that came meanwhile.
+    pub(super) about: usize,
+}
+
+/// Runs one fsync covering every byte a queued group wants durable, if any group wants one,
+/// and records how many synced writers were about (`Pipeline::synced_writers`). The caller
+/// holds `Pipeline::syncing` and publishes afterwards. One round of the sync task, and all of
+/// a lone writer's own fsync (`super::sync_inline`).
+pub(super) async fn sync_once(db: &dyn Host) -> crate::error::Result<Option<Fsync>> {
+    let Some((wal, end)) = db.publish_queue().sync_wanted() else { return Ok(None) };
+    let served = db.publish_queue().waiting_for_sync();
+    wal.sync_to(end, SyncMeter::wal(db.counters(), db.rt())).await?;
+    // Counted before the writers served are told: once told, one could come back and be
+    // counted twice (a single writer would then seem two, and wait for itself).
+    let about = served + db.publish_queue().waiting_for_sync();
+    db.pipeline().synced_writers.store(about, Ordering::Relaxed);
+    Ok(Some(Fsync { served, about }))
 }
 
 /// Poisons the database if the task ends while the database still needs it.
