@@ -44,6 +44,10 @@ struct Args {
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
+    /// `Options::min_blob_size`: values of at least this many bytes go to blob files
+    /// [default: none, every value in the tables].
+    #[arg(long)]
+    min_blob_size: Option<usize>,
     /// Directory for the databases [default: <temp dir>/jadedb-db-bench].
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -171,6 +175,7 @@ struct Delta {
     compactions: u64,
     compaction_bytes_read: u64,
     compaction_bytes_written: u64,
+    blob_bytes_written: u64,
     data_block_reads: u64,
     bloom_checks: u64,
     bloom_negatives: u64,
@@ -189,6 +194,7 @@ impl Delta {
             compactions: b.compactions - a.compactions,
             compaction_bytes_read: b.compaction_bytes_read - a.compaction_bytes_read,
             compaction_bytes_written: b.compaction_bytes_written - a.compaction_bytes_written,
+            blob_bytes_written: b.blob_bytes_written - a.blob_bytes_written,
             data_block_reads: b.data_block_reads - a.data_block_reads,
             bloom_checks: b.bloom_checks - a.bloom_checks,
             bloom_negatives: b.bloom_negatives - a.bloom_negatives,
@@ -212,6 +218,7 @@ impl Delta {
             compactions: self.compactions + o.compactions,
             compaction_bytes_read: self.compaction_bytes_read + o.compaction_bytes_read,
             compaction_bytes_written: self.compaction_bytes_written + o.compaction_bytes_written,
+            blob_bytes_written: self.blob_bytes_written + o.blob_bytes_written,
             data_block_reads: self.data_block_reads + o.data_block_reads,
             bloom_checks: self.bloom_checks + o.bloom_checks,
             bloom_negatives: self.bloom_negatives + o.bloom_negatives,
@@ -351,11 +358,14 @@ fn load(args: &Args, label: &str, dir: &Path, options: Options, keys: u64) -> Lo
     let total = first.plus(second);
     let user_bytes = keys * (KEY_BYTES + args.value_bytes) as u64;
     println!("{label:<10} levels: {}", level_shape(&reopened));
+    let written = total.flush_bytes + total.compaction_bytes_written + total.blob_bytes_written;
     println!(
-        "{label:<10} write amplification={:.2} (flushed {:.1} MiB + compacted {:.1} MiB over {:.1} MiB of keys and values)",
-        (total.flush_bytes + total.compaction_bytes_written) as f64 / user_bytes.max(1) as f64,
+        "{label:<10} write amplification={:.2} (flushed {:.1} MiB + compacted {:.1} MiB + blob \
+         files {:.1} MiB over {:.1} MiB of keys and values)",
+        written as f64 / user_bytes.max(1) as f64,
         total.flush_bytes as f64 / MIB,
         total.compaction_bytes_written as f64 / MIB,
+        total.blob_bytes_written as f64 / MIB,
         user_bytes as f64 / MIB,
     );
     Loaded { db, keys }
@@ -603,7 +613,8 @@ fn main() {
     let options = options
         .memtable_bytes_max(args.memtable_bytes)
         .block_cache_bytes(args.block_cache_bytes)
-        .bloom_bits_per_key(args.bloom_bits);
+        .bloom_bits_per_key(args.bloom_bits)
+        .min_blob_size(args.min_blob_size);
     let wants = |p: Phase| args.phases.contains(&p);
 
     println!("machine: {}", machine_facts());

@@ -7,6 +7,7 @@
 //! MANIFEST edit leaves an unreferenced table (deleted at the next open) and the WAL, which is
 //! replayed.
 
+use crate::blob::BlobWriter;
 use crate::error::{Error, Result};
 use crate::job::{FlushJob, JobEnv};
 use crate::manifest::VersionEdit;
@@ -15,27 +16,54 @@ use crate::metrics::{Counters, Running, Timer};
 use crate::options::{Options, PlantedBug};
 use crate::runtime::{Phase, PhaseGuard, Runtime};
 use crate::sstable::{self, TableProperties, TableWriter};
-use crate::version::FileMeta;
+use crate::version::{BlobFileMeta, FileMeta};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Memtable entries a flush copies out at a time.
 const FLUSH_CHUNK_ENTRIES: usize = 1024;
 
-/// Writes `mem` as table `number` in `dir`, synced and named durably. `None` if it is empty.
+/// What a flush wrote: a table, and the blob file its large values went to, if any.
+#[derive(Debug, Default)]
+pub(crate) struct Flushed {
+    pub table: Option<FileMeta>,
+    pub blob: Option<BlobFileMeta>,
+}
+
+impl Flushed {
+    /// Adds what was written to `edit`, as level 0's newest table.
+    pub(crate) fn add_to(self, edit: &mut VersionEdit, counters: &Counters) {
+        if let Some(blob) = self.blob {
+            Counters::add(&counters.blob_bytes_written, blob.file_bytes);
+            edit.added_blobs.push(blob);
+        }
+        if let Some(meta) = self.table {
+            Counters::add(&counters.flush_bytes, meta.file_bytes);
+            Counters::add(&counters.level_bytes_written[0], meta.file_bytes);
+            edit.added.push((0, meta));
+        }
+    }
+}
+
+/// Writes `mem` as table `number` in `dir`, synced and named durably, with its values of at
+/// least `Options::min_blob_size` bytes in a blob file numbered by `blob_number` (asked for
+/// only if one is written). Nothing if `mem` is empty.
 pub(crate) async fn write_table(
     rt: &dyn Runtime,
     dir: &Path,
     options: &Options,
     number: u64,
     mem: &Memtable,
-) -> Result<Option<FileMeta>> {
+    blob_number: &mut (dyn FnMut() -> u64 + Send),
+) -> Result<Flushed> {
     if mem.is_empty() {
-        return Ok(None);
+        return Ok(Flushed::default());
     }
     let path = dir.join(sstable::file_name(number));
     let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
     let mut writer = TableWriter::new(file, path, options.table_options());
+    let mut blobs: Option<BlobWriter> = None;
+    let mut pointer = Vec::new();
     // A chunk at a time: a copy of a whole 64 MiB memtable's entries was tens of MiB more
     // memory per flush, and unmapping it stalled writers' page faults for milliseconds.
     let mut chunk = Vec::with_capacity(mem.len().min(FLUSH_CHUNK_ENTRIES));
@@ -44,18 +72,47 @@ pub(crate) async fn write_table(
         mem.entries_after(last.as_ref(), FLUSH_CHUNK_ENTRIES, &mut chunk);
         touch(&chunk);
         for (key, slot) in &chunk {
-            writer.add(&key.user_key, key.seq, slot.as_deref()).await?;
+            let separate = options.min_blob_size.zip(slot.as_deref());
+            let Some(value) = separate.filter(|(min, v)| v.len() >= *min).map(|(_, v)| v) else {
+                writer.add(&key.user_key, key.seq, slot.as_deref()).await?;
+                continue;
+            };
+            let blob = match &mut blobs {
+                Some(blob) => blob,
+                None => blobs.insert(new_blob_file(rt, dir, options, blob_number()).await?),
+            };
+            pointer.clear();
+            blob.add(&key.user_key, value).await?.encode(&mut pointer);
+            writer.add_blob(&key.user_key, key.seq, &pointer).await?;
         }
         if chunk.len() < FLUSH_CHUNK_ENTRIES {
             break;
         }
         last = chunk.pop().map(|(key, _)| key);
     }
+    // The blob file is synced before the table, and both before the directory sync that makes
+    // their names durable: the MANIFEST names neither before then.
+    let blob = match blobs {
+        Some(blob) => Some(blob.finish().await?),
+        None => None,
+    };
     let droppable = writer.droppable();
     let props = writer.finish().await?;
     // The table's name must be durable before the MANIFEST names it.
     rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
-    Ok(Some(file_meta(number, &props, droppable)))
+    Ok(Flushed { table: Some(file_meta(number, &props, droppable)), blob })
+}
+
+async fn new_blob_file(
+    rt: &dyn Runtime,
+    dir: &Path,
+    options: &Options,
+    number: u64,
+) -> Result<BlobWriter> {
+    let path = dir.join(crate::blob::file_name(number));
+    let file = rt.fs().create(&path).await.map_err(|e| Error::io("creating", &path, e))?;
+    let planted = options.has_bug(PlantedBug::BlobNotSynced);
+    Ok(BlobWriter::new(file, path, number).skipping_sync(planted))
 }
 
 /// Reads a byte at each end of every entry's key and value, and nothing else. The arena holds
@@ -101,8 +158,10 @@ pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
     let _running = Running::flush(env.counters);
     let timer = Timer::start(env.rt, &env.counters.latency.flush);
     let number = env.versions.new_table();
-    let meta = write_table(env.rt, env.dir, env.options, number, &job.mem).await?;
-    if meta.is_none() {
+    let mut blob_number = || env.versions.new_table();
+    let flushed =
+        write_table(env.rt, env.dir, env.options, number, &job.mem, &mut blob_number).await?;
+    if flushed.table.is_none() {
         env.versions.table_unused(number);
     }
     if !env.options.has_bug(PlantedBug::FlushInstallOutOfOrder) {
@@ -114,11 +173,7 @@ pub(crate) async fn run(env: &JobEnv<'_>, job: FlushJob) -> Result<()> {
         last_seq: Some(job.last_seq),
         ..VersionEdit::default()
     };
-    if let Some(meta) = meta {
-        Counters::add(&env.counters.flush_bytes, meta.file_bytes);
-        Counters::add(&env.counters.level_bytes_written[0], meta.file_bytes);
-        edit.added.push((0, meta));
-    }
+    flushed.add_to(&mut edit, env.counters);
     let wal_number = job.mem.wal_number();
     let wal = env.dir.join(crate::wal::file_name(wal_number));
     let _phase = PhaseGuard::enter(env.rt, Phase::FlushInstall);

@@ -19,6 +19,13 @@
 //! level counts as new, and so does any table read for this check; a check whose reads failed
 //! leaves the next one to cover its changes. The first check after an open walks every key.
 //! At scale the full walk after every job was a tenth of a simulation's time.
+//!
+//! With key-value separation it checks the blob files' accounts too: every blob file the
+//! version names is on disk, no blob file on disk is unaccounted for, and for each blob file the
+//! bytes of the records its version's tables point to plus the garbage the version counts are
+//! exactly its record bytes. A compaction that counts a live value as garbage, or forgets to
+//! count a dropped one, breaks that sum at once (the first would also let the file be deleted
+//! while a table still points into it).
 
 use crate::job::JobEnv;
 use crate::runtime::FileSystem;
@@ -30,10 +37,13 @@ use std::sync::Arc;
 /// A table's keys and sequence numbers, in table order.
 type Entries = Arc<[(Vec<u8>, u64)]>;
 
+/// Bytes of blob records a table's entries point to, by blob file.
+type BlobRefs = Arc<BTreeMap<u64, u64>>;
+
 /// The entries of each table checked so far, by file number.
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
-    tables: BTreeMap<u64, Entries>,
+    tables: BTreeMap<u64, (Entries, BlobRefs)>,
     /// The tables (level, number) of the last version whose key order was checked, if any.
     verified: Option<BTreeSet<(usize, u64)>>,
 }
@@ -65,13 +75,19 @@ async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
     let after = tables_on_disk(fs, db.dir).await?;
     let version = snapshot.current;
     version.check()?;
-    let live: BTreeSet<u64> = version.files().map(|(_, f)| f.number).collect();
+    let mut live: BTreeSet<u64> = version.files().map(|(_, f)| f.number).collect();
     // The snapshot holds the version, so none of its tables can be deleted before `after`.
     for (level, f) in version.files() {
         if !after.contains(&f.number) {
             return Err(format!("table {} of level {level} is not on disk", f.number));
         }
     }
+    for &number in version.blobs.keys() {
+        if !after.contains(&number) {
+            return Err(format!("blob file {number} is not on disk"));
+        }
+    }
+    live.extend(version.blobs.keys());
     // A table is pending, live or obsolete from before it is created until after it is
     // deleted, moving between them under one lock: one on disk at both listings was in one of
     // them at the snapshot between.
@@ -79,7 +95,7 @@ async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
         let waiting = snapshot.obsolete.contains(number) || snapshot.pending.contains(number);
         if !live.contains(number) && !waiting {
             return Err(format!(
-                "table {number} is on disk but neither live, pending nor obsolete"
+                "table or blob file {number} is on disk but neither live, pending nor obsolete"
             ));
         }
     }
@@ -96,13 +112,15 @@ async fn check(db: &JobEnv<'_>, checker: &mut Checker) -> Result<(), String> {
     }
 }
 
-/// The numbers of the tables in `dir`.
+/// The numbers of the tables and blob files in `dir`.
 async fn tables_on_disk(
     fs: &dyn FileSystem,
     dir: &std::path::Path,
 ) -> Result<BTreeSet<u64>, String> {
     let names = fs.list(dir).await.map_err(|e| format!("listing: {e}"))?;
-    Ok(names.iter().filter_map(|n| crate::sstable::parse_file_name(n)).collect())
+    let number =
+        |n: &String| crate::sstable::parse_file_name(n).or_else(|| crate::blob::parse_file_name(n));
+    Ok(names.iter().filter_map(number).collect())
 }
 
 /// For every user key, checks that sequence numbers fall in the order reads consult the
@@ -119,23 +137,28 @@ async fn check_key_order(
     let mut run_level = None;
     let mut tables = BTreeSet::new();
     let mut new_tables = Vec::new();
+    let mut blob_refs: BTreeMap<u64, u64> = BTreeMap::new();
     for (level, f) in version.files() {
         let known = checker.tables.get(&f.number).cloned();
         // A table read now is new even if a table of its number and level was verified: the
         // number may have been reused (a bug the file-number checks look for) after a check
         // whose reads failed left `verified` behind.
         let fresh = known.is_none();
-        let table = match known {
+        let (table, refs) = match known {
             Some(table) => table,
             None => {
                 let read = read_table(db, fs, f).await?;
-                if let Err(why) = check_bounds(f, &read) {
+                if let Err(why) = check_bounds(f, &read.0) {
                     return Ok(Err(why));
                 }
-                checker.tables.insert(f.number, Arc::clone(&read));
+                checker.tables.insert(f.number, read.clone());
                 read
             }
         };
+        for (&blob, &bytes) in refs.iter() {
+            let pointed = blob_refs.entry(blob).or_default();
+            *pointed = pointed.saturating_add(bytes);
+        }
         tables.insert((level, f.number));
         if fresh || !checker.verified.as_ref().is_some_and(|v| v.contains(&(level, f.number))) {
             new_tables.push(Arc::clone(&table));
@@ -145,6 +168,9 @@ async fn check_key_order(
             run_level = Some(level);
         }
         runs.last_mut().expect("just pushed").push((f.number, table));
+    }
+    if let Err(why) = check_blob_accounts(version, &blob_refs) {
+        return Ok(Err(why));
     }
     // Looking a key up costs a binary search per run, walking past it a comparison or two: the
     // keys of new tables are looked up only while they are a small part of the tree.
@@ -159,6 +185,34 @@ async fn check_key_order(
         checker.verified = Some(tables);
     }
     Ok(result)
+}
+
+/// Checks that each blob file's record bytes are exactly those the version's tables point to
+/// plus the garbage the version counts, and that no table points into a blob file the version
+/// does not hold.
+fn check_blob_accounts(
+    version: &crate::version::Version,
+    refs: &BTreeMap<u64, u64>,
+) -> Result<(), String> {
+    for (&number, &pointed) in refs {
+        if !version.blobs.contains_key(&number) {
+            return Err(format!(
+                "tables point to {pointed} bytes of blob file {number}, which the version does \
+                 not hold"
+            ));
+        }
+    }
+    for (number, blob) in &version.blobs {
+        let pointed = refs.get(number).copied().unwrap_or(0);
+        if pointed.saturating_add(blob.garbage_bytes) != blob.file.record_bytes {
+            return Err(format!(
+                "blob file {number}: tables point to {pointed} bytes and {} are garbage, but it \
+                 holds {} record bytes",
+                blob.garbage_bytes, blob.file.record_bytes
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that the keys of table `f` lie within the range its metadata gives: reads skip a
@@ -264,7 +318,11 @@ fn merge_in_read_order(runs: &[Vec<(u64, Entries)>]) -> Result<(), String> {
 
 /// Every key and sequence number of table `f`, in table order. Opened apart from the table
 /// cache, so the check changes neither what it holds nor its counters.
-async fn read_table(db: &JobEnv<'_>, fs: &dyn FileSystem, f: &FileMeta) -> crate::Result<Entries> {
+async fn read_table(
+    db: &JobEnv<'_>,
+    fs: &dyn FileSystem,
+    f: &FileMeta,
+) -> crate::Result<(Entries, BlobRefs)> {
     let path = db.dir.join(crate::sstable::file_name(f.number));
     let file = fs.open(&path).await.map_err(|e| crate::Error::io("opening", &path, e))?;
     let stats = Arc::new(crate::sstable::ReadStats::default());
@@ -272,11 +330,20 @@ async fn read_table(db: &JobEnv<'_>, fs: &dyn FileSystem, f: &FileMeta) -> crate
     let mut it = table.iter();
     it.seek_to_first().await?;
     let mut entries = Vec::new();
+    let mut blobs = BTreeMap::new();
     while it.valid() {
         entries.push((it.user_key().to_vec(), it.seq()));
+        if it.is_blob() {
+            let pointer = it.value().and_then(crate::blob::BlobPointer::decode);
+            let pointer = pointer.ok_or_else(|| {
+                crate::Error::corruption(table.path(), 0, "a malformed blob pointer")
+            })?;
+            let pointed = blobs.entry(pointer.file).or_default();
+            *pointed = u64::saturating_add(*pointed, pointer.len);
+        }
         it.next().await?;
     }
-    Ok(entries.into())
+    Ok((entries.into(), Arc::new(blobs)))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::version::{FileMeta, Version};
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Compares internal keys: user key ascending, then sequence number descending.
@@ -221,6 +222,16 @@ impl Child {
         }
     }
 
+    /// The table holding the current entry if its value is a blob pointer.
+    fn blob_table(&self) -> Option<&Path> {
+        let table = match self {
+            Child::Mem(_) => None,
+            Child::Table(t) => Some(t),
+            Child::Level(l) => l.table(),
+        };
+        table.filter(|t| t.is_blob()).map(TableIter::path)
+    }
+
     async fn seek(&mut self, user_key: &[u8], seq: u64) -> Result<()> {
         match self {
             Child::Mem(c) => c.seek(user_key, seq),
@@ -287,8 +298,14 @@ impl Merged {
         self.children[self.current.expect("valid")].key()
     }
 
-    fn value(&self) -> Option<&[u8]> {
-        self.children[self.current.expect("valid")].value()
+    /// The current entry's value, or its blob pointer and the table holding it.
+    fn slot(&self) -> Option<Value> {
+        let child = &self.children[self.current.expect("valid")];
+        let value = Bytes::copy_from_slice(child.value()?);
+        Some(match child.blob_table() {
+            Some(table) => Value::Blob { pointer: value, table: table.to_path_buf() },
+            None => Value::Inline(value),
+        })
     }
 
     /// Points `current` at the smallest (forward) or largest child entry.
@@ -352,6 +369,12 @@ impl Merged {
     }
 }
 
+/// A value as the merge finds it: in place, or in a blob file.
+enum Value {
+    Inline(Bytes),
+    Blob { pointer: Bytes, table: PathBuf },
+}
+
 /// A cursor over the live keys of the database at one sequence number, in `[lower, upper)`.
 /// Created by [`crate::Db::iter`] or [`crate::Snapshot::iter`]; unpositioned until a seek.
 /// Every method has a blocking form and an `_async` one.
@@ -363,8 +386,11 @@ pub struct DbIterator {
     upper: Option<Vec<u8>>,
     /// The entry shown, copied out: its user key and value.
     entry: Option<(Bytes, Bytes)>,
-    /// Keeps the tables the children read named by a live version, so none is deleted.
-    _version: Arc<Version>,
+    /// Keeps the tables and blob files the children read named by a live version, so none is
+    /// deleted; gives the blob files' sizes.
+    version: Arc<Version>,
+    /// Where blob pointers are resolved.
+    tables: Arc<TableCache>,
 }
 
 impl DbIterator {
@@ -374,9 +400,21 @@ impl DbIterator {
         lower: Option<Vec<u8>>,
         upper: Option<Vec<u8>>,
         version: Arc<Version>,
+        tables: Arc<TableCache>,
     ) -> Self {
         let merged = Merged { children, current: None, forward: true };
-        DbIterator { merged, read_seq, lower, upper, entry: None, _version: version }
+        DbIterator { merged, read_seq, lower, upper, entry: None, version, tables }
+    }
+
+    /// The value `value` stands for, read from its blob file if it is a pointer.
+    async fn resolve(&self, key: &[u8], value: Value) -> Result<Bytes> {
+        match value {
+            Value::Inline(value) => Ok(value),
+            Value::Blob { pointer, table } => {
+                let size = |n| self.version.blobs.get(&n).map(|b| b.file.file_bytes);
+                self.tables.blobs().value(&table, &pointer, key, size, true).await
+            }
+        }
     }
 
     /// Whether the iterator is positioned on an entry.
@@ -515,8 +553,9 @@ impl DbIterator {
             }
             // The newest version at the read sequence number: the first one reached.
             let key = Bytes::copy_from_slice(key);
-            if let Some(value) = self.merged.value() {
-                self.entry = Some((key, Bytes::copy_from_slice(value)));
+            if let Some(value) = self.merged.slot() {
+                let value = self.resolve(&key, value).await?;
+                self.entry = Some((key, value));
                 return Ok(());
             }
             while self.merged.valid() && self.merged.key().0 == key.as_ref() {
@@ -536,14 +575,15 @@ impl DbIterator {
             if self.lower.as_deref().is_some_and(|lower| key.as_ref() < lower) {
                 return Ok(());
             }
-            let mut newest: Option<Option<Bytes>> = None;
+            let mut newest: Option<Option<Value>> = None;
             while self.merged.valid() && self.merged.key().0 == key.as_ref() {
                 if self.merged.key().1 <= self.read_seq {
-                    newest = Some(self.merged.value().map(Bytes::copy_from_slice));
+                    newest = Some(self.merged.slot());
                 }
                 self.merged.prev().await?;
             }
             if let Some(Some(value)) = newest {
+                let value = self.resolve(&key, value).await?;
                 self.entry = Some((key, value));
                 return Ok(());
             }

@@ -17,6 +17,7 @@
 
 mod background;
 mod batch;
+mod blob;
 mod blocking;
 mod cache;
 mod commit;

@@ -20,6 +20,7 @@ pub struct Options {
     pub(crate) memtables_max: usize,
     pub(crate) table_block_bytes: usize,
     pub(crate) bloom_bits_per_key: usize,
+    pub(crate) min_blob_size: Option<usize>,
     pub(crate) block_cache_bytes: usize,
     pub(crate) memory_budget: Option<u64>,
     pub(crate) open_tables_max: usize,
@@ -53,6 +54,7 @@ impl Default for Options {
             memtables_max: 2,
             table_block_bytes: 4096,
             bloom_bits_per_key: 10,
+            min_blob_size: None,
             block_cache_bytes: 8 << 20,
             memory_budget: None,
             open_tables_max: 1000,
@@ -73,6 +75,17 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Key-value separation: values of at least `bytes` bytes are moved out of the tables into
+    /// blob files when their memtable is flushed, and the tables keep a pointer of about 12
+    /// bytes in their place, so that compactions rewrite keys and pointers instead of the
+    /// values (RocksDB's `enable_blob_files` with `min_blob_size`). Reads of such a value take
+    /// one more file read unless the block cache holds it. Default `None`: every value stays in
+    /// the tables. Blob files written while it was on stay readable when it is turned off.
+    pub fn min_blob_size(mut self, bytes: Option<usize>) -> Self {
+        self.min_blob_size = bytes.map(|b| b.max(1));
+        self
+    }
+
     /// Create the database if the directory holds none. Default `true`.
     pub fn create_if_missing(mut self, yes: bool) -> Self {
         self.create_if_missing = yes;
@@ -386,6 +399,17 @@ pub enum PlantedBug {
     /// wholly synced, so a crash can leave an older log torn with a newer one after it, which
     /// recovery reads as corruption (`commit`, `settle`).
     NewWalBeforeOldSynced,
+    /// A compaction counts the blob records of the versions it keeps only for snapshots (every
+    /// version of a key below its newest) as garbage, so a blob file can leave the version, and
+    /// the disk, while a snapshot still reads values in it (`compaction::merge`).
+    BlobGarbageIgnoresSnapshots,
+    /// A blob file is not synced before the table pointing into it is recorded, so a power loss
+    /// can take values whose WAL is already gone (`blob`, `BlobWriter::finish`).
+    BlobNotSynced,
+    /// A compaction counts the blob records its kept entries point to as garbage too, so a blob
+    /// file leaves the version (and the disk) while tables still point into it: the stand-in
+    /// for garbage collection that drops a live value (`compaction::merge`).
+    BlobGarbageCountsLive,
 }
 
 /// Per-write options.

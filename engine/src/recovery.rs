@@ -9,6 +9,7 @@
 //! then are the old WALs, the old MANIFEST and unreferenced files deleted. A crash anywhere in
 //! between leaves a `CURRENT` naming a whole MANIFEST whose WALs still exist.
 
+use crate::blob;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Manifest, VersionEdit};
 use crate::memtable::Memtable;
@@ -17,6 +18,7 @@ use crate::options::{Options, PlantedBug};
 use crate::runtime::{parent_dir, FileLock, FileSystem, Phase, PhaseGuard, RuntimeRef};
 use crate::sstable;
 use crate::version::Version;
+use crate::version_set::Unneeded;
 use crate::wal::{self, WalWriter};
 use std::path::{Component, Path, PathBuf};
 
@@ -102,29 +104,28 @@ pub(crate) async fn open(dir: &Path, options: Options, rt: RuntimeRef) -> Result
         let mem = replay_one(&rt, dir, log, &options, &mut base.last_seq).await?;
         let table = base.next_file_number;
         base.next_file_number += 1;
-        if let Some(meta) =
-            crate::flush::write_table(rt.as_ref(), dir, &options, table, &mem).await?
-        {
-            Counters::add(&counters.flush_bytes, meta.file_bytes);
-            Counters::add(&counters.level_bytes_written[0], meta.file_bytes);
+        let mut next = base.next_file_number;
+        let mut blob_number = || {
+            next += 1;
+            next - 1
+        };
+        let flushed =
+            crate::flush::write_table(rt.as_ref(), dir, &options, table, &mem, &mut blob_number)
+                .await?;
+        base.next_file_number = next;
+        if flushed.table.is_some() {
             Counters::add(&counters.flushes, 1);
-            edit.added.push((0, meta));
         }
+        flushed.add_to(&mut edit, &counters);
     }
     let wal_number = base.next_file_number;
     let manifest_number = wal_number + 1;
     base.next_file_number += 2;
     let version = base.version.apply(&edit).map_err(|why| Error::corruption(dir, 0, why))?;
-    let snapshot = VersionEdit {
-        log_number: Some(wal_number),
-        next_file_number: Some(base.next_file_number),
-        last_seq: Some(base.last_seq),
-        // The logs just replayed are deleted once this MANIFEST is current; every log from
-        // here on is written in this version's format.
-        wal_format: Some(wal::Format::WRITTEN.number()),
-        added: version.files().map(|(level, f)| (level as u8, (**f).clone())).collect(),
-        deleted: Vec::new(),
-    };
+    // The logs just replayed are deleted once this MANIFEST is current; every log from here on
+    // is written in this version's format.
+    let numbers = (wal_number, base.next_file_number, base.last_seq);
+    let snapshot = VersionEdit::snapshot(&version, numbers, wal::Format::WRITTEN.number());
     let syncs = SyncMeter::manifest(&counters, rt.as_ref());
     let manifest = Manifest::create(rt.as_ref(), dir, manifest_number, &snapshot, syncs).await?;
     Counters::add(&counters.manifest_bytes, manifest.bytes());
@@ -168,14 +169,17 @@ async fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether `name` is a file that holds data: a WAL or a table.
+/// Whether `name` is a file that holds data: a WAL, a table or a blob file.
 fn is_data_file(name: &str) -> bool {
-    wal::parse_file_name(name).is_some() || sstable::parse_file_name(name).is_some()
+    wal::parse_file_name(name).is_some()
+        || sstable::parse_file_name(name).is_some()
+        || blob::parse_file_name(name).is_some()
 }
 
 fn file_number(name: &str) -> Option<u64> {
     wal::parse_file_name(name)
         .or_else(|| sstable::parse_file_name(name))
+        .or_else(|| blob::parse_file_name(name))
         .or_else(|| manifest::parse_file_name(name))
 }
 
@@ -187,7 +191,8 @@ fn live_logs(names: &[String], log_number: u64) -> Vec<u64> {
     logs
 }
 
-/// Every table the version names must be on disk: a missing one is lost data, reported by name.
+/// Every table and blob file the version names must be on disk: a missing one is lost data,
+/// reported by name.
 fn check_tables_exist(
     dir: &Path,
     manifest: u64,
@@ -201,38 +206,47 @@ fn check_tables_exist(
             return Err(Error::corruption(dir.join(manifest::file_name(manifest)), 0, why));
         }
     }
+    for &number in version.blobs.keys() {
+        let name = blob::file_name(number);
+        if !names.contains(&name) {
+            let why = format!("blob file {name} named by the MANIFEST is missing");
+            return Err(Error::corruption(dir.join(manifest::file_name(manifest)), 0, why));
+        }
+    }
     Ok(())
 }
 
-/// Deletes what no longer belongs to the database: WALs already in tables, tables no version
-/// names (a flush or compaction that crashed before its MANIFEST edit), old MANIFESTs and a
-/// leftover temporary `CURRENT`. Failing to delete costs only space, so failures are logged;
-/// the tables among them are returned for the background worker to retry (the other files are
-/// found and deleted again by the next open).
+/// Deletes what no longer belongs to the database: WALs already in tables, tables and blob
+/// files no version names (a flush or compaction that crashed before its MANIFEST edit), old
+/// MANIFESTs and a leftover temporary `CURRENT`. Failing to delete costs only space, so
+/// failures are logged; the tables and blob files among them are returned for the background
+/// worker to retry (the other files are found and deleted again by the next open).
 async fn remove_obsolete(
     rt: &RuntimeRef,
     dir: &Path,
     names: &[String],
     version: &Version,
     manifest: u64,
-) -> Vec<u64> {
+) -> Vec<Unneeded> {
     let live_table = |n: u64| version.files().any(|(_, f)| f.number == n);
-    let mut undeleted_tables = Vec::new();
+    let mut undeleted = Vec::new();
     for name in names {
-        let table = sstable::parse_file_name(name);
+        let table = sstable::parse_file_name(name).map(Unneeded::Table);
+        let blob = blob::parse_file_name(name).map(Unneeded::Blob);
         let obsolete = wal::parse_file_name(name).is_some()
-            || table.is_some_and(|n| !live_table(n))
+            || table.is_some_and(|t| !live_table(t.number()))
+            || blob.is_some_and(|b| !version.blobs.contains_key(&b.number()))
             || manifest::parse_file_name(name).is_some_and(|n| n != manifest)
             || name == manifest::CURRENT_TEMP;
         if obsolete {
             let path = dir.join(name);
             if let Err(e) = rt.fs().remove(&path).await {
                 tracing::warn!(file = %path.display(), error = %e, "could not delete an obsolete file");
-                undeleted_tables.extend(table);
+                undeleted.extend(table.or(blob));
             }
         }
     }
-    undeleted_tables
+    undeleted
 }
 
 fn check_existence(dir: &Path, options: &Options, exists: bool) -> Result<()> {

@@ -13,6 +13,7 @@
 //! `.await`: a miss opens the table unlocked, then inserts it (if two tasks open the same table
 //! at once, the first insert wins and the other copy is dropped).
 
+use crate::blob::BlobFiles;
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
 use crate::memory::MemoryBudget;
@@ -31,6 +32,9 @@ pub(crate) struct TableCache {
     stats: Arc<ReadStats>,
     budget: Arc<MemoryBudget>,
     inner: Mutex<Lru>,
+    /// The open blob files, for the values tables point to: a bound of their own, of the same
+    /// size (`open_tables_max`).
+    blobs: BlobFiles,
 }
 
 impl fmt::Debug for TableCache {
@@ -76,7 +80,14 @@ impl TableCache {
         budget: Arc<MemoryBudget>,
     ) -> Self {
         let inner = Mutex::default();
-        TableCache { rt, dir, open_files_max, block_cache, stats, budget, inner }
+        let blobs =
+            BlobFiles::new(Arc::clone(&rt), dir.clone(), open_files_max, block_cache.clone());
+        TableCache { rt, dir, open_files_max, block_cache, stats, budget, inner, blobs }
+    }
+
+    /// The open blob files.
+    pub(crate) fn blobs(&self) -> &BlobFiles {
+        &self.blobs
     }
 
     fn lock(&self) -> MutexGuard<'_, Lru> {

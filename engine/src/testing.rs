@@ -231,3 +231,15 @@ impl FileSystem for MemFs {
         })
     }
 }
+
+/// A hex dump with offsets and printable bytes, for golden snapshots of file bytes.
+pub(crate) fn hex_dump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, line) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let text: String =
+            line.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect();
+        out.push_str(&format!("{:06x}  {:<47}  {text}\n", i * 16, hex.join(" ")));
+    }
+    out
+}

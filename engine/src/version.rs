@@ -7,10 +7,13 @@
 //!
 //! Invariants (checked by [`Version::check`]): level 0 holds files newest first, by their
 //! largest sequence number; every other level holds files sorted by key whose ranges do not
-//! overlap; no file number appears twice.
+//! overlap; no file number appears twice. [`Version::apply`] also keeps every blob file's
+//! garbage below its record bytes (a file all garbage leaves the version) and refuses a blob
+//! file without records.
 
 use bytes::Bytes;
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Number of levels, L0 to L6.
@@ -48,6 +51,18 @@ impl FileMeta {
     }
 }
 
+/// What the version knows of one blob file. Every version naming the file shares this `Arc`,
+/// so the file's deletion can wait for all of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BlobFileMeta {
+    pub number: u64,
+    pub file_bytes: u64,
+    pub records: u64,
+    /// Bytes of all its records: the garbage a version counts against it reaches this when no
+    /// table needs any of them.
+    pub record_bytes: u64,
+}
+
 /// One change to the tree and its bookkeeping.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct VersionEdit {
@@ -62,12 +77,52 @@ pub(crate) struct VersionEdit {
     pub wal_format: Option<u64>,
     pub added: Vec<(u8, FileMeta)>,
     pub deleted: Vec<(u8, u64)>,
+    /// Blob files the edit adds (a flush's, or the snapshot of a MANIFEST's start).
+    pub added_blobs: Vec<BlobFileMeta>,
+    /// Bytes of blob records that no table needs any more, by blob file: added to what the
+    /// version counts. The edit that makes a file all garbage drops it from the version.
+    pub blob_garbage: Vec<(u64, u64)>,
 }
 
-/// The files of the tree, level by level.
+impl VersionEdit {
+    /// The edit that starts a MANIFEST: `version` whole, with the counters and the WAL format
+    /// given.
+    pub(crate) fn snapshot(
+        version: &Version,
+        (log_number, next_file_number, last_seq): (u64, u64, u64),
+        wal_format: u64,
+    ) -> VersionEdit {
+        VersionEdit {
+            log_number: Some(log_number),
+            next_file_number: Some(next_file_number),
+            last_seq: Some(last_seq),
+            wal_format: Some(wal_format),
+            added: version.files().map(|(level, f)| (level as u8, FileMeta::clone(f))).collect(),
+            deleted: Vec::new(),
+            added_blobs: version.blobs.values().map(|b| BlobFileMeta::clone(&b.file)).collect(),
+            blob_garbage: version
+                .blobs
+                .iter()
+                .filter(|(_, b)| b.garbage_bytes > 0)
+                .map(|(&number, b)| (number, b.garbage_bytes))
+                .collect(),
+        }
+    }
+}
+
+/// A blob file as one version sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct LiveBlob {
+    pub file: Arc<BlobFileMeta>,
+    /// Bytes of its records no table of this version needs.
+    pub garbage_bytes: u64,
+}
+
+/// The files of the tree, level by level, and the blob files its tables point into.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Version {
     pub levels: [Vec<Arc<FileMeta>>; LEVELS],
+    pub blobs: BTreeMap<u64, LiveBlob>,
 }
 
 impl Version {
@@ -89,6 +144,33 @@ impl Version {
             let moved = removed.iter().find(|f| f.number == meta.number && ***f == *meta);
             let file = moved.map_or_else(|| Arc::new(meta.clone()), Arc::clone);
             next.level_mut(*level)?.push(file);
+        }
+        for blob in &edit.added_blobs {
+            if next.blobs.contains_key(&blob.number) {
+                return Err(format!("adds blob file {} twice", blob.number));
+            }
+            if blob.record_bytes == 0 {
+                return Err(format!("adds blob file {} without records", blob.number));
+            }
+            let live = LiveBlob { file: Arc::new(blob.clone()), garbage_bytes: 0 };
+            next.blobs.insert(blob.number, live);
+        }
+        for &(number, bytes) in &edit.blob_garbage {
+            let Some(live) = next.blobs.get_mut(&number) else {
+                return Err(format!(
+                    "counts garbage in blob file {number}, which it does not hold"
+                ));
+            };
+            live.garbage_bytes = live.garbage_bytes.saturating_add(bytes);
+            if live.garbage_bytes > live.file.record_bytes {
+                return Err(format!(
+                    "counts {} bytes of garbage in blob file {number} of {} record bytes",
+                    live.garbage_bytes, live.file.record_bytes
+                ));
+            }
+            if live.garbage_bytes == live.file.record_bytes {
+                next.blobs.remove(&number);
+            }
         }
         next.levels[0].sort_by(|a, b| b.max_seq.cmp(&a.max_seq).then(b.number.cmp(&a.number)));
         for files in &mut next.levels[1..] {
@@ -149,9 +231,10 @@ impl Version {
             }
         }
         let mut numbers: Vec<u64> = self.files().map(|(_, f)| f.number).collect();
+        numbers.extend(self.blobs.keys());
         numbers.sort_unstable();
         if numbers.windows(2).any(|w| w[0] == w[1]) {
-            return Err("a table appears twice".into());
+            return Err("a file number appears twice".into());
         }
         Ok(())
     }

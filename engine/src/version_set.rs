@@ -25,7 +25,8 @@
 //! An obsolete table leaves the disk only once the MANIFEST edit that dropped it is durable and
 //! sealed (see `manifest`), and no version a reader still holds names it (its `FileMeta` is
 //! then held by this set alone).
-//! Those still held when the database closes are deleted by the next open.
+//! Those still held when the database closes are deleted by the next open. Blob files go
+//! through the same three sets and the same rules (their numbers come from `new_table` too).
 
 use crate::error::{Error, Result};
 use crate::manifest::{self, Manifest, VersionEdit};
@@ -33,7 +34,7 @@ use crate::metrics::{Counters, SyncMeter};
 use crate::runtime::{Phase, PhaseGuard, RuntimeRef};
 use crate::signal::AsyncLock;
 use crate::table_cache::TableCache;
-use crate::version::{FileMeta, Version};
+use crate::version::{BlobFileMeta, FileMeta, Version};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,19 +65,45 @@ pub(crate) struct VersionSet {
 struct Unsealed<'a> {
     versions: &'a VersionSet,
     held: Vec<Arc<FileMeta>>,
+    held_blobs: Vec<Arc<BlobFileMeta>>,
 }
 
 impl Unsealed<'_> {
-    /// The seal is durable: the tables may go once no reader holds them.
+    /// The seal is durable: the files may go once no reader holds them.
     fn sealed(mut self) {
         self.held.clear();
+        self.held_blobs.clear();
     }
 }
 
 impl Drop for Unsealed<'_> {
     fn drop(&mut self) {
-        if !self.held.is_empty() {
-            self.versions.lock().unsealed.append(&mut self.held);
+        if !self.held.is_empty() || !self.held_blobs.is_empty() {
+            let mut state = self.versions.lock();
+            state.unsealed.append(&mut self.held);
+            state.unsealed_blobs.append(&mut self.held_blobs);
+        }
+    }
+}
+
+/// A file no version needs, to be deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unneeded {
+    Table(u64),
+    Blob(u64),
+}
+
+impl Unneeded {
+    pub(crate) fn number(self) -> u64 {
+        match self {
+            Unneeded::Table(n) | Unneeded::Blob(n) => n,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Unneeded::Table(n) => crate::sstable::file_name(n),
+            Unneeded::Blob(n) => crate::blob::file_name(n),
         }
     }
 }
@@ -89,13 +116,15 @@ struct State {
     pending: BTreeSet<u64>,
     /// Dropped from the current version, perhaps still named by a version a reader holds.
     obsolete: Vec<Arc<FileMeta>>,
-    /// Obsolete tables no reader holds whose deletion is yet to be tried, or failed (here or at
+    obsolete_blobs: Vec<Arc<BlobFileMeta>>,
+    /// Obsolete files no reader holds whose deletion is yet to be tried, or failed (here or at
     /// open): tried again before and after every job.
-    undeleted: Vec<u64>,
-    /// Those of `undeleted` a call is deleting now: others leave them alone.
+    undeleted: Vec<Unneeded>,
+    /// Those of `undeleted` a call is deleting now, by number: others leave them alone.
     deleting: BTreeSet<u64>,
-    /// Tables dropped by an edit whose seal failed, held (so never deleted) until the close.
+    /// Files dropped by an edit whose seal failed, held (so never deleted) until the close.
     unsealed: Vec<Arc<FileMeta>>,
+    unsealed_blobs: Vec<Arc<BlobFileMeta>>,
 }
 
 /// What a new [`VersionSet`] starts from: recovery's outcome.
@@ -106,8 +135,8 @@ pub(crate) struct Recovered {
     pub manifest: Manifest,
     /// The log number the new MANIFEST records.
     pub log_number: u64,
-    /// Tables no version names whose deletion at open failed.
-    pub undeleted: Vec<u64>,
+    /// Files no version names whose deletion at open failed.
+    pub undeleted: Vec<Unneeded>,
 }
 
 /// What the set holds at one moment, for the structure checker.
@@ -131,9 +160,11 @@ impl VersionSet {
             current: Arc::new(r.version),
             pending: BTreeSet::new(),
             obsolete: Vec::new(),
+            obsolete_blobs: Vec::new(),
             undeleted: r.undeleted,
             deleting: BTreeSet::new(),
             unsealed: Vec::new(),
+            unsealed_blobs: Vec::new(),
         };
         VersionSet {
             rt,
@@ -222,6 +253,16 @@ impl VersionSet {
             for (_, f) in &edit.added {
                 state.pending.remove(&f.number);
             }
+            for b in &edit.added_blobs {
+                state.pending.remove(&b.number);
+            }
+            let dropped_blobs: Vec<Arc<BlobFileMeta>> = old
+                .blobs
+                .iter()
+                .filter(|(n, _)| !version.blobs.contains_key(n))
+                .map(|(_, b)| Arc::clone(&b.file))
+                .collect();
+            state.obsolete_blobs.extend(dropped_blobs.iter().cloned());
             let moved = |n: u64| edit.added.iter().any(|(_, f)| f.number == n);
             let dropped = old.files().filter(|(level, f)| {
                 !moved(f.number) && edit.deleted.contains(&(*level as u8, f.number))
@@ -234,7 +275,7 @@ impl VersionSet {
             if let Some(log) = edit.log_number {
                 self.log_number.fetch_max(log, Ordering::SeqCst);
             }
-            Unsealed { versions: self, held: dropped }
+            Unsealed { versions: self, held: dropped, held_blobs: dropped_blobs }
         };
         drop(old);
         let sealed = manifest.seal(syncs).await;
@@ -278,10 +319,10 @@ impl VersionSet {
         Ok(())
     }
 
-    /// Deletes the obsolete tables no version names any more, and those whose deletion failed
-    /// before. A failure costs only space: the table is tried again by the next call (and by
-    /// the next open, which deletes what no version names). A table stays in the obsolete set
-    /// until its deletion is done.
+    /// Deletes the obsolete tables and blob files no version names any more, and those whose
+    /// deletion failed before. A failure costs only space: the file is tried again by the next
+    /// call (and by the next open, which deletes what no version names). A file stays in the
+    /// obsolete set until its deletion is done.
     pub(crate) async fn remove_unreferenced(&self, table_cache: &TableCache) {
         let claimed = {
             let mut state = self.lock();
@@ -289,30 +330,42 @@ impl VersionSet {
                 .into_iter()
                 .partition(|f| Arc::strong_count(f) == 1);
             state.obsolete = held;
+            let (free_blobs, held): (Vec<_>, Vec<_>) = std::mem::take(&mut state.obsolete_blobs)
+                .into_iter()
+                .partition(|b| Arc::strong_count(b) == 1);
+            state.obsolete_blobs = held;
             // The newly freed first, then the older failures.
-            let mut order: Vec<u64> = free.iter().map(|f| f.number).collect();
-            let retry: Vec<u64> =
-                state.undeleted.iter().copied().filter(|n| !state.deleting.contains(n)).collect();
+            let mut order: Vec<Unneeded> = free.iter().map(|f| Unneeded::Table(f.number)).collect();
+            order.extend(free_blobs.iter().map(|b| Unneeded::Blob(b.number)));
+            let retry: Vec<Unneeded> = state
+                .undeleted
+                .iter()
+                .copied()
+                .filter(|u| !state.deleting.contains(&u.number()))
+                .collect();
+            state.undeleted.extend(order.iter().copied());
             order.extend(retry);
-            state.undeleted.extend(free.iter().map(|f| f.number));
-            state.deleting.extend(order.iter().copied());
+            state.deleting.extend(order.iter().map(|u| u.number()));
             order
         };
-        for number in claimed {
-            table_cache.evict(number);
-            let path = self.dir.join(crate::sstable::file_name(number));
+        for unneeded in claimed {
+            match unneeded {
+                Unneeded::Table(number) => table_cache.evict(number),
+                Unneeded::Blob(number) => table_cache.blobs().evict(number),
+            }
+            let path = self.dir.join(unneeded.name());
             let gone = match self.rt.fs().remove(&path).await {
                 Ok(()) => true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                 Err(e) => {
-                    tracing::warn!(table = %path.display(), error = %e, "could not delete a table");
+                    tracing::warn!(file = %path.display(), error = %e, "could not delete a file");
                     false
                 }
             };
             let mut state = self.lock();
-            state.deleting.remove(&number);
+            state.deleting.remove(&unneeded.number());
             if gone {
-                state.undeleted.retain(|&n| n != number);
+                state.undeleted.retain(|&u| u != unneeded);
             }
         }
     }
@@ -328,7 +381,8 @@ impl VersionSet {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let state = self.lock();
         let mut obsolete: Vec<u64> = state.obsolete.iter().map(|f| f.number).collect();
-        obsolete.extend(&state.undeleted);
+        obsolete.extend(state.obsolete_blobs.iter().map(|b| b.number));
+        obsolete.extend(state.undeleted.iter().map(|u| u.number()));
         Snapshot {
             current: Arc::clone(&state.current),
             pending: state.pending.iter().copied().collect(),

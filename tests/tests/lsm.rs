@@ -1,7 +1,9 @@
 //! The LSM tree end to end over the in-memory disk with real threads: flushes and compactions
 //! under a random workload checked against a `BTreeMap`, snapshots that outlive compactions,
 //! tombstones that compaction drops, crash recovery through the MANIFEST, and damaged or
-//! missing tables reported as corruption.
+//! missing tables reported as corruption. The tests that check against a model run twice: with
+//! every value in the tables, and with key-value separation (`Options::min_blob_size`) moving
+//! about half of them to blob files.
 
 use jadedb::runtime::FileSystem;
 use jadedb::{Db, Error, Options, WriteBatch, WriteOptions};
@@ -24,6 +26,11 @@ fn tiny() -> Options {
         .block_cache_bytes(64 << 10)
         .open_tables_max(4)
         .manifest_bytes_max(4 << 10)
+}
+
+/// `tiny()` with values of 40 bytes or more in blob files: about half of those `churn` writes.
+fn tiny_blobs() -> Options {
+    tiny().min_blob_size(Some(40))
 }
 
 fn open(fs: &MemFs, options: Options) -> Db {
@@ -66,8 +73,21 @@ fn assert_matches(db: &Db, model: &Model, keys: usize) {
 
 #[test]
 fn flushes_and_compactions_keep_every_write_and_snapshots_keep_their_view() {
+    flushes_and_compactions_keep_every_write(tiny());
+}
+
+#[test]
+fn flushes_and_compactions_keep_every_write_with_values_in_blob_files() {
+    let m = flushes_and_compactions_keep_every_write(tiny_blobs());
+    assert!(m.blob_bytes_written > 0 && m.blob_files > 0, "{m:?}");
+    assert!(m.blob_garbage_bytes < m.blob_bytes, "{m:?}");
+    assert!(m.blob_space_amplification() >= 1.0, "{m:?}");
+}
+
+/// Returns the metrics before the close.
+fn flushes_and_compactions_keep_every_write(options: Options) -> jadedb::Metrics {
     let fs = MemFs::new();
-    let db = open(&fs, tiny());
+    let db = open(&fs, options.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut model = Model::new();
     let keys = 600;
@@ -105,17 +125,28 @@ fn flushes_and_compactions_keep_every_write_and_snapshots_keep_their_view() {
         assert_eq!(snapshot.get(&k).unwrap().as_deref(), frozen.get(&k).map(Vec::as_slice));
     }
     drop(snapshot);
+    let metrics = db.metrics();
     db.close().unwrap();
 
-    let db = open(&fs, tiny());
+    let db = open(&fs, options);
     assert_matches(&db, &model, keys);
     db.close().unwrap();
+    metrics
 }
 
 #[test]
 fn a_crash_keeps_every_synced_write_through_flushes_and_compactions() {
+    crash_keeps_every_synced_write(tiny());
+}
+
+#[test]
+fn a_crash_keeps_every_synced_write_with_values_in_blob_files() {
+    crash_keeps_every_synced_write(tiny_blobs());
+}
+
+fn crash_keeps_every_synced_write(options: Options) {
     let fs = MemFs::new();
-    let db = open(&fs, tiny());
+    let db = open(&fs, options.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut model = Model::new();
     churn(&db, &mut model, &mut rng, 2000, 300);
@@ -124,7 +155,7 @@ fn a_crash_keeps_every_synced_write_through_flushes_and_compactions() {
     // Power fails with the database open: only synced data survives, and all of it was synced.
     let after = fs.crash_keep_nothing();
     drop(db);
-    let db = open(&after, tiny());
+    let db = open(&after, options);
     assert_matches(&db, &model, 300);
     db.close().unwrap();
 }
@@ -240,8 +271,17 @@ fn model_seek(
 
 #[test]
 fn iterators_walk_both_ways_with_seeks_and_bounds_like_a_sorted_map() {
+    iterators_walk_both_ways(tiny());
+}
+
+#[test]
+fn iterators_walk_both_ways_over_values_in_blob_files() {
+    iterators_walk_both_ways(tiny_blobs());
+}
+
+fn iterators_walk_both_ways(options: Options) {
     let fs = MemFs::new();
-    let db = open(&fs, tiny());
+    let db = open(&fs, options);
     let mut rng = ChaCha8Rng::seed_from_u64(21);
     let mut model = Model::new();
     let keys = 300;
@@ -597,5 +637,167 @@ fn compactions_read_around_the_block_cache() {
     let after = db.metrics();
     assert_eq!(after.block_cache_misses, compacted.block_cache_misses, "user blocks pushed out");
     assert!(after.block_cache_hits > compacted.block_cache_hits);
+    db.close().unwrap();
+}
+
+/// The blob files in the database directory.
+fn blob_files(fs: &MemFs) -> Vec<String> {
+    let names = pollster::block_on(fs.list(Path::new("/db"))).unwrap();
+    names.into_iter().filter(|n| n.ends_with(".blob")).collect()
+}
+
+/// Whether any blob file of `/db` holds `needle`.
+fn in_blob_files(fs: &MemFs, needle: &[u8]) -> bool {
+    fs.find(Path::new("/db"), ".blob", needle, 0).expect("search the blob files").is_some()
+}
+
+/// A blob file whose values a snapshot still reads stays; once every value in it is
+/// overwritten or deleted, the snapshot is gone and the tree compacted, it leaves the disk, and
+/// the bytes of blob files left are the live values'.
+#[test]
+fn a_blob_file_leaves_the_disk_once_no_table_or_snapshot_needs_its_values() {
+    let fs = MemFs::new();
+    let db = open(&fs, tiny_blobs());
+    for k in 0..300 {
+        db.put(&key(k), &marked("first", k), WriteOptions::default()).unwrap();
+    }
+    db.compact_range(b"", b"\xff").unwrap();
+    assert!(in_blob_files(&fs, b"first-00042"));
+    assert!(!on_disk(&fs, b"first-00042"), "the tables hold pointers, not the values");
+    let first_files = blob_files(&fs);
+    let snapshot = db.snapshot();
+    for k in 0..300 {
+        if k % 2 == 0 {
+            db.put(&key(k), &marked("second", k), WriteOptions::default()).unwrap();
+        } else {
+            db.delete(&key(k), WriteOptions::default()).unwrap();
+        }
+    }
+    db.compact_range(b"", b"\xff").unwrap();
+    db.wait_for_compactions().unwrap();
+    assert_eq!(snapshot.get(&key(41)).unwrap().as_deref(), Some(marked("first", 41).as_slice()));
+    for name in &first_files {
+        assert!(blob_files(&fs).contains(name), "{name} went while the snapshot read it");
+    }
+    drop(snapshot);
+    db.compact_range(b"", b"\xff").unwrap();
+    db.wait_for_compactions().unwrap();
+    let left = blob_files(&fs);
+    for name in &first_files {
+        assert!(!left.contains(name), "{name} is still on disk: {left:?}");
+    }
+    assert!(!in_blob_files(&fs, b"first-00042"));
+    let m = db.metrics();
+    assert_eq!(m.blob_garbage_bytes, 0, "{m:?}");
+    assert_eq!(m.blob_space_amplification(), 1.0);
+    assert_eq!(m.blob_files as usize, left.len());
+    for k in [0, 41, 42, 299] {
+        let want = (k % 2 == 0).then(|| marked("second", k));
+        assert_eq!(db.get(&key(k)).unwrap().map(|v| v.to_vec()), want);
+    }
+    db.close().unwrap();
+    let db = open(&fs, tiny_blobs());
+    assert_eq!(db.get(&key(42)).unwrap().as_deref(), Some(marked("second", 42).as_slice()));
+    assert_eq!(db.scan(b"", None).unwrap().len(), 150);
+    db.close().unwrap();
+}
+
+#[test]
+fn a_missing_blob_file_is_reported_by_name_at_open() {
+    let fs = MemFs::new();
+    let db = open(&fs, tiny_blobs());
+    let mut model = Model::new();
+    churn(&db, &mut model, &mut ChaCha8Rng::seed_from_u64(3), 500, 100);
+    db.close().unwrap();
+    let victim = blob_files(&fs).pop().expect("some blob file");
+    pollster::block_on(fs.remove(Path::new(&format!("/db/{victim}")))).unwrap();
+    match Db::open("/db", tiny_blobs(), MemRuntime::new(&fs)) {
+        Err(Error::Corruption { reason, .. }) => assert!(reason.contains(&victim), "{reason}"),
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("opened with a blob file missing"),
+    }
+}
+
+/// Every bit of a blob file's records flipped in turn: reads of the values it holds fail with
+/// corruption naming the file (or, for the bits of a value's own bytes, still never return a
+/// wrong value), and every other key still reads right.
+#[test]
+fn a_flipped_bit_in_a_blob_file_is_corruption_never_a_wrong_value() {
+    let fs = MemFs::new();
+    let options = tiny_blobs().block_cache_bytes(0);
+    let db = open(&fs, options.clone());
+    let mut model = Model::new();
+    churn(&db, &mut model, &mut ChaCha8Rng::seed_from_u64(9), 600, 150);
+    db.close().unwrap();
+    let victim = blob_files(&fs).pop().expect("some blob file");
+    let path = format!("/db/{victim}");
+    let size = pollster::block_on(async {
+        let file = fs.open(Path::new(&path)).await.unwrap();
+        file.size().await.unwrap()
+    });
+    let mut corrupt = 0;
+    for offset in (0..size).step_by(37) {
+        flip_bit(&fs, &path, offset, (offset % 8) as u8);
+        let db = match Db::open("/db", options.clone(), MemRuntime::new(&fs)) {
+            Ok(db) => db,
+            Err(Error::Corruption { file, .. }) => {
+                assert!(file.ends_with(&victim), "{file:?}");
+                corrupt += 1;
+                flip_bit(&fs, &path, offset, (offset % 8) as u8);
+                continue;
+            }
+            Err(other) => panic!("expected corruption, got {other}"),
+        };
+        for (k, v) in &model {
+            match db.get(k) {
+                Ok(got) => assert_eq!(got.as_deref(), Some(v.as_slice()), "key {k:?}"),
+                Err(Error::Corruption { file, .. }) => {
+                    assert!(file.ends_with(&victim), "{file:?}");
+                    corrupt += 1;
+                }
+                Err(other) => panic!("expected corruption, got {other}"),
+            }
+        }
+        db.close().unwrap();
+        flip_bit(&fs, &path, offset, (offset % 8) as u8);
+    }
+    assert!(corrupt > 0, "no flip was noticed");
+}
+
+/// A blob file no version needs any more stays on disk while an iterator's version names it
+/// (the iterator still reads its values), and goes once the iterator is dropped.
+#[test]
+fn a_blob_file_stays_while_an_iterator_reads_it() {
+    let fs = MemFs::new();
+    let db = open(&fs, tiny_blobs());
+    for k in 0..200 {
+        db.put(&key(k), &marked("first", k), WriteOptions::default()).unwrap();
+    }
+    db.compact_range(b"", b"\xff").unwrap();
+    let first_files = blob_files(&fs);
+    let mut it = db.iter(None, None).unwrap();
+    for k in 0..200 {
+        db.put(&key(k), &marked("second", k), WriteOptions::default()).unwrap();
+    }
+    db.compact_range(b"", b"\xff").unwrap();
+    db.wait_for_compactions().unwrap();
+    assert_eq!(db.metrics().blob_garbage_bytes, 0, "the first files left the version");
+    it.seek_to_first().unwrap();
+    let mut seen = 0;
+    while let Some((k, v)) = it.entry() {
+        assert_eq!(v.as_ref(), marked("first", seen).as_slice(), "{k:?}");
+        seen += 1;
+        it.next().unwrap();
+    }
+    assert_eq!(seen, 200);
+    let left = blob_files(&fs);
+    assert!(first_files.iter().all(|f| left.contains(f)), "deleted under the iterator");
+    drop(it);
+    // Any job deletes what no reader holds any more.
+    db.put(b"z", b"z", WriteOptions::default()).unwrap();
+    db.flush().unwrap();
+    db.wait_for_compactions().unwrap();
+    let left = blob_files(&fs);
+    assert!(first_files.iter().all(|f| !left.contains(f)), "{first_files:?} still in {left:?}");
     db.close().unwrap();
 }

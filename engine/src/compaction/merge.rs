@@ -9,9 +9,14 @@
 //! version of the oldest stripe hides nothing any reader could see except older versions in
 //! the inputs (dropped with it) and versions in deeper levels; if no deeper level can hold the
 //! key, the tombstone is dropped too.
+//!
+//! A dropped entry whose value is in a blob file makes that value's record garbage: the merge
+//! counts its bytes per blob file, for the compaction's edit (see `blob`).
 
-use crate::error::Result;
+use crate::blob::BlobPointer;
+use crate::error::{Error, Result};
 use crate::sstable::TableIter;
+use std::collections::BTreeMap;
 
 /// Which versions the output keeps, given the live snapshots.
 #[derive(Debug)]
@@ -39,6 +44,8 @@ pub(crate) struct Kept<'a> {
     pub user_key: &'a [u8],
     pub seq: u64,
     pub value: Option<&'a [u8]>,
+    /// Whether `value` is a blob pointer.
+    pub blob: bool,
 }
 
 /// Merges table cursors (each already positioned at its first entry) in internal order.
@@ -50,11 +57,23 @@ pub(crate) struct MergeIter {
     /// The user key and stripe of the last version seen, to drop the versions it shadows.
     last_key: Vec<u8>,
     last_stripe: Option<usize>,
+    /// Bytes of blob records that dropped entries pointed to, by blob file.
+    garbage: BTreeMap<u64, u64>,
+    /// Planted (`PlantedBug::BlobGarbageIgnoresSnapshots`): versions kept only for snapshots
+    /// count as garbage too.
+    snapshot_versions_are_garbage: bool,
 }
 
 impl MergeIter {
     pub(crate) fn new(inputs: Vec<TableIter>) -> Self {
-        let mut it = MergeIter { inputs, current: None, last_key: Vec::new(), last_stripe: None };
+        let mut it = MergeIter {
+            inputs,
+            current: None,
+            last_key: Vec::new(),
+            last_stripe: None,
+            garbage: BTreeMap::new(),
+            snapshot_versions_are_garbage: false,
+        };
         it.pick();
         it
     }
@@ -101,7 +120,16 @@ impl MergeIter {
             self.last_stripe = Some(stripe);
             let obsolete_tombstone =
                 input.value().is_none() && stripe == 0 && !key_may_be_deeper(input.user_key());
-            if shadowed || obsolete_tombstone {
+            let dropped = shadowed || obsolete_tombstone;
+            if input.is_blob() && (dropped || (same_key && self.snapshot_versions_are_garbage)) {
+                let pointer = input.value().and_then(BlobPointer::decode).ok_or_else(|| {
+                    let why = format!("a malformed blob pointer for key {:?}", input.user_key());
+                    Error::corruption(input.path(), 0, why)
+                })?;
+                let counted = self.garbage.entry(pointer.file).or_default();
+                *counted = counted.saturating_add(pointer.len);
+            }
+            if dropped {
                 self.advance().await?;
                 continue;
             }
@@ -112,7 +140,23 @@ impl MergeIter {
 
     fn peek(&self) -> Kept<'_> {
         let input = &self.inputs[self.current.expect("positioned")];
-        Kept { user_key: input.user_key(), seq: input.seq(), value: input.value() }
+        Kept {
+            user_key: input.user_key(),
+            seq: input.seq(),
+            value: input.value(),
+            blob: input.is_blob(),
+        }
+    }
+
+    /// Plants `PlantedBug::BlobGarbageIgnoresSnapshots` if `yes`.
+    pub(crate) fn planting_snapshot_garbage(mut self, yes: bool) -> Self {
+        self.snapshot_versions_are_garbage = yes;
+        self
+    }
+
+    /// The blob record bytes the dropped entries pointed to, by blob file.
+    pub(crate) fn garbage(&self) -> Vec<(u64, u64)> {
+        self.garbage.iter().map(|(&file, &bytes)| (file, bytes)).collect()
     }
 
     /// Moves past the current entry.

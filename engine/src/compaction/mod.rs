@@ -356,7 +356,8 @@ pub(crate) async fn run(env: &JobEnv<'_>, c: Compaction) -> Result<()> {
         return Ok(());
     }
     let timer = Timer::start(env.rt, &env.counters.latency.compaction);
-    let outputs = write_outputs(env, &c).await?;
+    let (outputs, garbage) = write_outputs(env, &c).await?;
+    edit.blob_garbage = garbage;
     let written: u64 = outputs.iter().map(|f| f.file_bytes).sum();
     let read: u64 = c.inputs.iter().map(|(_, f)| f.file_bytes).sum();
     Counters::add(&env.counters.compaction_bytes_read, read);
@@ -376,7 +377,11 @@ pub(crate) async fn run(env: &JobEnv<'_>, c: Compaction) -> Result<()> {
 /// numbers pending until the edit naming them is installed). Writes go through the compaction rate limiter, charged every
 /// `RATE_CHARGE_BYTES`. Flushes run meanwhile in their own pool: a flush only adds a level-0
 /// table newer than every input, which changes nothing the compaction decided.
-async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>> {
+/// Returns the outputs and the blob record bytes that entries it dropped pointed to.
+async fn write_outputs(
+    env: &JobEnv<'_>,
+    c: &Compaction,
+) -> Result<(Vec<FileMeta>, Vec<(u64, u64)>)> {
     let mut pinned = env.reads.pinned_snapshots();
     if env.options.has_bug(crate::options::PlantedBug::CompactionIgnoresSnapshots) {
         pinned.clear();
@@ -393,12 +398,16 @@ async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>
         it.seek_to_first().await?;
         cursors.push(it);
     }
-    let mut merge = MergeIter::new(cursors);
+    let planted = env.options.has_bug(crate::options::PlantedBug::BlobGarbageIgnoresSnapshots);
+    let mut merge = MergeIter::new(cursors).planting_snapshot_garbage(planted);
     let mut outputs = Vec::new();
     let mut writer: Option<(u64, TableWriter)> = None;
     // Bytes of the current output already charged to the rate limiter.
     let mut charged = 0;
     let mut last_key = Vec::new();
+    // Planted: the records of kept pointers are counted as garbage too.
+    let count_kept = env.options.has_bug(crate::options::PlantedBug::BlobGarbageCountsLive);
+    let mut kept_garbage = std::collections::BTreeMap::<u64, u64>::new();
     while let Some(kept) = merge.next_kept(&retention, key_may_be_deeper).await? {
         let new_key = kept.user_key != last_key.as_slice();
         let full = writer
@@ -420,9 +429,18 @@ async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>
         if writer.is_none() {
             writer = Some(new_output(env).await?);
         }
-        let (seq, value) = (kept.seq, kept.value.map(<[u8]>::to_vec));
+        let (seq, blob, value) = (kept.seq, kept.blob, kept.value.map(<[u8]>::to_vec));
+        if let Some(pointer) = value.as_deref().filter(|_| blob && count_kept) {
+            if let Some(p) = crate::blob::BlobPointer::decode(pointer) {
+                let counted = kept_garbage.entry(p.file).or_default();
+                *counted = counted.saturating_add(p.len);
+            }
+        }
         let (_, w) = writer.as_mut().expect("just made");
-        w.add(&last_key, seq, value.as_deref()).await?;
+        match value {
+            Some(pointer) if blob => w.add_blob(&last_key, seq, &pointer).await?,
+            value => w.add(&last_key, seq, value.as_deref()).await?,
+        }
         let owed = w.estimated_bytes().saturating_sub(charged);
         if owed >= RATE_CHARGE_BYTES {
             env.compaction_limiter.charge(env.rt, env.counters, owed).await;
@@ -438,7 +456,14 @@ async fn write_outputs(env: &JobEnv<'_>, c: &Compaction) -> Result<Vec<FileMeta>
         let dir = env.dir;
         env.rt.fs().sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))?;
     }
-    Ok(outputs)
+    let mut garbage = merge.garbage();
+    for (file, bytes) in kept_garbage {
+        match garbage.iter_mut().find(|(f, _)| *f == file) {
+            Some((_, counted)) => *counted = counted.saturating_add(bytes),
+            None => garbage.push((file, bytes)),
+        }
+    }
+    Ok((outputs, garbage))
 }
 
 async fn new_output(env: &JobEnv<'_>) -> Result<(u64, TableWriter)> {

@@ -584,6 +584,9 @@ impl DbInner {
             m.level_files[level] = files.len() as u64;
             m.level_bytes[level] = files.iter().map(|f| f.file_bytes).sum();
         }
+        m.blob_files = version.blobs.len() as u64;
+        m.blob_bytes = version.blobs.values().map(|b| b.file.file_bytes).sum();
+        m.blob_garbage_bytes = version.blobs.values().map(|b| b.garbage_bytes).sum();
         m
     }
 }

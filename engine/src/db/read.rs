@@ -88,9 +88,15 @@ impl DbInner {
                 continue; // every entry in it is newer than the read
             }
             let table = self.table_cache.get(file.number, file.file_bytes).await?;
-            if let Some((_, slot)) = table.get(key, seq).await? {
-                return Ok(slot);
-            }
+            let Some(hit) = table.find(key, seq).await? else { continue };
+            return match hit.value {
+                Some(pointer) if hit.blob => {
+                    let blobs = self.table_cache.blobs();
+                    let size = |n| view.version.blobs.get(&n).map(|b| b.file.file_bytes);
+                    Ok(Some(blobs.value(table.path(), &pointer, key, size, true).await?))
+                }
+                value => Ok(value),
+            };
         }
         Ok(None)
     }
@@ -149,6 +155,7 @@ impl DbInner {
             lower.map(<[u8]>::to_vec),
             upper.map(<[u8]>::to_vec),
             pin,
+            Arc::clone(&self.table_cache),
         ))
     }
 

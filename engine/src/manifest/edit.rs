@@ -4,7 +4,7 @@
 //! fixed-width little-endian body. Decoding checks every length against the bytes left and
 //! refuses unknown tags, so arbitrary bytes give an error, never a panic.
 
-use crate::version::{FileMeta, VersionEdit, LEVELS};
+use crate::version::{BlobFileMeta, FileMeta, VersionEdit, LEVELS};
 use bytes::Bytes;
 
 const TAG_LOG_NUMBER: u8 = 1;
@@ -17,6 +17,10 @@ const TAG_DELETE_FILE: u8 = 5;
 const TAG_DROPPABLE: u8 = 6;
 /// The format of the MANIFEST's WALs (older MANIFESTs hold none: their WALs are of format 1).
 const TAG_WAL_FORMAT: u8 = 7;
+/// A blob file the edit adds: number, file bytes, records, record bytes.
+const TAG_ADD_BLOB: u8 = 8;
+/// Garbage bytes to count against a blob file: number, bytes.
+const TAG_BLOB_GARBAGE: u8 = 9;
 
 impl VersionEdit {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -53,6 +57,17 @@ impl VersionEdit {
                 out.extend_from_slice(&f.droppable.to_le_bytes());
             }
         }
+        for b in &self.added_blobs {
+            out.push(TAG_ADD_BLOB);
+            for v in [b.number, b.file_bytes, b.records, b.record_bytes] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        for &(number, bytes) in &self.blob_garbage {
+            out.push(TAG_BLOB_GARBAGE);
+            out.extend_from_slice(&number.to_le_bytes());
+            out.extend_from_slice(&bytes.to_le_bytes());
+        }
     }
 
     /// Decodes an edit; the error says what is malformed.
@@ -86,6 +101,17 @@ impl VersionEdit {
                     };
                     f.droppable = count;
                 }
+                TAG_ADD_BLOB => {
+                    let (number, file_bytes) = (r.u64()?, r.u64()?);
+                    let (records, record_bytes) = (r.u64()?, r.u64()?);
+                    edit.added_blobs.push(BlobFileMeta {
+                        number,
+                        file_bytes,
+                        records,
+                        record_bytes,
+                    });
+                }
+                TAG_BLOB_GARBAGE => edit.blob_garbage.push((r.u64()?, r.u64()?)),
                 tag => return Err(format!("unknown field tag {tag} at byte {}", r.pos - 1)),
             }
         }
@@ -170,6 +196,13 @@ mod tests {
             wal_format: Some(2),
             added: vec![(0, meta(10, "apple", "pear", (3, 800))), (2, meta(11, "a", "b", (1, 2)))],
             deleted: vec![(1, 4)],
+            added_blobs: vec![BlobFileMeta {
+                number: 9,
+                file_bytes: 5000,
+                records: 3,
+                record_bytes: 4968,
+            }],
+            blob_garbage: vec![(8, 1200)],
         }
     }
 

@@ -21,7 +21,7 @@ pub(crate) use crate::version::VersionEdit;
 use crate::error::{Error, Result};
 use crate::metrics::SyncMeter;
 use crate::runtime::{FileSystem, Phase, PhaseGuard, Runtime};
-use crate::version::{FileMeta, Version};
+use crate::version::Version;
 use crate::wal::{self, WalWriter};
 use std::path::Path;
 
@@ -81,14 +81,8 @@ impl Manifest {
     /// An edit that describes `version` and the bookkeeping whole: what a new MANIFEST starts
     /// with.
     pub(crate) fn snapshot_edit(&self, version: &Version, next_file_number: u64) -> VersionEdit {
-        VersionEdit {
-            log_number: Some(self.log_number),
-            next_file_number: Some(next_file_number),
-            last_seq: Some(self.last_seq),
-            wal_format: Some(wal::Format::WRITTEN.number()),
-            added: version.files().map(|(level, f)| (level as u8, FileMeta::clone(f))).collect(),
-            deleted: Vec::new(),
-        }
+        let counters = (self.log_number, next_file_number, self.last_seq);
+        VersionEdit::snapshot(version, counters, wal::Format::WRITTEN.number())
     }
 
     /// Appends `edit` and makes it durable and attested; see the module header.

@@ -111,6 +111,8 @@ pub(crate) struct Counters {
     pub compactions: AtomicU64,
     pub compaction_bytes_read: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
+    /// Bytes of blob files written (by flushes; `Options::min_blob_size`).
+    pub blob_bytes_written: AtomicU64,
     /// The most flushes, compactions, and background jobs of either kind, that ran at once.
     pub flushes_running_max: AtomicU64,
     pub compactions_running_max: AtomicU64,
@@ -158,6 +160,10 @@ impl Counters {
             compactions: get(&self.compactions),
             compaction_bytes_read: get(&self.compaction_bytes_read),
             compaction_bytes_written: get(&self.compaction_bytes_written),
+            blob_bytes_written: get(&self.blob_bytes_written),
+            blob_files: 0,
+            blob_bytes: 0,
+            blob_garbage_bytes: 0,
             flushes_running_max: get(&self.flushes_running_max),
             compactions_running_max: get(&self.compactions_running_max),
             background_jobs_running_max: get(&self.jobs_running_max),
@@ -254,6 +260,14 @@ pub struct Metrics {
     pub compactions: u64,
     pub compaction_bytes_read: u64,
     pub compaction_bytes_written: u64,
+    /// Bytes of blob files written since open (`Options::min_blob_size`); they count in write
+    /// amplification.
+    pub blob_bytes_written: u64,
+    /// Blob files in the current version, their bytes, and the bytes of their records that no
+    /// table needs any more (reclaimed when a file is all garbage).
+    pub blob_files: u64,
+    pub blob_bytes: u64,
+    pub blob_garbage_bytes: u64,
     /// Tables and their bytes per level, L0 first, in the current version.
     pub level_files: [u64; 7],
     pub level_bytes: [u64; 7],
@@ -319,14 +333,27 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Table bytes written (by flushes and compactions) per byte the user wrote; 0 before the
-    /// first write.
+    /// Table and blob file bytes written (by flushes and compactions) per byte the user wrote;
+    /// 0 before the first write.
     pub fn write_amplification(&self) -> f64 {
-        ratio(self.flush_bytes + self.compaction_bytes_written, self.user_bytes)
+        let written = self.flush_bytes + self.compaction_bytes_written + self.blob_bytes_written;
+        ratio(written, self.user_bytes)
+    }
+
+    /// Bytes of blob files per byte of their records that some table still points to: 1.0
+    /// when no blob file holds garbage (or there are none), rising as overwritten and deleted
+    /// values wait in files not yet all garbage.
+    pub fn blob_space_amplification(&self) -> f64 {
+        let live = self.blob_bytes.saturating_sub(self.blob_garbage_bytes);
+        if live == 0 {
+            return 1.0;
+        }
+        self.blob_bytes as f64 / live as f64
     }
 
     /// The share of write amplification due to each level: table bytes written into it per
-    /// byte the user wrote. The levels add up to [`Metrics::write_amplification`].
+    /// byte the user wrote. The levels add up to [`Metrics::write_amplification`] less the
+    /// share of blob files.
     pub fn level_write_amplification(&self) -> [f64; 7] {
         std::array::from_fn(|level| ratio(self.level_bytes_written[level], self.user_bytes))
     }

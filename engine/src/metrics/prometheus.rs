@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 pub(super) fn render(m: &Metrics) -> String {
     let mut out = Out(String::with_capacity(8192));
-    let counters: [(&str, u64, &str); 21] = [
+    let counters: [(&str, u64, &str); 22] = [
         ("batches_total", m.batches, "Write batches committed."),
         ("commit_groups_total", m.commit_groups, "Commit groups (one WAL append each)."),
         ("user_bytes_total", m.user_bytes, "Key and value bytes of the operations committed."),
@@ -27,6 +27,7 @@ pub(super) fn render(m: &Metrics) -> String {
             m.compaction_bytes_written,
             "Table bytes compactions wrote.",
         ),
+        ("blob_bytes_written_total", m.blob_bytes_written, "Bytes of blob files written."),
         ("table_bytes_read_total", m.table_bytes_read, "Bytes read from table files."),
         ("data_block_reads_total", m.data_block_reads, "Data blocks read from table files."),
         ("block_cache_hits_total", m.block_cache_hits, "Block cache lookups that hit."),
@@ -66,7 +67,7 @@ pub(super) fn render(m: &Metrics) -> String {
         "Alerts raised since open.",
         &[("", m.alerts_raised as f64)],
     );
-    let gauges: [(&str, u64, &str); 14] = [
+    let gauges: [(&str, u64, &str); 17] = [
         (
             "memory_bytes",
             m.memory_bytes,
@@ -82,6 +83,13 @@ pub(super) fn render(m: &Metrics) -> String {
             "Data blocks iterators hold outside the block cache.",
         ),
         ("tables_open", m.tables_open, "Table files open."),
+        ("blob_files", m.blob_files, "Blob files in the current version."),
+        ("blob_bytes", m.blob_bytes, "Bytes of the blob files in the current version."),
+        (
+            "blob_garbage_bytes",
+            m.blob_garbage_bytes,
+            "Bytes of blob records no table of the current version points to.",
+        ),
         ("flushes_running", m.flushes_running, "Flushes running."),
         ("compactions_running", m.compactions_running, "Compactions running."),
         ("flushes_running_max", m.flushes_running_max, "The most flushes that ran at once."),

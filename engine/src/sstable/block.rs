@@ -290,6 +290,11 @@ impl BlockIter {
         key::parts(&self.key).2 == key::KIND_TOMBSTONE
     }
 
+    /// Whether the value is a pointer into a blob file.
+    pub(crate) fn is_blob(&self) -> bool {
+        key::parts(&self.key).2 == key::KIND_BLOB
+    }
+
     pub(crate) fn value(&self) -> &[u8] {
         &self.block.data[self.value_at..self.value_at + self.value_len]
     }

@@ -14,9 +14,13 @@ use super::BLOCK_BYTES_MAX;
 
 /// Size of the footer.
 pub(crate) const FOOTER_BYTES: usize = 64;
-/// The format version this code writes: 2, whose filter is blocked (see `filter`). It also
-/// reads version 1, the same but for a plain filter.
+/// The format version this code writes: 2, whose filter is blocked (see `filter`), or 3 for a
+/// table holding blob pointers (entries of kind 2; otherwise as 2), so that a binary from
+/// before key-value separation refuses it by its version. It also reads version 1, the same as
+/// 2 but for a plain filter.
 pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The format version of a table holding blob pointers.
+pub(crate) const FORMAT_VERSION_BLOBS: u32 = 3;
 /// The oldest format version this code reads.
 pub(crate) const FORMAT_VERSION_MIN: u32 = 1;
 /// The last 8 bytes of every table: "jadedbst" in ASCII.
@@ -102,7 +106,7 @@ impl Footer {
             return Err(Malformed("checksum mismatch"));
         }
         let version = u32_at(CRC_AT - 4);
-        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION_BLOBS).contains(&version) {
             return Err(Malformed("unknown format version"));
         }
         let handle = |i: usize| {
@@ -137,9 +141,9 @@ mod tests {
 
     #[test]
     fn reads_version_1_and_refuses_unknown_versions() {
-        for version in [0, FORMAT_VERSION_MIN, FORMAT_VERSION, FORMAT_VERSION + 1] {
+        for version in [0, FORMAT_VERSION_MIN, FORMAT_VERSION, FORMAT_VERSION_BLOBS, 4] {
             let f = Footer { version, ..footer() };
-            let known = (FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version);
+            let known = (FORMAT_VERSION_MIN..=FORMAT_VERSION_BLOBS).contains(&version);
             let decoded = Footer::decode(&f.encode(), 220);
             assert_eq!(decoded.is_ok(), known, "version {version}: {decoded:?}");
         }

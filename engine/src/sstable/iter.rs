@@ -111,6 +111,17 @@ impl TableIter {
         (!b.is_tombstone()).then(|| b.value())
     }
 
+    /// Whether the current entry's value is a blob pointer (`value` returns the pointer);
+    /// only meaningful when valid.
+    pub(crate) fn is_blob(&self) -> bool {
+        self.data.as_ref().is_some_and(|(_, b)| b.is_blob())
+    }
+
+    /// The path of the table, for errors about its entries.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.table.path()
+    }
+
     /// While the data cursor has run off its block, moves to the next block's first entry.
     async fn skip_forward(&mut self) -> Result<()> {
         while self.data.as_ref().is_some_and(|(_, b)| !b.valid()) {

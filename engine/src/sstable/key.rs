@@ -1,7 +1,7 @@
 //! Internal keys as tables store them: a user key followed by an 8-byte trailer.
 //!
-//! The trailer is `(seq << 8) | kind` as a little-endian u64, kind 1 for a value and 0 for a
-//! tombstone. Invariant: internal keys order by user key ascending (bytewise), then sequence
+//! The trailer is `(seq << 8) | kind` as a little-endian u64, kind 1 for a value, 0 for a
+//! tombstone and 2 for a value kept in a blob file (the entry holds a pointer to it). Invariant: internal keys order by user key ascending (bytewise), then sequence
 //! number descending, so a key's newest version comes first. Comparisons decode the trailer
 //! rather than comparing bytes, because little-endian trailers do not sort as numbers.
 
@@ -15,6 +15,8 @@ pub(crate) const SEQ_MAX: u64 = (1 << 56) - 1;
 pub(crate) const KIND_TOMBSTONE: u8 = 0;
 /// Kind of an entry that carries a value.
 pub(crate) const KIND_VALUE: u8 = 1;
+/// Kind of an entry whose value is in a blob file: it holds a `blob::BlobPointer`.
+pub(crate) const KIND_BLOB: u8 = 2;
 
 /// Appends the internal key `(user_key, seq, kind)` to `out`.
 pub(crate) fn encode(out: &mut Vec<u8>, user_key: &[u8], seq: u64, kind: u8) {
@@ -38,7 +40,7 @@ pub(crate) fn decode(key: &[u8]) -> Option<(&[u8], u64, u8)> {
     let split = key.len().checked_sub(TRAILER_BYTES)?;
     let trailer = u64::from_le_bytes(key[split..].try_into().ok()?);
     let kind = (trailer & 0xff) as u8;
-    if kind != KIND_VALUE && kind != KIND_TOMBSTONE {
+    if kind > KIND_BLOB {
         return None;
     }
     Some((&key[..split], trailer >> 8, kind))
@@ -83,7 +85,8 @@ mod tests {
     #[test]
     fn malformed_keys_do_not_decode() {
         assert_eq!(decode(b"short"), None);
-        assert_eq!(decode(&[b'k', 2, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(decode(&[b'k', 3, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert!(decode(&[b'k', 2, 0, 0, 0, 0, 0, 0, 0]).is_some());
         assert_eq!(parts(b""), (&b""[..], 0, KIND_TOMBSTONE));
     }
 }

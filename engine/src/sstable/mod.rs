@@ -15,7 +15,7 @@ mod block;
 mod filter;
 mod footer;
 mod iter;
-mod key;
+pub(crate) mod key;
 mod properties;
 mod reader;
 mod writer;

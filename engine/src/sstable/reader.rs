@@ -20,6 +20,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// What a point lookup found in a table.
+#[derive(Debug)]
+pub(crate) struct Hit {
+    #[cfg(test)]
+    pub seq: u64,
+    /// `None` for a tombstone.
+    pub value: Option<Bytes>,
+    /// Whether `value` is a blob pointer rather than the value.
+    pub blob: bool,
+}
+
 /// An open, verified table file.
 pub(crate) struct Table {
     file: Box<dyn File>,
@@ -141,11 +152,17 @@ impl Table {
 
     /// The newest version of `user_key` with a sequence number at most `read_seq`: `None` if
     /// the table has none, `Some((seq, None))` for a tombstone. Consults the filter first.
+    #[cfg(test)]
     pub(crate) async fn get(
         &self,
         user_key: &[u8],
         read_seq: u64,
     ) -> Result<Option<(u64, Option<Bytes>)>> {
+        Ok(self.find(user_key, read_seq).await?.map(|hit| (hit.seq, hit.value)))
+    }
+
+    /// As `get`, and whether the value found is a blob pointer.
+    pub(crate) async fn find(&self, user_key: &[u8], read_seq: u64) -> Result<Option<Hit>> {
         if let Some(filter) = &self.filter {
             self.stats.bloom_checks.fetch_add(1, Ordering::Relaxed);
             if !filter.may_contain(user_key) {
@@ -171,7 +188,12 @@ impl Table {
             return Ok(None);
         }
         let value = (!it.is_tombstone()).then(|| it.value_bytes());
-        Ok(Some((it.seq(), value)))
+        Ok(Some(Hit {
+            #[cfg(test)]
+            seq: it.seq(),
+            value,
+            blob: it.is_blob(),
+        }))
     }
 
     /// A cursor whose reads fill the block cache, for reads users make.

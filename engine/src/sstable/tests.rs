@@ -4,7 +4,7 @@
 use super::*;
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
-use crate::testing::MemFile;
+use crate::testing::{hex_dump, MemFile};
 use proptest::prelude::*;
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -313,18 +313,6 @@ pub(super) fn golden_options() -> TableOptions {
     TableOptions { block_bytes: 48, restart_interval: 2, bloom_bits_per_key: 10 }
 }
 
-/// 16 bytes per line: offset, hex, and the printable bytes.
-fn hex_dump(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for (i, line) in bytes.chunks(16).enumerate() {
-        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-        let text: String =
-            line.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect();
-        out.push_str(&format!("{:06x}  {:<47}  {text}\n", i * 16, hex.join(" ")));
-    }
-    out
-}
-
 #[test]
 fn golden_table_bytes() {
     let (file, props) = pollster::block_on(write(&golden_entries(), golden_options()));
@@ -497,5 +485,49 @@ fn tables_and_their_futures_can_cross_threads() {
         let mut w = TableWriter::new(Box::new(MemFile::new()), PATH.into(), golden_options());
         send(w.add(b"k", 1, None));
         send(w.finish());
+    });
+}
+
+/// Blob pointers (kind 2) read back as pointers, both from point lookups and from cursors, and
+/// make the table format version 3; a table without them stays at version 2.
+#[test]
+fn blob_pointers_round_trip_and_mark_the_table_as_version_3() {
+    use super::footer::{FOOTER_BYTES, FORMAT_VERSION, FORMAT_VERSION_BLOBS};
+    pollster::block_on(async {
+        let version_of = |file: &Arc<MemFile>| {
+            let bytes = file.contents();
+            let at = bytes.len() - FOOTER_BYTES + 48;
+            u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+        };
+        let (file, mut w) = writer(TableOptions::default());
+        w.add(b"a", 3, Some(b"inline")).await.unwrap();
+        w.add_blob(b"b", 2, b"\x05\x00\x0e\x01\x02\x03\x04").await.unwrap();
+        w.add(b"c", 1, None).await.unwrap();
+        w.finish().await.unwrap();
+        assert_eq!(version_of(&file), FORMAT_VERSION_BLOBS);
+        let table = open(&file, None, Arc::default()).await.unwrap();
+        let hit = table.find(b"b", 9).await.unwrap().unwrap();
+        assert!(hit.blob);
+        assert_eq!(hit.value.as_deref(), Some(&b"\x05\x00\x0e\x01\x02\x03\x04"[..]));
+        let hit = table.find(b"a", 9).await.unwrap().unwrap();
+        assert!(!hit.blob);
+        let mut it = table.iter();
+        it.seek_to_first().await.unwrap();
+        let mut kinds = Vec::new();
+        while it.valid() {
+            kinds.push((it.user_key().to_vec(), it.is_blob(), it.value().is_none()));
+            it.next().await.unwrap();
+        }
+        assert_eq!(
+            kinds,
+            [
+                (b"a".to_vec(), false, false),
+                (b"b".to_vec(), true, false),
+                (b"c".to_vec(), false, true)
+            ]
+        );
+        let (plain, _) =
+            write(&[(b"a".to_vec(), 1, Some(b"v".to_vec()))], TableOptions::default()).await;
+        assert_eq!(version_of(&plain), FORMAT_VERSION);
     });
 }

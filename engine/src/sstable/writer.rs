@@ -11,7 +11,7 @@
 
 use super::block::{BlockBuilder, BlockType, BLOCK_TRAILER_BYTES};
 use super::filter::FilterBuilder;
-use super::footer::{BlockHandle, Footer, FOOTER_BYTES, FORMAT_VERSION};
+use super::footer::{BlockHandle, Footer, FOOTER_BYTES, FORMAT_VERSION, FORMAT_VERSION_BLOBS};
 use super::{key, properties, TableOptions, TableProperties, BLOCK_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::runtime::File;
@@ -63,6 +63,8 @@ struct Counts {
     /// Tombstones and versions below their key's newest (see [`TableWriter::droppable`]).
     droppable: u64,
     data_blocks: u64,
+    /// Entries holding blob pointers.
+    blob_pointers: u64,
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -108,22 +110,39 @@ impl TableWriter {
         seq: u64,
         value: Option<&[u8]>,
     ) -> Result<()> {
-        self.check_add(user_key, seq, value)?;
+        let kind = key::kind_of(value);
+        self.add_kind(user_key, seq, kind, value.unwrap_or_default()).await
+    }
+
+    /// Adds an entry whose value is in a blob file: `pointer` is the encoded
+    /// `blob::BlobPointer`. Ordered as [`TableWriter::add`].
+    pub(crate) async fn add_blob(
+        &mut self,
+        user_key: &[u8],
+        seq: u64,
+        pointer: &[u8],
+    ) -> Result<()> {
+        self.add_kind(user_key, seq, key::KIND_BLOB, pointer).await
+    }
+
+    async fn add_kind(&mut self, user_key: &[u8], seq: u64, kind: u8, value: &[u8]) -> Result<()> {
+        self.check_add(user_key, seq, value.len())?;
         let new_user_key = self.stats.entries == 0 || key::parts(&self.last_key).0 != user_key;
         if let (true, Some(filter)) = (new_user_key, self.filter.as_mut()) {
             filter.add(user_key);
         }
         self.last_key.clear();
-        key::encode(&mut self.last_key, user_key, seq, key::kind_of(value));
-        self.data_block.add(&self.last_key, value.unwrap_or_default());
-        self.count(user_key, seq, value.is_none(), new_user_key);
+        key::encode(&mut self.last_key, user_key, seq, kind);
+        self.data_block.add(&self.last_key, value);
+        self.count(user_key, seq, kind == key::KIND_TOMBSTONE, new_user_key);
+        self.stats.blob_pointers += u64::from(kind == key::KIND_BLOB);
         if self.data_block.size_estimate() >= self.options.block_bytes {
             self.flush_data_block().await?;
         }
         Ok(())
     }
 
-    fn check_add(&self, user_key: &[u8], seq: u64, value: Option<&[u8]>) -> Result<()> {
+    fn check_add(&self, user_key: &[u8], seq: u64, value_len: usize) -> Result<()> {
         if self.failed {
             return Err(self.failed_error());
         }
@@ -139,7 +158,7 @@ impl TableWriter {
                 )));
             }
         }
-        let entry_bytes = 12 + user_key.len() + key::TRAILER_BYTES + value.map_or(0, <[u8]>::len);
+        let entry_bytes = 12 + user_key.len() + key::TRAILER_BYTES + value_len;
         if self.data_block.size_estimate() + entry_bytes + 4 > BLOCK_BYTES_MAX {
             return Err(Error::InvalidArgument(format!(
                 "an entry of {entry_bytes} bytes does not fit a table block"
@@ -277,7 +296,9 @@ impl TableWriter {
         let index = self.index_block.finish_sealed(BlockType::Index);
         let index = self.write_block(index).await?;
         let (properties, props_handle) = self.write_properties().await?;
-        let footer = Footer { index, filter, properties: props_handle, version: FORMAT_VERSION };
+        let version =
+            if self.stats.blob_pointers > 0 { FORMAT_VERSION_BLOBS } else { FORMAT_VERSION };
+        let footer = Footer { index, filter, properties: props_handle, version };
         let footer = footer.encode();
         self.pending.extend_from_slice(&footer);
         self.appended(footer.len()).await?;
