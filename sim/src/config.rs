@@ -46,11 +46,17 @@ pub enum Bug {
     WalBufferDropped,
     /// A rotation creates the new WAL before the old one is wholly synced.
     NewWalBeforeOldSynced,
+    /// A compaction counts the blob records of versions kept only for snapshots as garbage.
+    BlobGarbageIgnoresSnapshots,
+    /// A blob file is not synced before the table pointing into it is recorded.
+    BlobNotSynced,
+    /// A compaction counts the blob records of the entries it keeps as garbage.
+    BlobGarbageCountsLive,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 17] = [
         Bug::SyncNoop,
         Bug::AcceptTornWal,
         Bug::AckBeforeSync,
@@ -65,6 +71,9 @@ impl Bug {
         Bug::NewWalNameNotSynced,
         Bug::WalBufferDropped,
         Bug::NewWalBeforeOldSynced,
+        Bug::BlobGarbageIgnoresSnapshots,
+        Bug::BlobNotSynced,
+        Bug::BlobGarbageCountsLive,
     ];
 
     /// The name used on the command line.
@@ -84,6 +93,9 @@ impl Bug {
             Bug::NewWalNameNotSynced => "new-wal-name-not-synced",
             Bug::WalBufferDropped => "wal-buffer-dropped",
             Bug::NewWalBeforeOldSynced => "new-wal-before-old-synced",
+            Bug::BlobGarbageIgnoresSnapshots => "blob-garbage-ignores-snapshots",
+            Bug::BlobNotSynced => "blob-not-synced",
+            Bug::BlobGarbageCountsLive => "blob-garbage-counts-live",
         }
     }
 
@@ -105,6 +117,9 @@ impl Bug {
             Bug::NewWalNameNotSynced => P::NewWalNameNotSynced,
             Bug::WalBufferDropped => P::WalBufferDroppedAtRotation,
             Bug::NewWalBeforeOldSynced => P::NewWalBeforeOldSynced,
+            Bug::BlobGarbageIgnoresSnapshots => P::BlobGarbageIgnoresSnapshots,
+            Bug::BlobNotSynced => P::BlobNotSynced,
+            Bug::BlobGarbageCountsLive => P::BlobGarbageCountsLive,
         })
     }
 
@@ -472,6 +487,10 @@ pub struct TableConfig {
     /// written before the buffer: 0, as those versions wrote.
     #[serde(default)]
     pub wal_buffer_bytes: usize,
+    /// `Options::min_blob_size` (`None` keeps every value in the tables). Absent in scenario
+    /// files written before key-value separation: none.
+    #[serde(default)]
+    pub min_blob_size: Option<usize>,
 }
 
 /// A generator for a draw added after the others, seeded from `rng`'s seed and position
@@ -483,7 +502,7 @@ fn side_stream(rng: &ChaCha8Rng) -> ChaCha8Rng {
 
 /// A side stream of its own for each later draw at one position (`lane` 0 is
 /// [`side_stream`]'s), so that the draws are independent of each other.
-fn side_lane(rng: &ChaCha8Rng, lane: u8) -> ChaCha8Rng {
+pub(crate) fn side_lane(rng: &ChaCha8Rng, lane: u8) -> ChaCha8Rng {
     let mut seed = rng.get_seed();
     for (s, p) in seed.iter_mut().zip(rng.get_word_pos().to_le_bytes()) {
         *s ^= p;
@@ -532,6 +551,12 @@ impl TableConfig {
             // file, so a process crash loses them), sizes that fill within a scenario, and
             // none, as RocksDB writes.
             wal_buffer_bytes: *pick(&mut side_lane(rng, 2), &[0, 0, 256, 4096, 32 << 10, 32 << 10]),
+            // Key-value separation in half the seeds: every value (1), most of them, or only
+            // the large ones in blob files.
+            min_blob_size: *pick(
+                &mut side_lane(rng, 3),
+                &[None, None, None, Some(1), Some(32), Some(200)],
+            ),
         }
     }
 
@@ -566,6 +591,8 @@ impl TableConfig {
             manifest_bytes_max: 64 << 20,
             compaction_bytes_per_sec: 0,
             memory_budget: 0,
+            // Kept comparable with measurements from before key-value separation.
+            min_blob_size: None,
             ..TableConfig::draw(rng)
         }
     }

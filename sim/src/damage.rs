@@ -170,6 +170,9 @@ pub enum FileKind {
     Manifest,
     Table,
     Current,
+    /// A blob file (key-value separation): a damaged record must read as corruption naming
+    /// it, never as another value.
+    Blob,
 }
 
 impl FileKind {
@@ -183,6 +186,7 @@ impl FileKind {
             FileKind::Table => 3,
             FileKind::OlderWal => 2,
             FileKind::Current => 1,
+            FileKind::Blob => 3,
         }
     }
 }
@@ -269,6 +273,8 @@ pub fn damage(
             (FileKind::Manifest, f.durable_len)
         } else if f.name == "CURRENT" {
             (FileKind::Current, f.durable_len)
+        } else if f.name.ends_with(".blob") {
+            (FileKind::Blob, f.durable_len)
         } else {
             continue;
         };

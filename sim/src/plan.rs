@@ -75,6 +75,11 @@ pub enum Action {
         upper: Option<u32>,
         steps: Vec<Step>,
         at_snapshot: bool,
+        /// Virtual milliseconds the walk holds its iterator between steps (a slow reader):
+        /// flushes and compactions go on meanwhile, and every file the iterator's version names
+        /// must stay readable. Absent in scenario files written before it: none.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pause_ms: u64,
     },
     /// The keys `[from, to)` read at the client's snapshot (skipped if it has none), walked
     /// forward or backward; one key is also read with `get`.
@@ -299,14 +304,21 @@ impl Mix {
             (Some(l), Some(u)) if name(u) < name(l) => (Some(u), Some(l)),
             other => other,
         };
+        // Drawn aside, so that every other draw of every seed stays as it was.
+        let pause_ms = *pick_u64(&mut crate::config::side_lane(rng, 7), &[0, 0, 0, 2, 10, 50]);
         let steps = (0..rng.gen_range(1..=12)).map(|_| draw_step(rng, keys)).collect();
         Action::Walk {
             lower: lower.map(|k| k as u32),
             upper: upper.map(|k| k as u32),
             steps,
             at_snapshot,
+            pause_ms,
         }
     }
+}
+
+fn pick_u64<'a>(rng: &mut ChaCha8Rng, choices: &'a [u64]) -> &'a u64 {
+    &choices[rng.gen_range(0..choices.len())]
 }
 
 /// Targets fall on keys and between them (a key with a byte appended).

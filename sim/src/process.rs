@@ -318,14 +318,15 @@ impl Process {
                 &Action::Scan { from, to, by_iterator } => {
                     self.scan(&db, client, from, to, by_iterator).await
                 }
-                Action::Walk { lower, upper, steps, at_snapshot } => {
+                Action::Walk { lower, upper, steps, at_snapshot, pause_ms } => {
                     let snap = if *at_snapshot {
                         let Some(snap) = &snapshot else { continue };
                         Some(snap)
                     } else {
                         None
                     };
-                    self.walk(&db, snap, client, *lower, *upper, steps).await
+                    let pause = Duration::from_millis(*pause_ms);
+                    self.walk(&db, snap, client, (*lower, *upper), steps, pause).await
                 }
                 &Action::SnapshotRead { from, to, reverse } => {
                     let Some(snap) = &snapshot else { continue };
@@ -449,9 +450,9 @@ impl Process {
         db: &Db,
         snap: Option<&(Snapshot, ReadToken)>,
         client: usize,
-        lower: Option<u32>,
-        upper: Option<u32>,
+        (lower, upper): (Option<u32>, Option<u32>),
         plan: &[Step],
+        pause: Duration,
     ) {
         let lower = lower.map(|k| key_name(k as usize));
         let upper = upper.map(|k| key_name(k as usize));
@@ -462,7 +463,7 @@ impl Process {
                 Some((s, _)) => s.iter_async(lower.as_deref(), upper.as_deref()).await?,
                 None => db.iter_async(lower.as_deref(), upper.as_deref()).await?,
             };
-            walk_steps(it, &lower, &upper, plan).await
+            walk_steps(it, &lower, &upper, plan, pause).await
         };
         let walked = self.bounded("an iterator walk", walked).await;
         let shown = match walked {
@@ -756,6 +757,7 @@ fn options(config: &ScenarioConfig, plan: &Cycle) -> Options {
         .compaction_bytes_per_sec(tables.compaction_bytes_per_sec)
         .wal_bytes_per_sync(tables.wal_bytes_per_sync)
         .wal_buffer_bytes(tables.wal_buffer_bytes)
+        .min_blob_size(tables.min_blob_size)
         .commit_group_bytes_max(config.group_bytes_max)
         .commit_window(Duration::from_micros(config.commit_window_us))
         .wal_preallocate_bytes(config.wal_preallocate_bytes)
@@ -803,11 +805,15 @@ async fn walk_steps(
     lower: &Option<Vec<u8>>,
     upper: &Option<Vec<u8>>,
     plan: &[Step],
+    pause: Duration,
 ) -> jadedb::Result<Result<Shown, String>> {
     let lo = lower.clone().map_or(Bound::Unbounded, Bound::Included);
     let hi = upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
     let mut shown = Shown::default();
     for &step in plan {
+        if !pause.is_zero() {
+            madsim::time::sleep(pause).await;
+        }
         let before = it.entry().map(|(k, _)| k.to_vec());
         let interval_to = |k: &Option<Vec<u8>>| k.clone().map_or(hi.clone(), Bound::Included);
         let interval_from = |k: &Option<Vec<u8>>| k.clone().map_or(lo.clone(), Bound::Included);

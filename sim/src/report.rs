@@ -330,6 +330,13 @@ pub fn coverage_lines(s: &Summary, count: u64) -> Vec<String> {
              in-code fault points fired",
             t.acks_checked_durable, t.writes_after_failure, t.walks, t.points_fired
         ),
+        format!(
+            "blobs: blob files written in {} scenarios ({} bytes), a crash inside a blob write \
+             in {}",
+            pct(s.with_blob_files),
+            t.blob_bytes_written,
+            pct(s.with_crash_in_blob_write)
+        ),
     ]
 }
 

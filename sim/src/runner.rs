@@ -311,6 +311,8 @@ fn tally(s: &mut Summary, o: &Outcome) {
     count_nonzero(&mut s.with_fault, &st.faults_fired);
     s.with_torn_blocks += u64::from(st.torn_blocks > 0);
     s.with_dirs_out_of_order += u64::from(st.dir_changes_out_of_order > 0);
+    s.with_blob_files += u64::from(st.blob_bytes_written > 0);
+    s.with_crash_in_blob_write += u64::from(st.crashes_in_blob_write > 0);
     if o.config.scale {
         s.scale_ops_min = if s.scale == 0 { st.ops } else { s.scale_ops_min.min(st.ops) };
         s.scale += 1;

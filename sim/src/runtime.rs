@@ -476,7 +476,10 @@ impl FileSystem for SimFs {
             // too): creating a numbered file that exists replaces what may still be needed,
             // and a later deletion of the old name takes the new file.
             let numbered = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.ends_with(".log") || n.ends_with(".sst") || n.starts_with("MANIFEST-")
+                n.ends_with(".log")
+                    || n.ends_with(".sst")
+                    || n.ends_with(".blob")
+                    || n.starts_with("MANIFEST-")
             });
             if numbered && !self.control.frozen() && self.inner.inner().exists(path) {
                 let why = format!("created {} again: a file number reused", path.display());

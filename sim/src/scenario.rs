@@ -370,6 +370,7 @@ fn record_metrics_at_crash(shared: &Shared) {
         stats.compactions += m.compactions;
         stats.crashes_in_flush += u64::from(m.flushes_running > 0);
         stats.crashes_in_compaction += u64::from(m.compactions_running > 0);
+        stats.blob_bytes_written += m.blob_bytes_written;
         stats.crashes_in_concurrent_jobs +=
             u64::from(m.flushes_running + m.compactions_running >= 2);
         record_tree(&mut stats, &m);
@@ -408,6 +409,13 @@ fn record_crash(
         CrashKind::ProcessCrash => stats.process_crashes += 1,
     }
     stats.aimed_crashes += u64::from(site.aimed);
+    // A blob file whose bytes or name are not yet durable is being written.
+    let blob_writing = disk.files(Path::new(&config.db_dir)).is_ok_and(|files| {
+        files.iter().any(|f| {
+            f.name.ends_with(".blob") && (f.durable_len < f.current_len || !f.durable_name)
+        })
+    });
+    stats.crashes_in_blob_write += u64::from(blob_writing);
     let after_failure = matches!(config.cycles[index].point, CrashPoint::AfterFailure { .. });
     stats.crashes_after_failure += u64::from(site.aimed && after_failure);
     // Counted only where the crash was aimed there: a crash at a deadline comes after whatever

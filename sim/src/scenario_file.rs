@@ -152,13 +152,18 @@ fn action(a: &Action) -> String {
             name(*to),
             if *by_iterator { " by a backward iterator" } else { "" }
         ),
-        Action::Walk { lower, upper, steps, at_snapshot } => {
+        Action::Walk { lower, upper, steps, at_snapshot, pause_ms } => {
             let steps: Vec<String> = steps.iter().map(step).collect();
             format!(
-                "iterator{} over [{}, {}): {}",
+                "iterator{} over [{}, {}){}: {}",
                 if *at_snapshot { " at the snapshot" } else { "" },
                 lower.map_or("-".into(), name),
                 upper.map_or("-".into(), name),
+                if *pause_ms > 0 {
+                    format!(", {pause_ms} ms between steps")
+                } else {
+                    String::new()
+                },
                 steps.join(", ")
             )
         }

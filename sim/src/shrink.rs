@@ -308,6 +308,7 @@ impl Shrinker<'_> {
             wal_bytes_per_sync: 0,
             memory_budget: 0,
             wal_buffer_bytes: 0,
+            min_blob_size: None,
         };
         for cycle in 0..self.best.cycles.len() {
             self.attempt("a crash at the deadline", |c| {
@@ -319,7 +320,7 @@ impl Shrinker<'_> {
             });
             self.attempt("no clean close", |c| std::mem::take(&mut c.cycles[cycle].close));
             type Field = fn(&mut TableConfig, &TableConfig) -> bool;
-            let fields: [Field; 16] = [
+            let fields: [Field; 17] = [
                 |t, p| set(&mut t.memtables_max, p.memtables_max),
                 |t, p| set(&mut t.block_bytes, p.block_bytes),
                 |t, p| set(&mut t.bloom_bits_per_key, p.bloom_bits_per_key),
@@ -336,6 +337,7 @@ impl Shrinker<'_> {
                 |t, p| set(&mut t.wal_bytes_per_sync, p.wal_bytes_per_sync),
                 |t, p| set(&mut t.memory_budget, p.memory_budget),
                 |t, p| set(&mut t.wal_buffer_bytes, p.wal_buffer_bytes),
+                |t, p| set(&mut t.min_blob_size, p.min_blob_size),
             ];
             for field in fields {
                 self.attempt("an ordinary table option", |c| {

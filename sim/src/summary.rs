@@ -69,6 +69,10 @@ pub struct Stats {
     pub levels_max: u64,
     /// Client operations issued (writes, reads, flushes and compactions).
     pub ops: u64,
+    /// Bytes of blob files written (key-value separation), and crashes that came while a blob
+    /// file's bytes or name were not yet durable (inside a blob write).
+    pub blob_bytes_written: u64,
+    pub crashes_in_blob_write: u64,
 }
 
 impl Stats {
@@ -113,6 +117,8 @@ impl Stats {
             tables_max,
             levels_max,
             ops,
+            blob_bytes_written,
+            crashes_in_blob_write,
         } = other;
         // Destructured, so that a new field cannot be forgotten here.
         for (into, from) in [
@@ -128,6 +134,8 @@ impl Stats {
             (&mut self.flushes, flushes),
             (&mut self.compactions, compactions),
             (&mut self.crashes_in_flush, crashes_in_flush),
+            (&mut self.blob_bytes_written, blob_bytes_written),
+            (&mut self.crashes_in_blob_write, crashes_in_blob_write),
             (&mut self.crashes_in_compaction, crashes_in_compaction),
             (&mut self.crashes_after_failure, crashes_after_failure),
             (&mut self.crashes_in_concurrent_jobs, crashes_in_concurrent_jobs),
@@ -205,6 +213,9 @@ pub struct Summary {
     pub with_fault: [u64; 17],
     pub with_torn_blocks: u64,
     pub with_dirs_out_of_order: u64,
+    /// Scenarios that wrote blob files, and those with a crash inside a blob write.
+    pub with_blob_files: u64,
+    pub with_crash_in_blob_write: u64,
     /// The seeds of each class the sweep was to run, and those it ran (fewer only when a time
     /// budget ran out: then the ones run are the lowest of their class).
     pub standard_selected: u64,
@@ -280,6 +291,8 @@ impl Summary {
             with_fault,
             with_torn_blocks,
             with_dirs_out_of_order,
+            with_blob_files,
+            with_crash_in_blob_write,
             standard_selected,
             scale_selected,
             standard,
@@ -325,6 +338,8 @@ impl Summary {
             (&mut self.with_process_crash, with_process_crash),
             (&mut self.with_torn_blocks, with_torn_blocks),
             (&mut self.with_dirs_out_of_order, with_dirs_out_of_order),
+            (&mut self.with_blob_files, with_blob_files),
+            (&mut self.with_crash_in_blob_write, with_crash_in_blob_write),
             (&mut self.standard_selected, standard_selected),
             (&mut self.scale_selected, scale_selected),
             (&mut self.standard, standard),

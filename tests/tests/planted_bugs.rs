@@ -114,3 +114,18 @@ fn a_write_buffer_dropped_when_its_log_is_retired_is_found() {
 fn a_new_log_created_before_the_old_one_is_synced_is_found() {
     assert_found(Bug::NewWalBeforeOldSynced);
 }
+
+#[test]
+fn blob_garbage_that_ignores_snapshots_is_found() {
+    assert_found(Bug::BlobGarbageIgnoresSnapshots);
+}
+
+#[test]
+fn a_blob_file_left_unsynced_under_its_table_is_found() {
+    assert_found(Bug::BlobNotSynced);
+}
+
+#[test]
+fn blob_garbage_that_counts_a_live_value_is_found() {
+    assert_found(Bug::BlobGarbageCountsLive);
+}
