@@ -187,10 +187,15 @@ fn compaction_drops_overwritten_versions_and_tombstones() {
     db.close().unwrap();
 }
 
+/// The files in the database directory whose names end with `suffix`.
+fn files_ending(fs: &MemFs, suffix: &str) -> Vec<String> {
+    let names = pollster::block_on(fs.list(Path::new("/db"))).unwrap();
+    names.into_iter().filter(|n| n.ends_with(suffix)).collect()
+}
+
 /// The table files in the database directory.
 fn tables(fs: &MemFs) -> Vec<String> {
-    let names = pollster::block_on(fs.list(Path::new("/db"))).unwrap();
-    names.into_iter().filter(|n| n.ends_with(".sst")).collect()
+    files_ending(fs, ".sst")
 }
 
 /// Flips one bit of a file in place.
@@ -207,17 +212,23 @@ fn flip_bit(fs: &MemFs, path: &str, offset: u64, bit: u8) {
 
 #[test]
 fn a_missing_table_is_reported_by_name_at_open() {
+    assert_missing_file_reported(tiny(), ".sst");
+}
+
+/// Deletes the last file whose name ends with `suffix` from a database written with `options`:
+/// the next open fails with corruption naming it.
+fn assert_missing_file_reported(options: Options, suffix: &str) {
     let fs = MemFs::new();
-    let db = open(&fs, tiny());
+    let db = open(&fs, options.clone());
     let mut model = Model::new();
     churn(&db, &mut model, &mut ChaCha8Rng::seed_from_u64(3), 500, 100);
     db.close().unwrap();
-    let victim = tables(&fs).pop().expect("some table");
+    let victim = files_ending(&fs, suffix).pop().expect("some such file");
     pollster::block_on(fs.remove(Path::new(&format!("/db/{victim}")))).unwrap();
-    match Db::open("/db", tiny(), MemRuntime::new(&fs)) {
+    match Db::open("/db", options, MemRuntime::new(&fs)) {
         Err(Error::Corruption { reason, .. }) => assert!(reason.contains(&victim), "{reason}"),
         Err(other) => panic!("expected corruption, got {other}"),
-        Ok(_) => panic!("opened with a table missing"),
+        Ok(_) => panic!("opened with {victim} missing"),
     }
 }
 
@@ -642,8 +653,7 @@ fn compactions_read_around_the_block_cache() {
 
 /// The blob files in the database directory.
 fn blob_files(fs: &MemFs) -> Vec<String> {
-    let names = pollster::block_on(fs.list(Path::new("/db"))).unwrap();
-    names.into_iter().filter(|n| n.ends_with(".blob")).collect()
+    files_ending(fs, ".blob")
 }
 
 /// Whether any blob file of `/db` holds `needle`.
@@ -704,18 +714,7 @@ fn a_blob_file_leaves_the_disk_once_no_table_or_snapshot_needs_its_values() {
 
 #[test]
 fn a_missing_blob_file_is_reported_by_name_at_open() {
-    let fs = MemFs::new();
-    let db = open(&fs, tiny_blobs());
-    let mut model = Model::new();
-    churn(&db, &mut model, &mut ChaCha8Rng::seed_from_u64(3), 500, 100);
-    db.close().unwrap();
-    let victim = blob_files(&fs).pop().expect("some blob file");
-    pollster::block_on(fs.remove(Path::new(&format!("/db/{victim}")))).unwrap();
-    match Db::open("/db", tiny_blobs(), MemRuntime::new(&fs)) {
-        Err(Error::Corruption { reason, .. }) => assert!(reason.contains(&victim), "{reason}"),
-        Err(other) => panic!("expected corruption, got {other}"),
-        Ok(_) => panic!("opened with a blob file missing"),
-    }
+    assert_missing_file_reported(tiny_blobs(), ".blob");
 }
 
 /// Every bit of a blob file's records flipped in turn: reads of the values it holds fail with
