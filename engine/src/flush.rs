@@ -72,8 +72,8 @@ pub(crate) async fn write_table(
         mem.entries_after(last.as_ref(), FLUSH_CHUNK_ENTRIES, &mut chunk);
         touch(&chunk);
         for (key, slot) in &chunk {
-            let separate = options.min_blob_size.zip(slot.as_deref());
-            let Some(value) = separate.filter(|(min, v)| v.len() >= *min).map(|(_, v)| v) else {
+            let large = |v: &&[u8]| options.min_blob_size.is_some_and(|min| v.len() >= min);
+            let Some(value) = slot.as_deref().filter(large) else {
                 writer.add(&key.user_key, key.seq, slot.as_deref()).await?;
                 continue;
             };

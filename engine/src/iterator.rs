@@ -17,13 +17,12 @@
 
 use crate::error::Result;
 use crate::memtable::{InternalKey, Memtable, SEQ_MAX};
-use crate::sstable::TableIter;
+use crate::sstable::{Table, TableIter};
 use crate::table_cache::TableCache;
 use crate::version::{FileMeta, Version};
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Compares internal keys: user key ascending, then sequence number descending.
@@ -223,13 +222,13 @@ impl Child {
     }
 
     /// The table holding the current entry if its value is a blob pointer.
-    fn blob_table(&self) -> Option<&Path> {
+    fn blob_table(&self) -> Option<&Arc<Table>> {
         let table = match self {
             Child::Mem(_) => None,
             Child::Table(t) => Some(t),
             Child::Level(l) => l.table(),
         };
-        table.filter(|t| t.is_blob()).map(TableIter::path)
+        table.filter(|t| t.is_blob()).map(TableIter::table)
     }
 
     async fn seek(&mut self, user_key: &[u8], seq: u64) -> Result<()> {
@@ -303,7 +302,7 @@ impl Merged {
         let child = &self.children[self.current.expect("valid")];
         let value = Bytes::copy_from_slice(child.value()?);
         Some(match child.blob_table() {
-            Some(table) => Value::Blob { pointer: value, table: table.to_path_buf() },
+            Some(table) => Value::Blob { pointer: value, table: Arc::clone(table) },
             None => Value::Inline(value),
         })
     }
@@ -372,7 +371,11 @@ impl Merged {
 /// A value as the merge finds it: in place, or in a blob file.
 enum Value {
     Inline(Bytes),
-    Blob { pointer: Bytes, table: PathBuf },
+    /// The pointer, and the table holding it (for errors naming it).
+    Blob {
+        pointer: Bytes,
+        table: Arc<Table>,
+    },
 }
 
 /// A cursor over the live keys of the database at one sequence number, in `[lower, upper)`.
@@ -411,8 +414,8 @@ impl DbIterator {
         match value {
             Value::Inline(value) => Ok(value),
             Value::Blob { pointer, table } => {
-                let size = |n| self.version.blobs.get(&n).map(|b| b.file.file_bytes);
-                self.tables.blobs().value(&table, &pointer, key, size, true).await
+                let blobs = self.tables.blobs();
+                blobs.value(&self.version, table.path(), &pointer, key, true).await
             }
         }
     }

@@ -931,6 +931,6 @@ fn draw_point(rng: &mut ChaCha8Rng, cycle: usize, measuring: bool, faulty: bool)
     CrashPoint::InPhase { phase, nth: rng.gen_range(1..=typical_calls(phase)) }
 }
 
-fn pick<'a, T>(rng: &mut ChaCha8Rng, choices: &'a [T]) -> &'a T {
+pub(crate) fn pick<'a, T>(rng: &mut ChaCha8Rng, choices: &'a [T]) -> &'a T {
     &choices[rng.gen_range(0..choices.len())]
 }

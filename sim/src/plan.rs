@@ -305,7 +305,8 @@ impl Mix {
             other => other,
         };
         // Drawn aside, so that every other draw of every seed stays as it was.
-        let pause_ms = *pick_u64(&mut crate::config::side_lane(rng, 7), &[0, 0, 0, 2, 10, 50]);
+        let pause_ms =
+            *crate::config::pick(&mut crate::config::side_lane(rng, 7), &[0, 0, 0, 2, 10, 50]);
         let steps = (0..rng.gen_range(1..=12)).map(|_| draw_step(rng, keys)).collect();
         Action::Walk {
             lower: lower.map(|k| k as u32),
@@ -315,10 +316,6 @@ impl Mix {
             pause_ms,
         }
     }
-}
-
-fn pick_u64<'a>(rng: &mut ChaCha8Rng, choices: &'a [u64]) -> &'a u64 {
-    &choices[rng.gen_range(0..choices.len())]
 }
 
 /// Targets fall on keys and between them (a key with a byte appended).

@@ -25,7 +25,7 @@ pub(crate) use format::BlobPointer;
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
 use crate::runtime::{read_exact_at, File, RuntimeRef};
-use crate::version::BlobFileMeta;
+use crate::version::{BlobFileMeta, Version};
 use bytes::Bytes;
 use format::Footer;
 use std::fmt;
@@ -197,16 +197,15 @@ impl BlobFiles {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The value a table entry of `key` holding `pointer` (encoded) names. `file_bytes` is
-    /// the blob file's size as the version records it (`None` if the version read holds no such
-    /// file: a pointer no version vouches for is corruption of the table holding it, which
-    /// `table` names). Fills the block cache if `fill_cache`.
+    /// The value a table entry of `key` holding `pointer` (encoded) names, in a blob file of
+    /// `version`, the version read: a pointer into a file it does not hold is corruption of the
+    /// table holding the pointer, which `table` names. Fills the block cache if `fill_cache`.
     pub(crate) async fn value(
         &self,
+        version: &Version,
         table: &std::path::Path,
         pointer: &[u8],
         key: &[u8],
-        file_bytes: impl FnOnce(u64) -> Option<u64>,
         fill_cache: bool,
     ) -> Result<Bytes> {
         let Some(pointer) = BlobPointer::decode(pointer) else {
@@ -216,7 +215,7 @@ impl BlobFiles {
                 format!("a malformed blob pointer for key {key:?}"),
             ));
         };
-        let Some(file_bytes) = file_bytes(pointer.file) else {
+        let Some(file_bytes) = version.blobs.get(&pointer.file).map(|b| b.file.file_bytes) else {
             return Err(Error::corruption(
                 table,
                 0,
@@ -304,17 +303,22 @@ mod tests {
         (w.finish().await.unwrap(), pointers)
     }
 
-    /// The value `p` names for `key`, as read by a table of number 9; `size` is the blob
-    /// file's size as the version gives it.
+    /// The value `p` names for `key`, as read by a table of number 9 in a version holding the
+    /// blob file `held` (none if `None`).
     async fn read(
         files: &BlobFiles,
         p: &BlobPointer,
         key: &[u8],
-        size: Option<u64>,
+        held: Option<&BlobFileMeta>,
     ) -> Result<Bytes> {
         let mut pointer = Vec::new();
         p.encode(&mut pointer);
-        files.value(Path::new("/db/000009.sst"), &pointer, key, |_| size, true).await
+        let edit = crate::version::VersionEdit {
+            added_blobs: held.into_iter().cloned().collect(),
+            ..Default::default()
+        };
+        let version = Version::default().apply(&edit).unwrap();
+        files.value(&version, Path::new("/db/000009.sst"), &pointer, key, true).await
     }
 
     #[test]
@@ -329,7 +333,7 @@ mod tests {
             assert_eq!(meta.file_bytes, meta.record_bytes + format::FOOTER_BYTES as u64);
             let cache = Arc::new(BlockCache::new(1 << 20));
             let files = BlobFiles::new(Arc::clone(&rt), DIR.into(), 1, Some(Arc::clone(&cache)));
-            let size = Some(meta.file_bytes);
+            let size = Some(&meta);
             for ((k, v), p) in values.iter().zip(&pointers) {
                 assert_eq!(read(&files, p, k, size).await.unwrap(), v[..]);
             }
@@ -352,7 +356,7 @@ mod tests {
             let file = rt.fs().open(&path).await.unwrap();
             file.write_at(pointers[1].offset + 50, &[0xff]).await.unwrap();
             let files = BlobFiles::new(rt.clone(), DIR.into(), 4, None);
-            let size = Some(meta.file_bytes);
+            let size = Some(&meta);
             assert_eq!(read(&files, &pointers[0], b"a", size).await.unwrap(), vec![1; 100]);
             match read(&files, &pointers[1], b"b", size).await {
                 Err(Error::Corruption { file, offset, reason }) => {

@@ -92,8 +92,7 @@ impl DbInner {
             return match hit.value {
                 Some(pointer) if hit.blob => {
                     let blobs = self.table_cache.blobs();
-                    let size = |n| view.version.blobs.get(&n).map(|b| b.file.file_bytes);
-                    Ok(Some(blobs.value(table.path(), &pointer, key, size, true).await?))
+                    Ok(Some(blobs.value(&view.version, table.path(), &pointer, key, true).await?))
                 }
                 value => Ok(value),
             };

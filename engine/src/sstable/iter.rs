@@ -117,6 +117,11 @@ impl TableIter {
         self.data.as_ref().is_some_and(|(_, b)| b.is_blob())
     }
 
+    /// The table walked.
+    pub(crate) fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
     /// The path of the table, for errors about its entries.
     pub(crate) fn path(&self) -> &std::path::Path {
         self.table.path()
